@@ -1,0 +1,55 @@
+"""Control traffic: interest leases on `md.ctl.interest` and error replies."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from raxx_contracts._base import Symbol, WireModel
+from raxx_contracts.enums import AssetClass, Channel
+from raxx_contracts.timestamps import NanoDatetime
+
+RejectReason = Literal["symbol_limit", "invalid_symbol", "invalid_channel", "not_entitled"]
+
+
+class InterestRequest(WireModel):
+    """A consumer declares interest in symbols; the lease lapses unless renewed in time."""
+
+    schema_version: Literal[1] = 1
+    consumer_id: str = Field(min_length=1, max_length=200)
+    asset_class: AssetClass = AssetClass.STOCKS
+    channels: tuple[Channel, ...] = (Channel.QUOTES, Channel.TRADES)
+    symbols: tuple[str, ...] = Field(min_length=1, max_length=1000)
+    """Raw symbols; each is validated by the hub and rejected one by one if unusable."""
+    lease_seconds: int = Field(default=60, ge=5, le=3600)
+    release: bool = False
+    """True drops the consumer's lease on these symbols at once instead of renewing it."""
+
+
+class Rejection(WireModel):
+    """Why one requested symbol was not subscribed."""
+
+    symbol: str
+    reason: RejectReason
+    message: str
+
+
+class InterestReply(WireModel):
+    """The hub's answer: what is now leased, what was refused and why."""
+
+    schema_version: Literal[1] = 1
+    accepted: tuple[Symbol, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+    lease_expires_at: NanoDatetime | None = None
+    subscribed: int = 0
+    """Distinct symbols the hub holds upstream for this asset class after the request."""
+    symbol_cap: int = 0
+
+
+class ErrorReply(WireModel):
+    """A typed error answer to a NATS request."""
+
+    schema_version: Literal[1] = 1
+    error: str
+    message: str

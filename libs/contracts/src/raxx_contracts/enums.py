@@ -1,0 +1,54 @@
+"""Enumerations shared by subjects, models and policy."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AssetClass(StrEnum):
+    """Which upstream stream a message comes from."""
+
+    STOCKS = "stocks"
+    OPTIONS = "options"
+
+
+class Channel(StrEnum):
+    """Message channel; the subject token after the asset class."""
+
+    QUOTES = "quotes"
+    TRADES = "trades"
+    BARS = "bars"
+    DAILYBARS = "dailybars"
+    STATUSES = "statuses"
+
+
+CHANNELS_BY_ASSET: dict[AssetClass, tuple[Channel, ...]] = {
+    AssetClass.STOCKS: (
+        Channel.QUOTES, Channel.TRADES, Channel.BARS, Channel.DAILYBARS, Channel.STATUSES,
+    ),
+    AssetClass.OPTIONS: (Channel.QUOTES, Channel.TRADES),
+}  # fmt: skip
+
+
+class Path(StrEnum):
+    """Real-time, or the same messages after the configured delay."""
+
+    RT = "rt"
+    DELAYED = "delayed"
+
+
+class BarKind(StrEnum):
+    """Which Alpaca bar channel produced a bar (`b`, `u`, `d`) or a REST backfill."""
+
+    MINUTE = "minute"
+    UPDATED = "updated"
+    DAILY = "daily"
+
+
+class SettleSource(StrEnum):
+    """Where a settle price came from."""
+
+    DAILY_BAR = "daily_bar"
+    CONTRACT_CLOSE = "contract_close"
+    QUOTE_MID = "quote_mid"
+    CARRIED_FORWARD = "carried_forward"
