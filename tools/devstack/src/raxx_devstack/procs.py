@@ -49,11 +49,6 @@ def http_ready(url: str) -> Callable[[], bool]:
     return probe
 
 
-def _as_user(user: str | None) -> dict[str, object]:
-    """Popen arguments that drop root to `user` (own group, no supplementary groups)."""
-    return {"user": user, "group": user, "extra_groups": []} if user else {}
-
-
 class ManagedProcess:
     """One server or service we started: logs to a file, stopped by process group."""
 
@@ -86,7 +81,9 @@ class ManagedProcess:
             env=self.env,
             cwd=self.cwd,
             start_new_session=True,
-            **_as_user(self.user),
+            user=self.user,
+            group=self.user,
+            extra_groups=[] if self.user else None,
         )
         log.close()
         return self

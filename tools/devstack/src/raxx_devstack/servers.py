@@ -15,7 +15,7 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def _pg_user() -> str | None:
         pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
         subprocess.run(  # noqa: S603 - fixed argv
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+            [shutil.which("useradd") or "/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
              PG_SYSTEM_USER],
             check=True, capture_output=True,
         )  # fmt: skip
@@ -115,7 +115,8 @@ def start_postgres(state_dir: Path, port: int = 0, durable: bool = True) -> Serv
         init = subprocess.run(  # noqa: S603 - fixed argv
             [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
              "--no-instructions", *([] if durable else ["--no-sync"])],
-            capture_output=True, text=True, check=False, **_as_user(user),  # type: ignore[call-overload]
+            capture_output=True, text=True, check=False,
+            user=user, group=user, extra_groups=[] if user else None,
         )  # fmt: skip
         if init.returncode != 0:
             raise StartError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
@@ -132,7 +133,7 @@ def start_postgres(state_dir: Path, port: int = 0, durable: bool = True) -> Serv
     return Server("postgres", proc, f"postgresql://postgres@127.0.0.1:{port}/postgres", port)
 
 
-def _pg_accepting(port: int) -> object:
+def _pg_accepting(port: int) -> Callable[[], bool]:
     def probe() -> bool:
         r = subprocess.run(  # noqa: S603 - fixed argv
             [_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"],
