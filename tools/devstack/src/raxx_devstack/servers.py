@@ -23,7 +23,6 @@ from raxx_devstack.ports import free_port
 from raxx_devstack.procs import (
     ManagedProcess,
     StartError,
-    _as_user,
     http_ready,
     tcp_ready,
     venv_bin,
@@ -88,8 +87,8 @@ def _pg_user() -> str | None:
         pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
         subprocess.run(  # noqa: S603 - fixed argv
-            [shutil.which("useradd") or "/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             PG_SYSTEM_USER],
+            [shutil.which("useradd") or "/usr/sbin/useradd", "--system", "--no-create-home",
+             "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
             check=True, capture_output=True,
         )  # fmt: skip
     return PG_SYSTEM_USER
