@@ -1,0 +1,311 @@
+"""`make run`: the whole system on one machine, using configured servers or starting its own."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from raxx_devstack import servers
+from raxx_devstack.ports import port_in_use
+from raxx_devstack.procs import ManagedProcess, StartError, http_ready
+
+NATS_PORT, PG_PORT, BAO_PORT, SIM_PORT = 14222, 15432, 18200, 18700
+ALPACA_KEY_PATH = "raxx/alpaca/market-data"
+DATABASES = ("tier_gate", "broker_handoff", "eod_settler")
+
+
+class StackError(RuntimeError):
+    """Something the user must fix; the message says what."""
+
+
+@dataclass
+class Service:
+    """One of our services: how to start it and where it answers /readyz."""
+
+    name: str
+    module: str
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Stack:
+    """What `make run` started (and must stop) and how everything is reached."""
+
+    root: Path
+    env: dict[str, str]
+    started: list[servers.Server] = field(default_factory=list)
+    services: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        """State of this run (`.run/`)."""
+        return self.root / ".run"
+
+    def say(self, text: str) -> None:
+        """A progress line for the person at the terminal."""
+        print(f"[make run] {text}", flush=True)  # noqa: T201 - this is the terminal UI
+
+    def stop(self) -> None:
+        """Stop only what we started, services first."""
+        for proc in reversed(self.services):
+            with contextlib.suppress(Exception):
+                proc.stop()
+        servers.stop_all(self.started)
+
+
+@contextlib.contextmanager
+def single_instance(run_dir: Path) -> Iterator[None]:
+    """Refuse a second `make run` in the same checkout with a plain message."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = run_dir / "make-run.lock"
+    handle: IO[str] = lock_path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        handle.close()
+        raise StackError(
+            f"`make run` is already running in this checkout (pid {pid}). Use that one, or stop "
+            "it with Ctrl-C in its terminal first."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def _require_free(port: int, what: str, variable: str) -> None:
+    if port_in_use(port):
+        raise StackError(
+            f"port {port} (default for {what}) is already taken by another program. Free it, "
+            f"or point `make run` at an existing server with {variable}."
+        )
+
+
+def _vault_put(addr: str, token: str, path: str, data: Mapping[str, str]) -> None:
+    r = httpx.post(
+        f"{addr}/v1/secret/data/{path}", headers={"X-Vault-Token": token}, json={"data": data}
+    )
+    if not r.is_success:
+        raise StackError(f"could not write {path} to OpenBao at {addr}: {r.status_code} {r.text}")
+
+
+def _ensure_databases(admin_dsn: str) -> dict[str, str]:
+    import psycopg
+    from psycopg import sql
+
+    dsns: dict[str, str] = {}
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for db in DATABASES:
+            exists = conn.execute("select 1 from pg_database where datname = %s", (db,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+            dsns[db] = psycopg.conninfo.make_conninfo(admin_dsn, dbname=db)
+    return dsns
+
+
+def _python_module(stack: Stack, args: list[str], env: Mapping[str, str], what: str) -> None:
+    r = subprocess.run(  # noqa: S603 - argv built here
+        [sys.executable, "-m", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=stack.root,
+    )
+    if r.returncode != 0:
+        raise StackError(f"{what} failed (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
+
+
+def _service_exists(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(f"{module}.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def bring_up(stack: Stack) -> list[Service]:
+    """Start or reach every server, bootstrap secrets and keys; return the services to run."""
+    env, run = stack.env, stack.run_dir
+    # PostgreSQL
+    if dsn := env.get("DATABASE_URL"):
+        stack.say(f"PostgreSQL: using DATABASE_URL ({dsn.split('@')[-1]})")
+    else:
+        _require_free(PG_PORT, "PostgreSQL", "DATABASE_URL")
+        stack.say(f"PostgreSQL: starting on 127.0.0.1:{PG_PORT} (data in .run/postgres)")
+        pg = servers.start_postgres(run / "postgres", port=PG_PORT)
+        stack.started.append(pg)
+        dsn = pg.url
+    dsns = _ensure_databases(dsn)
+    # OpenBao
+    if vault_addr := env.get("VAULT_ADDR"):
+        vault_token = env.get("VAULT_TOKEN", "")
+        stack.say(f"OpenBao: using VAULT_ADDR {vault_addr}")
+    else:
+        _require_free(BAO_PORT, "OpenBao", "VAULT_ADDR")
+        stack.say(f"OpenBao: starting a dev server on 127.0.0.1:{BAO_PORT} (in memory)")
+        bao = servers.start_openbao(run / "openbao", port=BAO_PORT)
+        stack.started.append(bao)
+        vault_addr, vault_token = bao.url, bao.extra["token"]
+        (run / "openbao" / "root-token").write_text(vault_token)
+    # Alpaca (the simulator unless real endpoints are configured)
+    if env.get("ALPACA_DATA_URL"):
+        data_url = env["ALPACA_DATA_URL"]
+        stream_url = env.get("ALPACA_STREAM_URL", "wss://stream.data.alpaca.markets")
+        trading_url = env.get("ALPACA_TRADING_URL", "https://paper-api.alpaca.markets")
+        key_id = env.get("ALPACA_API_KEY_ID", "")
+        secret = env.get("ALPACA_API_SECRET_KEY", "")
+        stack.say(f"Alpaca: using ALPACA_DATA_URL {data_url}")
+    else:
+        _require_free(SIM_PORT, "alpaca-sim", "ALPACA_DATA_URL")
+        stack.say(f"alpaca-sim: starting on 127.0.0.1:{SIM_PORT}")
+        sim = servers.start_alpaca_sim(run / "alpaca-sim", port=SIM_PORT)
+        stack.started.append(sim)
+        data_url = trading_url = sim.url
+        stream_url = sim.extra["ws_url"]
+        key_id, secret = "sim-key", "sim-secret"
+    _vault_put(vault_addr, vault_token, ALPACA_KEY_PATH, {"key_id": key_id, "secret_key": secret})
+    # NATS (operator/JWT mode, keys made by tier-gate's init)
+    nats_dir = run / "nats"
+    creds: dict[str, str] = {}
+    vault_env = {"VAULT__ADDR": vault_addr, "VAULT__TOKEN": vault_token}
+    if nats_url := env.get("NATS_URL"):
+        stack.say(f"NATS: using NATS_URL {nats_url}")
+        if env.get("NATS_CREDS"):
+            creds = dict.fromkeys(
+                ("hub", "settler", "broker-handoff", "tier-gate"), env["NATS_CREDS"]
+            )
+    else:
+        _require_free(NATS_PORT, "NATS", "NATS_URL")
+        if not _service_exists("tier_gate"):
+            raise StackError("tier-gate is not installed: it creates the NATS operator and keys")
+        stack.say("NATS: creating operator, accounts and keys (python -m tier_gate init)")
+        tg_env = {f"TG_{k}": v for k, v in vault_env.items()}
+        tg_env["TG_DATABASE_URL"] = dsns["tier_gate"]
+        _python_module(
+            stack,
+            ["tier_gate", "init", "--dev", "--out", str(nats_dir),
+             "--nats-listen", f"127.0.0.1:{NATS_PORT}", "--js-dir", str(nats_dir / "js")],
+            tg_env,
+            "tier-gate init",
+        )  # fmt: skip
+        stack.say(f"NATS: starting nats-server on 127.0.0.1:{NATS_PORT} (operator mode)")
+        nats = servers.start_nats(
+            nats_dir, port=NATS_PORT, config=nats_dir / "nats-server.conf", jetstream=False
+        )
+        stack.started.append(nats)
+        nats_url = nats.url
+        creds = {n: str(nats_dir / f"{n}.creds") for n in ("hub", "settler", "broker-handoff")}
+        creds["tier-gate"] = str(nats_dir / "tier-gate.creds")
+    if _service_exists("broker_handoff"):
+        bh_env = {f"BH_{k}": v for k, v in vault_env.items()}
+        _python_module(stack, ["broker_handoff", "init-vault"], bh_env, "broker-handoff init-vault")
+
+    def common(prefix: str, creds_name: str, port: int) -> dict[str, str]:
+        out = {f"{prefix}_{k}": v for k, v in vault_env.items()}
+        out |= {f"{prefix}_NATS_URL": nats_url, f"{prefix}_ENV": "dev"}
+        out |= {f"{prefix}_HTTP_HOST": "127.0.0.1", f"{prefix}_HTTP_PORT": str(port)}
+        if creds_name in creds:
+            out[f"{prefix}_NATS_CREDS"] = creds[creds_name]
+        return out
+
+    identity_jwks = "http://127.0.0.1:8082/dev/identity/jwks.json"
+    delay = env.get("MDH_DELAY_SECONDS", "900")
+    candidates = [
+        Service("tier-gate", "tier_gate", 8082, common("TG", "tier-gate", 8082) | {
+            "TG_DATABASE_URL": dsns["tier_gate"],
+        }),
+        Service("market-data-hub", "market_data_hub", 8081, common("MDH", "hub", 8081) | {
+            "MDH_ALPACA_DATA_URL": data_url, "MDH_ALPACA_STREAM_URL": stream_url,
+            "MDH_DELAY_SECONDS": delay,
+            "MDH_TIER_GATE_JWKS_URL": "http://127.0.0.1:8082/.well-known/jwks.json",
+        }),
+        Service("eod-settler", "eod_settler", 8084, common("EOD", "settler", 8084) | {
+            "EOD_DATABASE_URL": dsns["eod_settler"], "EOD_ALPACA_DATA_URL": data_url,
+            "EOD_ALPACA_TRADING_URL": trading_url,
+        }),
+        Service("broker-handoff", "broker_handoff", 8083, common("BH", "broker-handoff", 8083) | {
+            "BH_DATABASE_URL": dsns["broker_handoff"], "BH_ALPACA_OAUTH_URL": trading_url,
+            "BH_ALPACA_TRADING_URL": trading_url, "BH_IDENTITY_JWKS_URL": identity_jwks,
+        }),
+    ]  # fmt: skip
+    return [s for s in candidates if _service_exists(s.module)]
+
+
+def start_services(stack: Stack, services: list[Service]) -> None:
+    """Start each service and wait for its /readyz."""
+    for svc in services:
+        _require_free(svc.port, svc.name, f"{svc.name}'s *_HTTP_PORT")
+        stack.say(f"{svc.name}: starting on http://127.0.0.1:{svc.port}")
+        proc = ManagedProcess(
+            svc.name,
+            [sys.executable, "-m", svc.module],
+            stack.run_dir / "logs" / f"{svc.name}.log",
+            env=svc.env,
+            cwd=stack.root,
+        ).start()
+        stack.services.append(proc)
+    for svc, proc in zip(services, stack.services, strict=True):
+        proc.wait_ready(http_ready(f"http://127.0.0.1:{svc.port}/readyz"), timeout=60)
+        stack.say(f"{svc.name}: ready")
+
+
+def _watch(stack: Stack) -> int:
+    while True:
+        for proc in stack.services:
+            if not proc.alive():
+                stack.say(f"{proc.name} stopped unexpectedly; last log lines:\n{proc.log_tail()}")
+                return 1
+        time.sleep(0.5)
+
+
+def run(root: Path) -> int:
+    """Entry point of `make run`."""
+    stack = Stack(root=root, env=dict(os.environ))
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        with single_instance(stack.run_dir):
+            services = bring_up(stack)
+            start_services(stack, services)
+            _write_dev_env(stack, services)
+            print("READY", flush=True)  # noqa: T201 - the one line scripts wait for
+            stack.say(
+                "logs in .run/logs/; try `uv run raxx-md tail --tier free AAPL`; Ctrl-C stops all"
+            )
+            return _watch(stack)
+    except KeyboardInterrupt:
+        stack.say("stopping what this run started ...")
+        return 0
+    except (StackError, StartError) as exc:
+        stack.say(f"error: {exc}")
+        return 1
+    finally:
+        stack.stop()
+
+
+def _write_dev_env(stack: Stack, services: list[Service]) -> None:
+    lines = [f"{svc.name}=http://127.0.0.1:{svc.port}" for svc in services]
+    (stack.run_dir / "endpoints").write_text("\n".join(lines) + "\n")
