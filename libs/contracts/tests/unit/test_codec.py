@@ -126,3 +126,11 @@ def test_upstream_numbers_become_shortest_decimal_strings(value: float | str, te
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone"):
         NanoDatetime.from_datetime(datetime(2024, 1, 1))  # noqa: DTZ001 - the point of the test
+
+
+@given(nanotimes)
+def test_hot_path_epoch_formatter_matches_the_model_and_parses_back(ts: NanoDatetime) -> None:
+    from raxx_contracts.timestamps import format_epoch_ns
+
+    text = format_epoch_ns(ts.epoch_ns())
+    assert NanoDatetime.parse(text) == ts
