@@ -17,7 +17,7 @@ from raxx_contracts.codec import decimal_str
 from raxx_contracts.timestamps import format_epoch_ns
 
 N = 100_000
-TS = NanoDatetime.parse("2026-11-25T14:30:00.123456789Z")
+TS_NS = NanoDatetime.parse("2026-11-25T14:30:00.123456789Z").epoch_ns()
 
 
 class QuoteStruct(msgspec.Struct):
@@ -37,7 +37,7 @@ class QuoteStruct(msgspec.Struct):
 
 def as_dict() -> dict[str, object]:
     return {
-        "schema_version": 1, "symbol": "AAPL", "timestamp": format_epoch_ns(TS.epoch_ns()), "feed": "iex",
+        "schema_version": 1, "symbol": "AAPL", "timestamp": format_epoch_ns(TS_NS), "feed": "iex",
         "bid_price": decimal_str(172.35), "bid_size": 100, "bid_exchange": "V",
         "ask_price": decimal_str(172.36), "ask_size": 200, "ask_exchange": "V",
         "conditions": ["R"], "tape": "C",
