@@ -1,0 +1,101 @@
+"""NATS: publish handoff events; consume `billing.tier.changed` from the existing BILLING stream.
+
+The stream is declared by tier-gate; this module only binds a durable pull consumer to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from raxx_contracts import HandoffEvent, TierChanged, decode, encode, subjects
+from raxx_contracts.errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+TierHandler = Callable[[TierChanged], Awaitable[None]]
+
+
+class RetryLater(Exception):
+    """Raised by a handler to have a message redelivered after a delay."""
+
+
+class Bus:
+    """A NATS connection for broker-handoff."""
+
+    def __init__(self, url: str, creds: str | None = None) -> None:
+        self._url = url
+        self._creds = creds
+        self._nc: NatsClient | None = None
+
+    async def connect(self) -> None:
+        """Connect (retrying in the background after the first success)."""
+        opts: dict[str, object] = {"name": "broker-handoff", "max_reconnect_attempts": -1}
+        if self._creds:
+            opts["user_credentials"] = self._creds
+        self._nc = await nats.connect(self._url, **opts)
+
+    async def close(self) -> None:
+        """Drain and close."""
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.drain()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up (for /readyz)."""
+        return self._nc is not None and self._nc.is_connected
+
+    async def publish_event(self, event: HandoffEvent) -> None:
+        """Publish a handoff event (best effort: a bus outage must not undo a disconnect)."""
+        if self._nc is None:
+            return
+        try:
+            await self._nc.publish(subjects.BROKER_HANDOFF_EVENTS, encode(event))
+        except Exception as exc:  # the event is advisory; the audit log is the record
+            log.warning("could not publish handoff event: %s", type(exc).__name__)
+
+    async def consume_tiers(self, durable: str, handler: TierHandler) -> None:
+        """Consume tier changes forever (caller supervises and restarts on error)."""
+        if self._nc is None:
+            raise RuntimeError("consume_tiers before connect")
+        js = self._nc.jetstream()
+        sub = await js.pull_subscribe(
+            subjects.BILLING_TIER_CHANGED,
+            durable=durable,
+            stream=subjects.BILLING_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=30,
+                max_deliver=50,
+            ),
+        )
+        while True:
+            try:
+                msgs = await sub.fetch(batch=50, timeout=1.0)
+            except NatsTimeout:
+                continue
+            for msg in msgs:
+                await self._handle(msg, handler)
+
+    async def _handle(self, msg: Msg, handler: TierHandler) -> None:
+        try:
+            event = decode(TierChanged, msg.data)
+        except DecodeError:
+            log.error("dropping a malformed tier change (seq %s)", msg.metadata.sequence.stream)
+            await msg.term()
+            return
+        try:
+            await handler(event)
+        except RetryLater:
+            await msg.nak(delay=2.0)
+            return
+        except asyncio.CancelledError:
+            raise
+        await msg.ack()

@@ -1,0 +1,369 @@
+"""PostgreSQL: tier projection, OAuth states, connection records, orders, audit, revoke jobs.
+
+No secret ever reaches this module: tokens live only in Vault, states are stored hashed.
+Driver exceptions become :class:`StoreUnavailable` at this boundary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from broker_handoff.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS bh_user_tiers (
+    user_id text PRIMARY KEY,
+    tier text NOT NULL,
+    version bigint NOT NULL,
+    changed_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS bh_oauth_states (
+    state_key text PRIMARY KEY,
+    user_id text NOT NULL,
+    env text NOT NULL CHECK (env IN ('live', 'paper')),
+    code_verifier text,
+    redirect_uri text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bh_connections (
+    user_id text PRIMARY KEY,
+    env text NOT NULL CHECK (env IN ('live', 'paper')),
+    status text NOT NULL CHECK (status IN ('connected', 'disconnected', 'revoked')),
+    scope text NOT NULL DEFAULT '',
+    vault_key text NOT NULL,
+    connected_at timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    reason text NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS bh_orders (
+    user_id text NOT NULL,
+    client_order_id text NOT NULL,
+    fingerprint text NOT NULL,
+    state text NOT NULL CHECK (state IN ('pending', 'placed')),
+    provider_order jsonb,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, client_order_id)
+);
+CREATE TABLE IF NOT EXISTS bh_audit (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    actor text NOT NULL,
+    user_id text,
+    action text NOT NULL,
+    outcome text NOT NULL,
+    detail jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE OR REPLACE FUNCTION bh_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'bh_audit is append-only (% refused)', TG_OP;
+END $$;
+CREATE OR REPLACE TRIGGER bh_audit_no_update_delete BEFORE UPDATE OR DELETE ON bh_audit
+    FOR EACH ROW EXECUTE FUNCTION bh_audit_append_only();
+CREATE OR REPLACE TRIGGER bh_audit_no_truncate BEFORE TRUNCATE ON bh_audit
+    FOR EACH STATEMENT EXECUTE FUNCTION bh_audit_append_only();
+CREATE TABLE IF NOT EXISTS bh_revoke_jobs (
+    id bigserial PRIMARY KEY,
+    status text NOT NULL CHECK (status IN ('running', 'done')),
+    cursor text NOT NULL DEFAULT '',
+    destroyed integer NOT NULL DEFAULT 0,
+    failed integer NOT NULL DEFAULT 0,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS bh_revoke_jobs_one_running
+    ON bh_revoke_jobs ((true)) WHERE status = 'running';
+"""
+_SCHEMA_LOCK = 0x6268_5F73_6368  # "bh_sch": serialises concurrent migrations
+
+
+@dataclass(frozen=True)
+class OAuthState:
+    """A consumed OAuth state row."""
+
+    user_id: str
+    env: str
+    code_verifier: str | None
+    redirect_uri: str
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A user's connection record (never the token)."""
+
+    user_id: str
+    env: str
+    status: str
+    scope: str
+    vault_key: str
+    connected_at: dt.datetime | None
+    updated_at: dt.datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class RevokeJob:
+    """A mass-revocation job and its progress."""
+
+    id: int
+    status: str
+    cursor: str
+    destroyed: int
+    failed: int
+
+
+class Store:
+    """Async PostgreSQL access for broker-handoff."""
+
+    def __init__(self, dsn: str, max_size: int = 8) -> None:
+        self._pool = AsyncConnectionPool(
+            dsn, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+        )
+
+    async def open(self) -> None:
+        """Open the pool and create/upgrade the schema (idempotent)."""
+        try:
+            await self._pool.open(wait=True, timeout=10)
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                await conn.execute(SCHEMA)
+        except (psycopg.Error, OSError) as exc:
+            raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.errors.RaiseException:
+            raise
+        except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
+            log.warning("database error: %s", type(exc).__name__)
+            raise StoreUnavailable("The database is unavailable. Try again shortly.") from None
+
+    async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
+        async with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql.encode(), params)
+            return await cur.fetchone() if cur.description else None
+
+    async def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        async with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql.encode(), params)
+            return await cur.fetchall()
+
+    async def ping(self) -> bool:
+        """Whether the database answers (for /readyz)."""
+        try:
+            return await self._one("SELECT 1 AS ok") is not None
+        except StoreUnavailable:
+            return False
+
+    # -- tiers --------------------------------------------------------------------------------
+    async def tier_of(self, user_id: str) -> str | None:
+        """The user's projected tier, None when billing never mentioned them."""
+        row = await self._one("SELECT tier FROM bh_user_tiers WHERE user_id = %s", (user_id,))
+        return str(row["tier"]) if row else None
+
+    async def apply_tier(
+        self, user_id: str, tier: str, version: int, changed_at: dt.datetime
+    ) -> bool:
+        """Upsert a tier if `version` is newer than the stored one; True when it applied."""
+        row = await self._one(
+            """INSERT INTO bh_user_tiers (user_id, tier, version, changed_at)
+               VALUES (%s, %s, %s, %s)
+               ON CONFLICT (user_id) DO UPDATE
+                 SET tier = EXCLUDED.tier, version = EXCLUDED.version,
+                     changed_at = EXCLUDED.changed_at, updated_at = now()
+                 WHERE bh_user_tiers.version < EXCLUDED.version
+               RETURNING version""",
+            (user_id, tier, version, changed_at),
+        )
+        return row is not None
+
+    # -- OAuth states -------------------------------------------------------------------------
+    async def save_state(
+        self,
+        key: str,
+        user_id: str,
+        env: str,
+        code_verifier: str | None,
+        redirect_uri: str,
+        expires_at: dt.datetime,
+    ) -> None:
+        """Remember a pending authorization (also sweeps expired ones)."""
+        async with self._conn() as conn:
+            await conn.execute(b"DELETE FROM bh_oauth_states WHERE expires_at < now()")
+            await conn.execute(
+                b"""INSERT INTO bh_oauth_states
+                   (state_key, user_id, env, code_verifier, redirect_uri, expires_at)
+                   VALUES (%s, %s, %s, %s, %s, %s)""",
+                (key, user_id, env, code_verifier, redirect_uri, expires_at),
+            )
+
+    async def consume_state(self, key: str) -> OAuthState | None:
+        """Atomically take a state (single use); None when unknown or already used."""
+        row = await self._one(
+            """DELETE FROM bh_oauth_states WHERE state_key = %s
+               RETURNING user_id, env, code_verifier, redirect_uri, expires_at""",
+            (key,),
+        )
+        return OAuthState(**row) if row else None
+
+    # -- connections --------------------------------------------------------------------------
+    async def connection(self, user_id: str) -> Connection | None:
+        """The user's connection record, if any."""
+        row = await self._one(
+            """SELECT user_id, env, status, scope, vault_key, connected_at, updated_at, reason
+               FROM bh_connections WHERE user_id = %s""",
+            (user_id,),
+        )
+        return Connection(**row) if row else None
+
+    async def mark_connected(self, user_id: str, env: str, scope: str, key: str) -> None:
+        """Record a connection whose token is already in Vault."""
+        await self._one(
+            """INSERT INTO bh_connections
+                 (user_id, env, status, scope, vault_key, connected_at, updated_at, reason)
+               VALUES (%s, %s, 'connected', %s, %s, now(), now(), '')
+               ON CONFLICT (user_id) DO UPDATE SET env = EXCLUDED.env, status = 'connected',
+                 scope = EXCLUDED.scope, vault_key = EXCLUDED.vault_key,
+                 connected_at = now(), updated_at = now(), reason = ''""",
+            (user_id, env, scope, key),
+        )
+
+    async def mark_disconnected(self, user_id: str, status: str, reason: str) -> bool:
+        """Mark a connection disconnected/revoked; True when it was connected."""
+        row = await self._one(
+            """UPDATE bh_connections SET status = %s, reason = %s, updated_at = now()
+               WHERE user_id = %s AND status = 'connected' RETURNING user_id""",
+            (status, reason, user_id),
+        )
+        return row is not None
+
+    async def connected_user_ids(self) -> list[str]:
+        """Users whose record says connected."""
+        rows = await self._all("SELECT user_id FROM bh_connections WHERE status = 'connected'")
+        return [str(r["user_id"]) for r in rows]
+
+    # -- orders -------------------------------------------------------------------------------
+    async def claim_order(
+        self, user_id: str, coid: str, fingerprint: str
+    ) -> tuple[bool, dict[str, Any]]:
+        """Claim a client_order_id; (True, row) for the first caller, (False, row) after."""
+        row = await self._one(
+            """INSERT INTO bh_orders (user_id, client_order_id, fingerprint, state)
+               VALUES (%s, %s, %s, 'pending') ON CONFLICT DO NOTHING
+               RETURNING fingerprint, state, provider_order""",
+            (user_id, coid, fingerprint),
+        )
+        if row is not None:
+            return True, row
+        existing = await self._one(
+            """SELECT fingerprint, state, provider_order FROM bh_orders
+               WHERE user_id = %s AND client_order_id = %s""",
+            (user_id, coid),
+        )
+        return False, existing or {}
+
+    async def record_order(self, user_id: str, coid: str, order: dict[str, Any]) -> None:
+        """Store the provider's answer for a placed order."""
+        await self._one(
+            """UPDATE bh_orders SET state = 'placed', provider_order = %s, updated_at = now()
+               WHERE user_id = %s AND client_order_id = %s""",
+            (json.dumps(order, default=str), user_id, coid),
+        )
+
+    async def release_order(self, user_id: str, coid: str) -> None:
+        """Forget a pending claim the provider certainly did not accept (so a retry may place)."""
+        await self._one(
+            """DELETE FROM bh_orders WHERE user_id = %s AND client_order_id = %s
+               AND state = 'pending'""",
+            (user_id, coid),
+        )
+
+    # -- audit --------------------------------------------------------------------------------
+    async def audit(
+        self,
+        actor: str,
+        user_id: str | None,
+        action: str,
+        outcome: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one audit row (who, what, outcome; never a secret)."""
+        await self._one(
+            """INSERT INTO bh_audit (actor, user_id, action, outcome, detail)
+               VALUES (%s, %s, %s, %s, %s)""",
+            (actor, user_id, action, outcome, json.dumps(detail or {})),
+        )
+
+    async def audit_rows(self, user_id: str) -> list[dict[str, Any]]:
+        """A user's audit trail, oldest first."""
+        return await self._all(
+            """SELECT at, actor, action, outcome, detail FROM bh_audit
+               WHERE user_id = %s ORDER BY id""",
+            (user_id,),
+        )
+
+    # -- mass revocation ----------------------------------------------------------------------
+    async def open_revoke_job(self) -> tuple[RevokeJob, bool]:
+        """The running job to resume, or a new one; (job, resumed)."""
+        cols = "id, status, cursor, destroyed, failed"
+        row = await self._one(f"SELECT {cols} FROM bh_revoke_jobs WHERE status = 'running'")  # noqa: S608
+        if row:
+            return RevokeJob(**row), True
+        row = await self._one(
+            f"INSERT INTO bh_revoke_jobs (status) VALUES ('running') RETURNING {cols}"  # noqa: S608
+        )
+        if row is None:
+            raise StoreUnavailable("revoke job row vanished")
+        return RevokeJob(**row), False
+
+    async def advance_revoke_job(
+        self, job_id: int, cursor: str, destroyed: int, failed: int
+    ) -> None:
+        """Persist progress after each token (the resume point)."""
+        await self._one(
+            """UPDATE bh_revoke_jobs SET cursor = %s, destroyed = destroyed + %s,
+               failed = failed + %s, updated_at = now() WHERE id = %s""",
+            (cursor, destroyed, failed, job_id),
+        )
+
+    async def finish_revoke_job(self, job_id: int) -> RevokeJob:
+        """Mark a job done and return its totals."""
+        row = await self._one(
+            """UPDATE bh_revoke_jobs SET status = 'done', finished_at = now(), updated_at = now()
+               WHERE id = %s RETURNING id, status, cursor, destroyed, failed""",
+            (job_id,),
+        )
+        if row is None:
+            raise StoreUnavailable("revoke job row vanished")
+        return RevokeJob(**row)
+
+    async def revoke_job(self, job_id: int) -> RevokeJob | None:
+        """One job's current totals."""
+        row = await self._one(
+            "SELECT id, status, cursor, destroyed, failed FROM bh_revoke_jobs WHERE id = %s",
+            (job_id,),
+        )
+        return RevokeJob(**row) if row else None

@@ -1,0 +1,63 @@
+"""Prometheus metrics on a per-app registry. Labels are small closed sets: never a user or token."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class Metrics:
+    """Every metric broker-handoff exports (names listed in the service README)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connects = Counter(
+            "bh_connects",
+            "Connect attempts by outcome (started, connected, refusals).",
+            ["outcome"],
+            registry=r,
+        )
+        self.disconnects = Counter(
+            "bh_disconnects",
+            "Connections ended, by reason (user, tier_downgrade, admin_revoke).",
+            ["reason"],
+            registry=r,
+        )
+        self.revocations = Counter(
+            "bh_revocations",
+            "Provider-side token revocations by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.mass_revocation_tokens = Counter(
+            "bh_mass_revocation_tokens",
+            "Tokens handled by revoke-all, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.orders = Counter(
+            "bh_orders",
+            "Order requests by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.vault_errors = Counter(
+            "bh_vault_errors",
+            "Failed Vault operations, by operation.",
+            ["op"],
+            registry=r,
+        )
+        self.tier_changes = Counter(
+            "bh_tier_changes",
+            "billing.tier.changed events by outcome (applied, stale).",
+            ["outcome"],
+            registry=r,
+        )
+        self.background_restarts = Counter(
+            "bh_background_restarts",
+            "Restarts of supervised background tasks.",
+            ["task"],
+            registry=r,
+        )
+        self.up = Gauge("bh_up", "1 while the service runs.", registry=r)
+        self.up.set(1)

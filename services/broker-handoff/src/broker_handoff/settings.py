@@ -1,0 +1,84 @@
+"""Settings of broker-handoff (prefix `BH_`); how to reach things, never the secrets themselves."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REDIRECT_URI = "http://127.0.0.1:8083/v1/broker/alpaca/callback"
+
+
+class VaultSettings(BaseModel):
+    """How to reach OpenBao/Vault (`BH_VAULT__ADDR`, `BH_VAULT__AUTH`, ...)."""
+
+    addr: str = "http://127.0.0.1:18200"
+    auth: Literal["token", "approle", "kubernetes"] = "token"
+    token: SecretStr | None = None
+    role_id: str | None = None
+    secret_id: SecretStr | None = None
+    role: str = "broker-handoff"
+    """Kubernetes auth role."""
+    mount: str = "secret"
+    """KV v2 mount."""
+    approle_mount: str = "approle"
+    kubernetes_mount: str = "kubernetes"
+    kubernetes_jwt_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    prefix: str = "raxx/broker-handoff"
+    """Every path broker-handoff owns lives below this prefix (the policy grants exactly it)."""
+
+
+class Settings(BaseSettings):
+    """broker-handoff settings; build once at process start and pass around."""
+
+    model_config = SettingsConfigDict(env_prefix="BH_", env_nested_delimiter="__", extra="ignore")
+
+    env: Literal["dev", "prod"] = "dev"
+    nats_url: str = "nats://127.0.0.1:14222"
+    nats_creds: str | None = None
+    database_url: str = "postgresql://postgres@127.0.0.1:15432/raxx"
+    vault: VaultSettings = VaultSettings()
+
+    alpaca_oauth_url: str = "http://127.0.0.1:18700"
+    """Base of the authorize page (`/oauth/authorize` is appended)."""
+    alpaca_trading_url: str = "http://127.0.0.1:18700"
+    """Base of the token/revoke endpoints and of the live trading API."""
+    alpaca_paper_trading_url: str | None = None
+    """Base of the paper trading API; defaults to `alpaca_trading_url` (the sim serves both)."""
+    oauth_client_id: str = "sim-client"
+    oauth_client_secret: SecretStr | None = None
+    """Dev fallback only; the real secret lives in Vault (`<prefix>/oauth-client`)."""
+    oauth_scope: str = "account:write trading"
+    oauth_pkce: bool = True
+    oauth_state_ttl_seconds: int = Field(default=600, gt=0)
+    redirect_uri: str = DEFAULT_REDIRECT_URI
+    allowed_redirect_uris: list[str] = [DEFAULT_REDIRECT_URI]
+    admin_token_sha256: str | None = None
+    """Dev fallback; the hash normally lives in Vault (`<prefix>/admin`, field token_sha256)."""
+
+    identity_jwks_url: str = "http://127.0.0.1:8082/dev/identity/jwks.json"
+    identity_issuer: str = "raxx-identity"
+    identity_audience: str = "raxx"
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8083
+    tier_consumer_durable: str = "broker-handoff-tiers"
+    alpaca_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _checked(self) -> Settings:
+        if self.redirect_uri not in self.allowed_redirect_uris:
+            raise ValueError("BH_REDIRECT_URI must be one of BH_ALLOWED_REDIRECT_URIS")
+        if self.env != "dev" and self.oauth_client_secret is not None:
+            raise ValueError("BH_OAUTH_CLIENT_SECRET is a dev fallback; in prod use Vault")
+        if self.env != "dev" and self.admin_token_sha256 is not None:
+            raise ValueError("BH_ADMIN_TOKEN_SHA256 is a dev fallback; in prod use Vault")
+        return self
+
+    def trading_url(self, env: Literal["live", "paper"]) -> str:
+        """Trading API base for a connection's environment."""
+        if env == "paper" and self.alpaca_paper_trading_url:
+            return self.alpaca_paper_trading_url
+        return self.alpaca_trading_url
