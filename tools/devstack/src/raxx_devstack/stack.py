@@ -20,7 +20,18 @@ from raxx_devstack import servers
 from raxx_devstack.ports import port_in_use
 from raxx_devstack.procs import ManagedProcess, StartError, http_ready
 
-NATS_PORT, PG_PORT, BAO_PORT, SIM_PORT = 14222, 15432, 18200, 18700
+DEFAULT_PORTS = {
+    "nats": 14222, "postgres": 15432, "openbao": 18200, "alpaca-sim": 18700,
+    "market-data-hub": 8081, "tier-gate": 8082, "broker-handoff": 8083, "eod-settler": 8084,
+}  # fmt: skip
+
+
+def ports_from_env(env: Mapping[str, str]) -> dict[str, int]:
+    """Default ports, shifted by `RAXX_PORT_OFFSET` (lets a test run a second stack)."""
+    offset = int(env.get("RAXX_PORT_OFFSET", "0") or 0)
+    return {name: port + offset for name, port in DEFAULT_PORTS.items()}
+
+
 ALPACA_KEY_PATH = "raxx/alpaca/market-data"
 DATABASES = ("tier_gate", "broker_handoff", "eod_settler")
 
@@ -45,6 +56,7 @@ class Stack:
 
     root: Path
     env: dict[str, str]
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     started: list[servers.Server] = field(default_factory=list)
     services: list[ManagedProcess] = field(default_factory=list)
 
@@ -145,14 +157,24 @@ def _service_exists(module: str) -> bool:
 
 def bring_up(stack: Stack) -> list[Service]:
     """Start or reach every server, bootstrap secrets and keys; return the services to run."""
-    env, run = stack.env, stack.run_dir
+    env, run, ports = stack.env, stack.run_dir, stack.ports
+    pg_port, bao_port, sim_port, nats_port = (
+        ports["postgres"],
+        ports["openbao"],
+        ports["alpaca-sim"],
+        ports["nats"],
+    )
+    hub, tg, bh, eod = (
+        ports["market-data-hub"], ports["tier-gate"], ports["broker-handoff"], ports["eod-settler"]
+    )  # fmt: skip
+    callback = f"http://127.0.0.1:{bh}/v1/broker/alpaca/callback"
     # PostgreSQL
     if dsn := env.get("DATABASE_URL"):
         stack.say(f"PostgreSQL: using DATABASE_URL ({dsn.split('@')[-1]})")
     else:
-        _require_free(PG_PORT, "PostgreSQL", "DATABASE_URL")
-        stack.say(f"PostgreSQL: starting on 127.0.0.1:{PG_PORT} (data in .run/postgres)")
-        pg = servers.start_postgres(run / "postgres", port=PG_PORT)
+        _require_free(pg_port, "PostgreSQL", "DATABASE_URL")
+        stack.say(f"PostgreSQL: starting on 127.0.0.1:{pg_port} (data in .run/postgres)")
+        pg = servers.start_postgres(run / "postgres", port=pg_port)
         stack.started.append(pg)
         dsn = pg.url
     dsns = _ensure_databases(dsn)
@@ -161,9 +183,9 @@ def bring_up(stack: Stack) -> list[Service]:
         vault_token = env.get("VAULT_TOKEN", "")
         stack.say(f"OpenBao: using VAULT_ADDR {vault_addr}")
     else:
-        _require_free(BAO_PORT, "OpenBao", "VAULT_ADDR")
-        stack.say(f"OpenBao: starting a dev server on 127.0.0.1:{BAO_PORT} (in memory)")
-        bao = servers.start_openbao(run / "openbao", port=BAO_PORT)
+        _require_free(bao_port, "OpenBao", "VAULT_ADDR")
+        stack.say(f"OpenBao: starting a dev server on 127.0.0.1:{bao_port} (in memory)")
+        bao = servers.start_openbao(run / "openbao", port=bao_port)
         stack.started.append(bao)
         vault_addr, vault_token = bao.url, bao.extra["token"]
         (run / "openbao" / "root-token").write_text(vault_token)
@@ -176,9 +198,11 @@ def bring_up(stack: Stack) -> list[Service]:
         secret = env.get("ALPACA_API_SECRET_KEY", "")
         stack.say(f"Alpaca: using ALPACA_DATA_URL {data_url}")
     else:
-        _require_free(SIM_PORT, "alpaca-sim", "ALPACA_DATA_URL")
-        stack.say(f"alpaca-sim: starting on 127.0.0.1:{SIM_PORT}")
-        sim = servers.start_alpaca_sim(run / "alpaca-sim", port=SIM_PORT)
+        _require_free(sim_port, "alpaca-sim", "ALPACA_DATA_URL")
+        stack.say(f"alpaca-sim: starting on 127.0.0.1:{sim_port}")
+        sim = servers.start_alpaca_sim(
+            run / "alpaca-sim", port=sim_port, env={"SIM_OAUTH_REDIRECT_URIS": callback}
+        )
         stack.started.append(sim)
         data_url = trading_url = sim.url
         stream_url = sim.extra["ws_url"]
@@ -195,7 +219,7 @@ def bring_up(stack: Stack) -> list[Service]:
                 ("hub", "settler", "broker-handoff", "tier-gate"), env["NATS_CREDS"]
             )
     else:
-        _require_free(NATS_PORT, "NATS", "NATS_URL")
+        _require_free(nats_port, "NATS", "NATS_URL")
         if not _service_exists("tier_gate"):
             raise StackError("tier-gate is not installed: it creates the NATS operator and keys")
         stack.say("NATS: creating operator, accounts and keys (python -m tier_gate init)")
@@ -204,13 +228,13 @@ def bring_up(stack: Stack) -> list[Service]:
         _python_module(
             stack,
             ["tier_gate", "init", "--dev", "--out", str(nats_dir),
-             "--nats-listen", f"127.0.0.1:{NATS_PORT}", "--js-dir", str(nats_dir / "js")],
+             "--nats-listen", f"127.0.0.1:{nats_port}", "--js-dir", str(nats_dir / "js")],
             tg_env,
             "tier-gate init",
         )  # fmt: skip
-        stack.say(f"NATS: starting nats-server on 127.0.0.1:{NATS_PORT} (operator mode)")
+        stack.say(f"NATS: starting nats-server on 127.0.0.1:{nats_port} (operator mode)")
         nats = servers.start_nats(
-            nats_dir, port=NATS_PORT, config=nats_dir / "nats-server.conf", jetstream=False
+            nats_dir, port=nats_port, config=nats_dir / "nats-server.conf", jetstream=False
         )
         stack.started.append(nats)
         nats_url = nats.url
@@ -228,24 +252,31 @@ def bring_up(stack: Stack) -> list[Service]:
             out[f"{prefix}_NATS_CREDS"] = creds[creds_name]
         return out
 
-    identity_jwks = "http://127.0.0.1:8082/dev/identity/jwks.json"
+    hub, tg, bh, eod = (
+        ports["market-data-hub"],
+        ports["tier-gate"],
+        ports["broker-handoff"],
+        ports["eod-settler"],
+    )
+    identity_jwks = f"http://127.0.0.1:{tg}/dev/identity/jwks.json"
     delay = env.get("MDH_DELAY_SECONDS", "900")
     candidates = [
-        Service("tier-gate", "tier_gate", 8082, common("TG", "tier-gate", 8082) | {
+        Service("tier-gate", "tier_gate", tg, common("TG", "tier-gate", tg) | {
             "TG_DATABASE_URL": dsns["tier_gate"],
         }),
-        Service("market-data-hub", "market_data_hub", 8081, common("MDH", "hub", 8081) | {
+        Service("market-data-hub", "market_data_hub", hub, common("MDH", "hub", hub) | {
             "MDH_ALPACA_DATA_URL": data_url, "MDH_ALPACA_STREAM_URL": stream_url,
             "MDH_DELAY_SECONDS": delay,
-            "MDH_TIER_GATE_JWKS_URL": "http://127.0.0.1:8082/.well-known/jwks.json",
+            "MDH_TIER_GATE_JWKS_URL": f"http://127.0.0.1:{tg}/.well-known/jwks.json",
         }),
-        Service("eod-settler", "eod_settler", 8084, common("EOD", "settler", 8084) | {
+        Service("eod-settler", "eod_settler", eod, common("EOD", "settler", eod) | {
             "EOD_DATABASE_URL": dsns["eod_settler"], "EOD_ALPACA_DATA_URL": data_url,
             "EOD_ALPACA_TRADING_URL": trading_url,
         }),
-        Service("broker-handoff", "broker_handoff", 8083, common("BH", "broker-handoff", 8083) | {
+        Service("broker-handoff", "broker_handoff", bh, common("BH", "broker-handoff", bh) | {
             "BH_DATABASE_URL": dsns["broker_handoff"], "BH_ALPACA_OAUTH_URL": trading_url,
             "BH_ALPACA_TRADING_URL": trading_url, "BH_IDENTITY_JWKS_URL": identity_jwks,
+            "BH_REDIRECT_URI": callback, "BH_ALLOWED_REDIRECT_URIS": callback,
         }),
     ]  # fmt: skip
     return [s for s in candidates if _service_exists(s.module)]
@@ -280,7 +311,7 @@ def _watch(stack: Stack) -> int:
 
 def run(root: Path) -> int:
     """Entry point of `make run`."""
-    stack = Stack(root=root, env=dict(os.environ))
+    stack = Stack(root=root, env=dict(os.environ), ports=ports_from_env(os.environ))
 
     def interrupted(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
