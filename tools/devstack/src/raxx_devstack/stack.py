@@ -252,12 +252,6 @@ def bring_up(stack: Stack) -> list[Service]:
             out[f"{prefix}_NATS_CREDS"] = creds[creds_name]
         return out
 
-    hub, tg, bh, eod = (
-        ports["market-data-hub"],
-        ports["tier-gate"],
-        ports["broker-handoff"],
-        ports["eod-settler"],
-    )
     identity_jwks = f"http://127.0.0.1:{tg}/dev/identity/jwks.json"
     delay = env.get("MDH_DELAY_SECONDS", "900")
     candidates = [
