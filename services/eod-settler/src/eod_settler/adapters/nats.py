@@ -1,0 +1,135 @@
+"""NATS: connection, the ONE declaration of stream SETTLES, held options, JetStream publish."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
+from raxx_contracts import DecodeError, HeldOptionContract, decode, subjects
+
+from eod_settler.errors import RetryableError
+
+log = logging.getLogger(__name__)
+
+
+async def connect(url: str, creds: str | None, name: str = "eod-settler") -> Client:
+    """Connect with reconnects forever (the relay and listener survive server restarts)."""
+    opts: dict[str, Any] = {"name": name, "max_reconnect_attempts": -1, "connect_timeout": 5}
+    if creds:
+        opts["user_credentials"] = creds
+    try:
+        return await nats.connect(url, **opts)
+    except Exception as exc:
+        raise RetryableError(f"nats unreachable at {url}: {type(exc).__name__}") from exc
+
+
+def settles_stream_config(max_age_days: int, dedup_window_seconds: int) -> StreamConfig:
+    """Config of stream SETTLES.
+
+    No per-subject limit: a correction is a new message on the same (date, symbol) subject,
+    and a durable consumer that has not yet read revision 1 must still get it. Keeping every
+    revision also keeps the dedup state rebuildable after a server restart (the server rebuilds
+    it only from messages still in the stream). Deletes are refused.
+    """
+    return StreamConfig(
+        name=subjects.SETTLES_STREAM,
+        subjects=list(subjects.SETTLES_STREAM_SUBJECTS),
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        max_age=float(max_age_days * 86_400),
+        duplicate_window=float(dedup_window_seconds),
+        max_msgs_per_subject=-1,
+        allow_direct=True,
+        deny_delete=True,
+    )
+
+
+async def ensure_settles_stream(js: JetStreamContext, config: StreamConfig) -> str:
+    """Create stream SETTLES, or bring its settings back to `config`. The only declaration."""
+    try:
+        info = await js.stream_info(config.name or "")
+    except NotFoundError:
+        await js.add_stream(config)
+        return "created"
+    cur = info.config
+    drift = (
+        sorted(cur.subjects or []) != sorted(config.subjects or [])
+        or cur.max_age != config.max_age
+        or cur.duplicate_window != config.duplicate_window
+        or (cur.max_msgs_per_subject or -1) != config.max_msgs_per_subject
+        or bool(cur.allow_direct) != bool(config.allow_direct)
+        or bool(cur.deny_delete) != bool(config.deny_delete)
+    )
+    if drift:
+        log.warning("stream %s config drifted; restoring it", config.name)
+        await js.update_stream(config)
+        return "updated"
+    return "ok"
+
+
+async def held_options(js: JetStreamContext) -> list[str]:
+    """OCC symbols in KV bucket MBT_HELD_OPTIONS (empty when the bucket does not exist)."""
+    try:
+        kv = await js.key_value(subjects.HELD_OPTIONS_BUCKET)
+    except BucketNotFoundError:
+        log.warning("KV bucket %s not found: no held options", subjects.HELD_OPTIONS_BUCKET)
+        return []
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return []
+    out: list[str] = []
+    for key in keys:
+        entry = await kv.get(key)
+        if not entry.value:
+            continue
+        try:
+            out.append(decode(HeldOptionContract, entry.value).symbol)
+        except DecodeError:
+            log.warning("ignoring undecodable held-option entry %s", key)
+    return sorted(set(out))
+
+
+async def publish_batch(
+    js: JetStreamContext,
+    messages: Sequence[tuple[str, str, bytes]],
+    ack_wait: float,
+) -> list[tuple[bool, bool]]:
+    """Publish (subject, msg_id, payload) pipelined; per message (acked, duplicate)."""
+    futures: list[asyncio.Future[Any]] = []
+    for subject, msg_id, payload in messages:
+        fut = await js.publish_async(
+            subject,
+            payload,
+            headers={"Nats-Msg-Id": msg_id},
+            stream=subjects.SETTLES_STREAM,
+        )
+        futures.append(fut)
+    results = await asyncio.gather(
+        *(asyncio.wait_for(f, ack_wait) for f in futures), return_exceptions=True
+    )
+    out: list[tuple[bool, bool]] = []
+    for r in results:
+        if isinstance(r, BaseException):
+            out.append((False, False))
+        else:
+            out.append((True, bool(getattr(r, "duplicate", False))))
+    return out
+
+
+async def listen(nc: Client, subject: str, handler: Callable[[bytes], Awaitable[None]]) -> Any:
+    """Plain (non-queue, non-replying) subscription: observe requests without answering."""
+
+    async def cb(msg: Msg) -> None:
+        await handler(msg.data)
+
+    return await nc.subscribe(subject, cb=cb)

@@ -1,0 +1,302 @@
+"""Postgres (psycopg 3 async): migrations, settles, the outbox, the per-date universe."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from raxx_contracts import AssetClass, SettleSource
+
+from eod_settler.domain import Stored, Target
+from eod_settler.errors import RetryableError, RunInProgressError
+
+_MIGRATION_LOCK = 0x0E0D5E77
+
+
+@dataclass(frozen=True, slots=True)
+class SettleRow:
+    """One settle revision to write, with its outbox message."""
+
+    date: dt.date
+    symbol: str
+    revision: int
+    asset_class: AssetClass
+    price: Decimal
+    source: SettleSource
+    stale: bool
+    session_close: dt.datetime
+    computed_at: dt.datetime
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An unpublished outbox message."""
+
+    id: int
+    kind: str
+    source: str | None
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
+def _date_lock_key(date: dt.date) -> int:
+    digest = hashlib.sha256(f"eod-settle:{date.isoformat()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class Store:
+    """All SQL of the settler; every method is one short transaction unless it says otherwise."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str, max_size: int = 8) -> Store:
+        """Open a pool and check it answers."""
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            dsn, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False}
+        )
+        try:
+            await pool.open(wait=True, timeout=15)
+        except Exception as exc:
+            await pool.close()
+            raise RetryableError(f"postgres unreachable: {type(exc).__name__}") from exc
+        return cls(pool)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self._pool.close()
+
+    async def ping(self) -> None:
+        """Raise when the database does not answer."""
+        async with self._pool.connection(timeout=3) as conn:
+            await conn.execute("SELECT 1")
+
+    async def migrate(self) -> list[str]:
+        """Apply pending versioned migrations (serialised by an advisory lock)."""
+        files = sorted(
+            (
+                f
+                for f in resources.files("eod_settler.migrations").iterdir()
+                if f.name.endswith(".sql")
+            ),
+            key=lambda f: f.name,
+        )
+        applied: list[str] = []
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS eod_schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT version FROM eod_schema_migrations")
+            done = {r[0] for r in await cur.fetchall()}
+            for f in files:
+                version = f.name.removesuffix(".sql")
+                if version in done:
+                    continue
+                await conn.execute(f.read_text())
+                await conn.execute(
+                    "INSERT INTO eod_schema_migrations (version) VALUES (%s)", (version,)
+                )
+                applied.append(version)
+        return applied
+
+    @asynccontextmanager
+    async def date_lock(self, date: dt.date) -> AsyncIterator[None]:
+        """Hold a session advisory lock for `date`; RunInProgressError if another run has it."""
+        async with self._pool.connection() as conn:
+            await conn.set_autocommit(True)
+            key = _date_lock_key(date)
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                await conn.set_autocommit(False)
+                raise RunInProgressError(date)
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                await conn.set_autocommit(False)
+
+    async def record_universe(self, date: dt.date, targets: Iterable[Target], origin: str) -> None:
+        """Remember symbols to settle for `date` (first origin wins)."""
+        rows = [(date, t.symbol, str(t.asset_class), origin) for t in targets]
+        if not rows:
+            return
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO settle_universe (date, symbol, asset_class, origin)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+    async def universe(self, date: dt.date) -> list[Target]:
+        """Symbols recorded for `date`."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT symbol, asset_class FROM settle_universe WHERE date = %s", (date,)
+            )
+            return [Target(s, AssetClass(a)) for s, a in await cur.fetchall()]
+
+    async def latest_for_date(self, date: dt.date, symbols: Sequence[str]) -> dict[str, Stored]:
+        """Latest stored revision per symbol for `date`."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT DISTINCT ON (symbol) symbol, price, source, stale, revision"
+                " FROM settles WHERE date = %s AND symbol = ANY(%s)"
+                " ORDER BY symbol, revision DESC",
+                (date, list(symbols)),
+            )
+            return {
+                s: Stored(p, SettleSource(src), st, rev)
+                for s, p, src, st, rev in await cur.fetchall()
+            }
+
+    async def previous_prices(self, date: dt.date, symbols: Sequence[str]) -> dict[str, Decimal]:
+        """The most recent settle price before `date`, per symbol (latest revision)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT DISTINCT ON (symbol) symbol, price FROM settles"
+                " WHERE symbol = ANY(%s) AND date < %s"
+                " ORDER BY symbol, date DESC, revision DESC",
+                (list(symbols), date),
+            )
+            return {s: p for s, p in await cur.fetchall()}
+
+    async def write_settles(self, rows: Sequence[SettleRow]) -> None:
+        """Insert settle revisions and their outbox messages in ONE transaction."""
+        if not rows:
+            return
+        try:
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO settles (date, symbol, revision, asset_class, price, source,"
+                    " stale, session_close, computed_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    [
+                        (r.date, r.symbol, r.revision, str(r.asset_class), r.price,
+                         str(r.source), r.stale, r.session_close, r.computed_at)
+                        for r in rows
+                    ],
+                )  # fmt: skip
+                await cur.executemany(
+                    "INSERT INTO settle_outbox (date, kind, source, subject, msg_id, payload)"
+                    " VALUES (%s, 'settle', %s, %s, %s, %s) ON CONFLICT (msg_id) DO NOTHING",
+                    [(r.date, str(r.source), r.subject, r.msg_id, r.payload) for r in rows],
+                )
+        except psycopg.OperationalError as exc:
+            raise RetryableError(f"postgres write failed: {exc}") from exc
+
+    async def latest_revisions(self, date: dt.date) -> dict[str, tuple[int, bool]]:
+        """{symbol: (latest revision, stale)} for `date`: the date's complete set."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT DISTINCT ON (symbol) symbol, revision, stale FROM settles"
+                " WHERE date = %s ORDER BY symbol, revision DESC",
+                (date,),
+            )
+            return {s: (r, st) for s, r, st in await cur.fetchall()}
+
+    async def complete_date(
+        self,
+        date: dt.date,
+        session_close: dt.datetime,
+        count: int,
+        stale: int,
+        subject: str,
+        msg_id: str,
+        payload: bytes,
+    ) -> bool:
+        """Enqueue the batch marker (unless this exact content was enqueued) and mark the date
+        complete, in one transaction. Returns True when a new marker was enqueued."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO settle_outbox (date, kind, subject, msg_id, payload)"
+                " VALUES (%s, 'done', %s, %s, %s) ON CONFLICT (msg_id) DO NOTHING",
+                (date, subject, msg_id, payload),
+            )
+            enqueued = bool(cur.rowcount == 1)
+            await conn.execute(
+                "INSERT INTO settle_runs (date, session_close, count, stale, done_msg_id,"
+                " completed_at) VALUES (%s, %s, %s, %s, %s, now())"
+                " ON CONFLICT (date) DO UPDATE SET count = EXCLUDED.count,"
+                " stale = EXCLUDED.stale, done_msg_id = EXCLUDED.done_msg_id,"
+                " completed_at = EXCLUDED.completed_at, session_close = EXCLUDED.session_close",
+                (date, session_close, count, stale, msg_id),
+            )
+        return enqueued
+
+    async def is_complete(self, date: dt.date) -> bool:
+        """Whether `date` has a completed run."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT 1 FROM settle_runs WHERE date = %s", (date,))
+            row = await cur.fetchone()
+            return row is not None
+
+    async def last_complete_close(self) -> dt.datetime | None:
+        """Session close of the latest completed date."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT max(session_close) FROM settle_runs")
+            row = await cur.fetchone()
+            return row[0] if row else None
+
+    @asynccontextmanager
+    async def claim_outbox(self, limit: int) -> AsyncIterator[tuple[list[OutboxRow], list[int]]]:
+        """Lock up to `limit` unpublished rows (id order, SKIP LOCKED) inside one transaction.
+
+        The caller publishes them and appends acked ids to the yielded list; those are marked
+        published when the block exits, in the same transaction.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT id, kind, source, subject, msg_id, payload FROM settle_outbox"
+                " WHERE published_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (limit,),
+            )
+            rows = [OutboxRow(i, k, s, subj, m, bytes(p)) for i, k, s, subj, m, p in
+                    await cur.fetchall()]  # fmt: skip
+            acked: list[int] = []
+            yield rows, acked
+            if acked:
+                await conn.execute(
+                    "UPDATE settle_outbox SET published_at = now() WHERE id = ANY(%s)", (acked,)
+                )
+
+    async def outbox_depth(self, date: dt.date | None = None) -> int:
+        """Unpublished outbox rows (for one date, or all)."""
+        async with self._pool.connection() as conn:
+            if date is None:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM settle_outbox WHERE published_at IS NULL"
+                )
+            else:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM settle_outbox WHERE published_at IS NULL AND date = %s",
+                    (date,),
+                )
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+    async def settles_for_date(self, date: dt.date) -> list[dict[str, Any]]:
+        """Latest revision of every settle of `date`, ordered by symbol."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                "SELECT DISTINCT ON (symbol) date, symbol, asset_class, price, source, revision,"
+                " stale, session_close, computed_at FROM settles WHERE date = %s"
+                " ORDER BY symbol, revision DESC",
+                (date,),
+            )
+            return list(await cur.fetchall())

@@ -1,0 +1,111 @@
+"""The supervised scheduler: settle every session at close + lag, catch up after downtime."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from zoneinfo import ZoneInfo
+
+from eod_settler import domain
+from eod_settler.adapters.postgres import Store
+from eod_settler.clock import Clock
+from eod_settler.domain import Session
+from eod_settler.metrics import Metrics
+from eod_settler.service import Settler
+from eod_settler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Runs due, incomplete sessions; keeps the batch-late gauges current."""
+
+    def __init__(
+        self, settings: Settings, settler: Settler, store: Store, clock: Clock, metrics: Metrics
+    ) -> None:
+        self._s = settings
+        self._settler = settler
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._tz = ZoneInfo(settings.timezone)
+        self._sessions: list[Session] = []
+        self._fetched_for: dt.date | None = None
+
+    async def _calendar(self, today: dt.date) -> list[Session]:
+        if self._fetched_for != today:
+            self._sessions = await self._settler.sessions(
+                today - dt.timedelta(days=14), today + dt.timedelta(days=14)
+            )
+            self._fetched_for = today
+        return self._sessions
+
+    async def tick(self) -> float:
+        """One pass: settle what is due and incomplete; returns seconds until the next pass."""
+        now = self._clock.now()
+        today = now.astimezone(self._tz).date()
+        sessions = await self._calendar(today)
+        lag = self._s.settle_lag_seconds
+        due = sorted((s for s in sessions if s.due_at(lag) <= now), key=lambda s: s.date)
+        for session in due[-self._s.catchup_sessions :] if self._s.catchup_sessions else []:
+            if not await self._store.is_complete(session.date):
+                log.info("settling %s (due %s)", session.date, session.due_at(lag).isoformat())
+                report = await self._settler.run(session.date)
+                log.info(
+                    "settled %s: count=%d written=%d stale=%d missing=%d in %.1f s",
+                    session.date, report.count, report.written, report.stale,
+                    len(report.missing), report.seconds,
+                )  # fmt: skip
+        await self.update_late(now, due)
+        nxt = domain.next_due_at(sessions, now, lag)
+        wait = self._s.scheduler_poll_seconds
+        if nxt is not None:
+            wait = min(wait, max(0.5, (nxt - now).total_seconds()))
+        return wait
+
+    async def update_late(self, now: dt.datetime, due: list[Session]) -> None:
+        """Set `eod_batch_late{,_seconds}` for the latest due session."""
+        if not due:
+            self._metrics.batch_late.set(0)
+            self._metrics.batch_late_seconds.set(0)
+            return
+        latest = due[-1]
+        expected = latest.due_at(self._s.settle_lag_seconds) + dt.timedelta(
+            seconds=self._s.late_grace_seconds
+        )
+        late = now > expected and not await self._store.is_complete(latest.date)
+        self._metrics.batch_late.set(1 if late else 0)
+        self._metrics.batch_late_seconds.set((now - expected).total_seconds() if late else 0)
+
+    async def run_forever(self) -> None:
+        """Loop forever (errors propagate to the supervisor, which restarts it)."""
+        while True:  # noqa: ASYNC110 - sleeps until the next due time, not polling a flag
+            await asyncio.sleep(await self.tick())
+
+
+async def supervise(
+    name: str,
+    factory: Callable[[], Awaitable[None]],
+    metrics: Metrics,
+    health: dict[str, str],
+    max_backoff: float = 60.0,
+) -> None:
+    """Run `factory()` forever: log and restart with backoff; record its state in `health`."""
+    backoff = 1.0
+    while True:
+        health[name] = "running"
+        try:
+            await factory()
+            health[name] = "stopped"
+            return
+        except asyncio.CancelledError:
+            health[name] = "stopped"
+            raise
+        except Exception as exc:
+            health[name] = f"restarting after {type(exc).__name__}: {exc}"
+            metrics.task_restarts.labels(name).inc()
+            log.exception("task %s failed; restarting in %.0f s", name, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(max_backoff, backoff * 2)

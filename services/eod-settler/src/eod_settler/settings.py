@@ -1,0 +1,82 @@
+"""Settings of the settler: environment variables with the `EOD_` prefix."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CsvList = Annotated[list[str], NoDecode]
+FaultPoint = Literal["", "after_write"]
+
+
+class VaultSettings(BaseModel):
+    """How to reach OpenBao/Vault (KV v2); the Alpaca key itself is read at run time."""
+
+    addr: str | None = None
+    token: SecretStr | None = None
+    auth: Literal["token", "approle", "kubernetes"] = "token"
+    role_id: str | None = None
+    secret_id: SecretStr | None = None
+    role: str | None = None
+    mount: str = "secret"
+    path: str = "raxx/alpaca/market-data"
+
+
+class Settings(BaseSettings):
+    """Every knob of eod-settler (`EOD_*`); tests build it with keyword arguments."""
+
+    model_config = SettingsConfigDict(env_prefix="EOD_", env_nested_delimiter="__", extra="ignore")
+
+    env: Literal["dev", "prod"] = "dev"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_creds: str | None = None
+    database_url: str = "postgresql://127.0.0.1:5432/raxx"
+    vault: VaultSettings = Field(default_factory=VaultSettings)
+    # Dev only: a key without Vault (tests, alpaca-sim).
+    alpaca_key_id: SecretStr | None = None
+    alpaca_secret_key: SecretStr | None = None
+    alpaca_data_url: str = "https://data.alpaca.markets"
+    alpaca_trading_url: str = "https://paper-api.alpaca.markets"
+    alpaca_feed: str | None = None
+    """Bars feed (`sip`, `iex`); None lets Alpaca choose (SIP for dates older than 15 min)."""
+    rest_rate_per_min: float = Field(default=200.0, gt=0)
+    rest_burst: int = Field(default=1, ge=1)
+    """Token-bucket capacity; 1 spaces requests evenly, which no server-side limiter refuses."""
+    rest_concurrency: int = Field(default=4, ge=1)
+    bars_symbols_per_request: int = Field(default=1000, ge=1)
+    options_symbols_per_request: int = Field(default=100, ge=1)
+    settle_lag_seconds: float = Field(default=900.0, ge=0)
+    symbols: CsvList = Field(default_factory=list)
+    http_host: str = "127.0.0.1"
+    http_port: int = 8084
+    timezone: str = "America/New_York"
+    stream_max_age_days: int = Field(default=400, ge=3)
+    dedup_window_seconds: int = Field(default=7 * 86_400, ge=2 * 86_400)
+    publish_batch: int = Field(default=1000, ge=1)
+    publish_timeout_seconds: float = 10.0
+    catchup_sessions: int = Field(default=3, ge=0)
+    late_grace_seconds: float = 1800.0
+    interest_flush_seconds: float = 1.0
+    scheduler_poll_seconds: float = 60.0
+    fault_point: FaultPoint = ""
+    """Dev-only crash point for tests: `after_write` kills the process after the first DB write."""
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _prod_rules(self) -> Settings:
+        if self.env == "prod":
+            if self.alpaca_key_id or self.alpaca_secret_key:
+                raise ValueError("EOD_ALPACA_KEY_ID/SECRET_KEY are dev-only; use Vault in prod")
+            if self.fault_point:
+                raise ValueError("EOD_FAULT_POINT is dev-only")
+        if self.dedup_window_seconds > self.stream_max_age_days * 86_400:
+            raise ValueError("dedup window must not exceed the stream's max age")
+        return self

@@ -1,0 +1,89 @@
+import datetime as dt
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from eod_settler import domain
+from eod_settler.domain import Computed, Session, Stored, Target
+from raxx_contracts import AssetClass, SettleSource
+
+NY = ZoneInfo("America/New_York")
+AAPL = Target("AAPL", AssetClass.STOCKS)
+
+
+def test_print_wins_over_previous_settle() -> None:
+    c = domain.choose(AAPL, (Decimal("190.5"), SettleSource.DAILY_BAR), Decimal("180"))
+    assert c == Computed("AAPL", AssetClass.STOCKS, Decimal("190.5"), SettleSource.DAILY_BAR, False)
+
+
+def test_no_print_carries_previous_forward_flagged_stale() -> None:
+    c = domain.choose(AAPL, None, Decimal("180.25"))
+    assert c is not None
+    assert (c.price, c.source, c.stale) == (Decimal("180.25"), SettleSource.CARRIED_FORWARD, True)
+
+
+def test_no_print_and_no_previous_gives_nothing_never_zero() -> None:
+    assert domain.choose(AAPL, None, None) is None
+    assert domain.choose(AAPL, (Decimal(0), SettleSource.DAILY_BAR), None) is None
+
+
+def test_to_decimal_refuses_zero_negative_and_garbage() -> None:
+    assert domain.to_decimal(0) is None
+    assert domain.to_decimal(-1.5) is None
+    assert domain.to_decimal("abc") is None
+    assert domain.to_decimal(float("nan")) is None
+    assert domain.to_decimal(101.37) == Decimal("101.37")
+    assert str(domain.to_decimal(180.0)) == "180.0"
+
+
+def test_quote_mid_needs_two_uncrossed_sides() -> None:
+    assert domain.quote_mid(1.0, 1.2) == Decimal("1.1")
+    assert domain.quote_mid(0, 1.2) is None
+    assert domain.quote_mid(1.3, 1.2) is None
+
+
+def test_option_primary_prefers_contract_close_then_mid() -> None:
+    assert domain.option_primary(Decimal("2"), Decimal("3")) == (
+        Decimal("2"),
+        SettleSource.CONTRACT_CLOSE,
+    )
+    assert domain.option_primary(None, Decimal("3")) == (Decimal("3"), SettleSource.QUOTE_MID)
+    assert domain.option_primary(None, None) is None
+
+
+def test_revisions_same_result_is_unchanged_and_correction_is_next() -> None:
+    c = Computed("AAPL", AssetClass.STOCKS, Decimal("190.50"), SettleSource.DAILY_BAR, False)
+    assert domain.next_revision(None, c) == 1
+    same = Stored(Decimal("190.5"), SettleSource.DAILY_BAR, False, 1)
+    assert domain.next_revision(same, c) is None
+    other = Stored(Decimal("190.4"), SettleSource.DAILY_BAR, False, 1)
+    assert domain.next_revision(other, c) == 2
+    was_stale = Stored(Decimal("190.5"), SettleSource.CARRIED_FORWARD, True, 3)
+    assert domain.next_revision(was_stale, c) == 4
+
+
+def test_done_msg_id_depends_on_content_only() -> None:
+    d = dt.date(2024, 7, 3)
+    a = domain.done_msg_id(d, {"AAPL": 1, "MSFT": 1})
+    assert a == domain.done_msg_id(d, {"MSFT": 1, "AAPL": 1})
+    assert a != domain.done_msg_id(d, {"AAPL": 2, "MSFT": 1})
+    assert a != domain.done_msg_id(d, {"AAPL": 1})
+
+
+def test_half_day_settle_is_due_at_1300_plus_lag() -> None:
+    day = dt.date(2024, 7, 3)
+    s = Session(
+        day, dt.datetime(2024, 7, 3, 9, 30, tzinfo=NY), dt.datetime(2024, 7, 3, 13, tzinfo=NY)
+    )
+    assert s.due_at(900) == dt.datetime(2024, 7, 3, 13, 15, tzinfo=NY)
+    before = dt.datetime(2024, 7, 3, 13, 14, tzinfo=NY)
+    after = dt.datetime(2024, 7, 3, 13, 16, tzinfo=NY)
+    assert domain.latest_due_session([s], before, 900) is None
+    assert domain.latest_due_session([s], after, 900) == s
+    assert domain.next_due_at([s], before, 900) == s.due_at(900)
+
+
+def test_chunks_and_requests_needed() -> None:
+    assert domain.chunks(["a", "b", "c"], 2) == [["a", "b"], ["c"]]
+    assert domain.requests_needed(10_000, 1000) == 10
+    assert domain.requests_needed(10_001, 1000) == 11
+    assert domain.requests_needed(0, 1000) == 0
