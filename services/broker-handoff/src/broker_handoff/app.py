@@ -68,6 +68,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await deps.store.open()
         await deps.bus.connect()
+        await service.load_secrets()
         tasks: list[asyncio.Task[None]] = []
         if consume_tiers:
             consumer = lambda: deps.bus.consume_tiers(settings.tier_consumer_durable, on_tier)  # noqa: E731

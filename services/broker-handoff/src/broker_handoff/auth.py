@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+# Imported first: it installs an "always" filter that must not override the one below.
+import authlib.deprecate  # noqa: F401
 import httpx
-from authlib.jose import JsonWebKey, JsonWebToken, KeySet
-from authlib.jose.errors import JoseError
+
+with warnings.catch_warnings():
+    # Authlib 1.9 marks `authlib.jose` deprecated in favour of joserfc; the team convention
+    # (TEAM.md: identity JWTs verified with authlib's jose) keeps it until 2.0.
+    warnings.filterwarnings("ignore", message="authlib.jose module is deprecated")
+    from authlib.jose import JsonWebKey, JsonWebToken, KeySet
+    from authlib.jose.errors import JoseError
 
 from broker_handoff.domain import token_matches
 from broker_handoff.errors import Unauthorized

@@ -35,6 +35,14 @@ class HandoffService:
         self.deps = deps
         self.policy = policy
         self.metrics = deps.metrics
+        self._client_secret: str | None = None
+
+    async def load_secrets(self) -> None:
+        """Fetch the OAuth client secret at start (non-fatal: /readyz shows a Vault outage)."""
+        try:
+            await self.client_secret()
+        except VaultUnavailable:
+            log.warning("OAuth client secret not loaded at start; will retry on first use")
 
     # -- helpers ----------------------------------------------------------------------------
     async def tier(self, user_id: str) -> str:
@@ -49,12 +57,15 @@ class HandoffService:
         return tier
 
     async def client_secret(self) -> str:
-        """The OAuth client secret: Vault first, the dev fallback second."""
+        """The OAuth client secret: Vault first, the dev fallback second (cached once read)."""
+        if self._client_secret:
+            return self._client_secret
         secret = await self.deps.vault.read_field("oauth-client", "client_secret")
+        if not secret and self.settings.oauth_client_secret is not None:
+            secret = self.settings.oauth_client_secret.get_secret_value()
         if secret:
+            self._client_secret = secret
             return secret
-        if self.settings.oauth_client_secret is not None:
-            return self.settings.oauth_client_secret.get_secret_value()
         raise VaultUnavailable("The OAuth client secret is not configured in the secret store.")
 
     async def publish(self, user_id: str, kind: Any, env: BrokerEnv, reason: str = "") -> None:

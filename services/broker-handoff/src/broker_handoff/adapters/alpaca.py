@@ -12,6 +12,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+# Imported first: it installs an "always" filter that must not override the one below.
+import authlib.deprecate  # noqa: F401
 import httpx
 import requests
 
