@@ -1,0 +1,147 @@
+"""`python -m tier_gate` [run | init | dev-identity]: the service and its admin commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import httpx
+from raxx_contracts import default_policy
+
+from tier_gate.errors import TierGateError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tier_gate", description=__doc__)
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the HTTP service (default)")
+    init = sub.add_parser(
+        "init",
+        help="create/reuse NATS operator, accounts, scoped keys, service users; write config",
+    )
+    init.add_argument("--dev", action="store_true", help="also write creds files + dev keys")
+    init.add_argument("--out", type=Path, default=Path(".run/nats"), help="output directory")
+    init.add_argument("--nats-listen", default="127.0.0.1:14222", help="server listen host:port")
+    init.add_argument("--js-dir", type=Path, default=None, help="JetStream store (<out>/js)")
+    init.add_argument(
+        "--config", type=Path, default=None, help="server config path (<out>/nats-server.conf)"
+    )
+    dev = sub.add_parser("dev-identity", help="dev only: record a tier, print an identity JWT")
+    dev.add_argument("--user", required=True)
+    dev.add_argument("--tier", required=True, choices=default_policy().tier_order)
+    return p
+
+
+def _dev(args_dev: bool) -> bool:
+    return args_dev or os.environ.get("TG_ENV", "") == "dev"
+
+
+async def _init(args: argparse.Namespace) -> int:
+    from tier_gate.adapters.postgres import Database
+    from tier_gate.adapters.vault import Vault
+    from tier_gate.bootstrap import InitOptions, run_init
+    from tier_gate.settings import Settings
+
+    dev = _dev(args.dev)
+    settings = Settings(env="dev") if dev else Settings()
+    opts = InitOptions(
+        dev=dev, out=args.out, nats_listen=args.nats_listen, js_dir=args.js_dir,
+        config_path=args.config,
+    )  # fmt: skip
+    result = await run_init(Vault(settings.vault), default_policy(), opts)
+    db = Database(settings.database_url, max_size=1)
+    await db.open()  # applies migrations
+    await db.close()
+    print(f"nats-server config: {result.config_path}")
+    print(f"operator {result.operator}  MD account {result.md_account}  SYS {result.sys_account}")
+    for name, path in result.creds.items():
+        print(f"creds {name}: {path}")
+    return 0
+
+
+async def _dev_identity(user: str, tier: str) -> int:
+    from tier_gate.settings import Settings
+
+    settings = Settings(env="dev")
+    if os.environ.get("TG_ENV", "dev") != "dev":
+        print("dev-identity exists only in dev (TG_ENV=dev)", file=sys.stderr)
+        return 2
+    url = f"http://{settings.http_host}:{settings.http_port}/dev/identity"
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            resp = await client.post(url, json={"user": user, "tier": tier})
+        if resp.status_code == 200:
+            print(resp.json()["token"])
+            return 0
+        print(f"tier-gate refused: {resp.status_code} {resp.text}", file=sys.stderr)
+        return 1
+    except httpx.ConnectError:
+        pass  # tier-gate is not running: record the tier directly, as billing would
+    return await _dev_identity_offline(settings, user, tier)
+
+
+async def _dev_identity_offline(settings: object, user: str, tier: str) -> int:
+    from tier_gate import identity, keys
+    from tier_gate.adapters.postgres import Database
+    from tier_gate.adapters.vault import Vault
+    from tier_gate.settings import Settings
+
+    if not isinstance(settings, Settings):
+        raise TypeError("settings")
+    vault = Vault(settings.vault)
+    key = keys.okp_from_secret(await vault.read(keys.PATH_DEV_IDENTITY), keys.PATH_DEV_IDENTITY)
+    db = Database(settings.database_url, max_size=1)
+    await db.open()
+    try:
+        await db.apply_tier(
+            user, tier, None, revoke_for=lambda _o, _n: (), default_tier="free", now=0
+        )
+    finally:
+        await db.close()
+    print(
+        identity.dev_identity_token(
+            key, user_id=user, tier=tier, issuer=settings.identity_issuer,
+            audience=settings.identity_audience,
+        )
+    )  # fmt: skip
+    return 0
+
+
+def _run() -> int:
+    import uvicorn
+
+    from tier_gate.app import create_app
+    from tier_gate.settings import Settings
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "init":
+            return asyncio.run(_init(args))
+        if args.command == "dev-identity":
+            return asyncio.run(_dev_identity(args.user, args.tier))
+        return _run()
+    except TierGateError as exc:
+        print(f"tier-gate: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

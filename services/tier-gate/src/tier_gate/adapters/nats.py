@@ -1,0 +1,116 @@
+"""NATS: the BILLING stream (tier-gate owns it) and account-claims pushes (revocations)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client, RawCredentials
+from nats.aio.msg import Msg
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+from raxx_contracts import subjects
+
+from tier_gate.errors import UnavailableError
+
+log = logging.getLogger(__name__)
+
+BILLING_STREAM_CONFIG = StreamConfig(
+    name=subjects.BILLING_STREAM,
+    subjects=[subjects.BILLING_TIER_CHANGED],
+    storage=StorageType.FILE,
+    retention=RetentionPolicy.LIMITS,
+    max_age=90 * 86400,
+    duplicate_window=2 * 86400,
+)
+"""The one declaration of the BILLING stream (billing publishes, tier-gate consumes)."""
+
+
+def credentials(creds_path: Path | None, creds_text: str | None) -> RawCredentials | str | None:
+    """nats-py credentials from a .creds path or from creds text (read from OpenBao)."""
+    if creds_path is not None:
+        return str(creds_path)
+    if creds_text is not None:
+        return RawCredentials(creds_text)
+    return None
+
+
+async def connect(url: str, creds: RawCredentials | str | None, name: str) -> Client:
+    """A reconnecting nats-py client (tries forever once it has connected)."""
+
+    async def _err(exc: Exception) -> None:
+        log.warning("nats %s: %s", name, exc)
+
+    try:
+        return await nats.connect(
+            url,
+            name=name,
+            user_credentials=creds,
+            error_cb=_err,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=3,
+        )
+    except Exception as exc:
+        raise UnavailableError(f"NATS {url} unreachable for {name}: {exc}") from exc
+
+
+async def ensure_billing_stream(nc: Client) -> None:
+    """Declare BILLING (create, or update to our config): the only place that declares it."""
+    js = nc.jetstream()
+    try:
+        await js.stream_info(subjects.BILLING_STREAM)
+        await js.update_stream(BILLING_STREAM_CONFIG)
+    except NotFoundError:
+        await js.add_stream(BILLING_STREAM_CONFIG)
+
+
+async def billing_batches(
+    nc: Client, durable: str, *, batch: int = 100, wait: float = 1.0
+) -> AsyncIterator[list[Msg]]:
+    """Batches from the durable BILLING consumer (explicit ack, bounded redelivery)."""
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(
+        subjects.BILLING_TIER_CHANGED,
+        durable=durable,
+        stream=subjects.BILLING_STREAM,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30,
+            max_deliver=20,
+            deliver_policy=DeliverPolicy.ALL,
+        ),
+    )
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(batch, timeout=wait)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            yield msgs
+    finally:
+        await sub.unsubscribe()
+
+
+async def push_account_jwt(sys_nc: Client, account_pub: str, account_jwt: str) -> str:
+    """Send a re-signed account JWT to `$SYS.REQ.ACCOUNT.<acc>.CLAIMS.UPDATE`; return reply."""
+    subject = f"$SYS.REQ.ACCOUNT.{account_pub}.CLAIMS.UPDATE"
+    try:
+        msg = await sys_nc.request(subject, account_jwt.encode(), timeout=3)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise UnavailableError(f"claims update not answered: {exc}") from exc
+    reply = json.loads(msg.data)
+    if "error" in reply:
+        raise UnavailableError(f"claims update refused: {reply['error']}")
+    data = reply.get("data", {})
+    return str(data.get("message", ""))

@@ -1,0 +1,153 @@
+"""HTTP routes: token issuance, JWKS, dev identity, health. Errors mapped here, once."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from tier_gate import identity, keys
+from tier_gate.deps import Runtime
+from tier_gate.errors import AuthError, BadRequestError, NotFoundError, TierGateError
+
+router = APIRouter()
+
+
+class TokenRequest(BaseModel):
+    """Optional body of `POST /v1/tokens`: the client's own NATS user public key."""
+
+    public_key: str | None = Field(default=None, description="NATS user public key (U...)")
+
+
+class DevIdentityRequest(BaseModel):
+    """Body of `POST /dev/identity` (dev only)."""
+
+    user: str = Field(min_length=1, max_length=200)
+    tier: str
+
+
+def runtime(request: Request) -> Runtime:
+    """The app's runtime (set up by the lifespan)."""
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise AuthError("missing", "Authorization: Bearer <identity JWT> is required")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("missing", "Authorization must be 'Bearer <identity JWT>'")
+    return token.strip()
+
+
+@router.post("/v1/tokens")
+async def issue_token(
+    rt: RuntimeDep,
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Verify the identity JWT and return a NATS credential + HTTP token for the user's tier."""
+    started = time.perf_counter()
+    try:
+        claims = await rt.verifier.verify(_bearer(authorization))
+        body = await request.body()
+        public_key = None
+        if body.strip():
+            try:
+                public_key = TokenRequest.model_validate_json(body).public_key
+            except ValueError as exc:
+                raise BadRequestError(f"body must be {{'public_key': 'U...'}}: {exc}") from exc
+        response = await rt.gate.issue(claims["sub"], public_key)
+    except AuthError as exc:
+        rt.metrics.failures.labels(exc.reason).inc()
+        raise
+    except TierGateError as exc:
+        rt.metrics.failures.labels(exc.code).inc()
+        raise
+    except Exception:
+        rt.metrics.failures.labels("internal").inc()
+        raise
+    rt.metrics.latency.observe(time.perf_counter() - started)
+    return response
+
+
+@router.get("/.well-known/jwks.json")
+async def jwks(rt: RuntimeDep) -> dict[str, Any]:
+    """Public key(s) verifying tier-gate's HTTP tokens (aud raxx-md-http)."""
+    return rt.http_jwks
+
+
+@router.get("/dev/identity/jwks.json")
+async def dev_jwks(rt: RuntimeDep) -> dict[str, Any]:
+    """Dev only: public JWKS of the dev identity issuer."""
+    if rt.dev_identity_key is None:
+        raise NotFoundError("dev identity exists only with TG_ENV=dev")
+    return keys.public_jwks(rt.dev_identity_key)
+
+
+@router.post("/dev/identity")
+async def dev_identity(rt: RuntimeDep, req: DevIdentityRequest) -> dict[str, Any]:
+    """Dev only: record `tier` for `user` as billing would, return an identity JWT."""
+    if rt.dev_identity_key is None:
+        raise NotFoundError("dev identity exists only with TG_ENV=dev")
+    if req.tier not in rt.gate.policy.tiers:
+        raise BadRequestError(f"unknown tier {req.tier!r}; tiers: {list(rt.gate.policy.tiers)}")
+    await rt.gate.apply_tier(req.user, req.tier, None)
+    token = identity.dev_identity_token(
+        rt.dev_identity_key,
+        user_id=req.user,
+        tier=req.tier,
+        issuer=rt.settings.identity_issuer,
+        audience=rt.settings.identity_audience,
+    )
+    return {"user": req.user, "tier": req.tier, "token": token}
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Process alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(rt: RuntimeDep) -> Response:
+    """200 only when PostgreSQL, OpenBao and NATS answer and background tasks run."""
+    down = await rt.down()
+    if down:
+        return JSONResponse(
+            {"error": "not_ready", "message": f"down: {', '.join(down)}", "down": down}, 503
+        )
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics")
+async def metrics(rt: RuntimeDep) -> Response:
+    """Prometheus text from this app's registry."""
+    return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map typed errors to `{"error", "message"}` JSON, never a stack trace."""
+
+    async def _typed(_: Request, exc: Exception) -> Response:
+        if not isinstance(exc, TierGateError):
+            raise exc
+        body: dict[str, Any] = {"error": exc.code, "message": str(exc)}
+        if isinstance(exc, AuthError):
+            body["reason"] = exc.reason
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(body, exc.status, headers=headers)
+
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": "internal", "message": type(exc).__name__}, 500)
+
+    app.add_exception_handler(TierGateError, _typed)
+    app.add_exception_handler(Exception, _unexpected)

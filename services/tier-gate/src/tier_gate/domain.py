@@ -1,0 +1,212 @@
+"""Pure tier-gate logic: NATS account/user claims, service permissions, revocation sets.
+
+No IO here. Everything is derived from the tier policy (`raxx_contracts.default_policy()`), so
+the account JWT written by `init` and the one re-signed for revocation pushes are identical
+apart from `revocations` and `iat`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from raxx_contracts import AssetClass, TierPolicy, subjects
+
+INBOX_TAG = "inbox"
+"""User JWT tag carrying the user's inbox token; scoped templates expand `{{tag(inbox)}}`."""
+
+_INBOX_TEMPLATE = f"{subjects.USER_INBOX_ROOT}.{{{{tag({INBOX_TAG})}}}}.>"
+
+ACCOUNT_LIMITS: dict[str, Any] = {
+    "subs": -1,
+    "data": -1,
+    "payload": -1,
+    "imports": -1,
+    "exports": -1,
+    "wildcards": True,
+    "conn": -1,
+    "leaf": -1,
+}
+MD_JETSTREAM_LIMITS: dict[str, Any] = {
+    "mem_storage": 512 * 1024 * 1024,
+    "disk_storage": 8 * 1024 * 1024 * 1024,
+    "streams": 64,
+    "consumer": 4096,
+}
+USER_MAX_PAYLOAD = 64 * 1024
+"""Users only publish interest requests; a bound keeps a leaked credential from flooding."""
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """A NATS permission set (allow-lists only; no deny needed with allow-lists)."""
+
+    pub: tuple[str, ...]
+    sub: tuple[str, ...]
+
+    def claims(self) -> dict[str, Any]:
+        """The `pub`/`sub` part of user claims."""
+        return {"pub": {"allow": list(self.pub)}, "sub": {"allow": list(self.sub)}}
+
+
+_JS_CLIENT = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
+
+SERVICE_PERMISSIONS: dict[str, Permissions] = {
+    # market-data-hub: publishes every md.* path, answers interest requests (replies go to the
+    # requester's user inbox), runs the delay buffer (reads md.rt.>) and reads MBT's KV bucket.
+    "hub": Permissions(
+        pub=("md.>", f"{subjects.USER_INBOX_ROOT}.>", "_INBOX.>", *_JS_CLIENT),
+        sub=("md.>", "_INBOX.>", f"$KV.{subjects.HELD_OPTIONS_BUCKET}.>"),
+    ),
+    # eod-settler: publishes settles into SETTLES (JetStream API for declare/publish/ack), may
+    # read the market-data paths and its own settles back.
+    "settler": Permissions(
+        pub=("md.settle.>", *_JS_CLIENT, "_INBOX.>"),
+        sub=("md.>", "_INBOX.>"),
+    ),
+    # broker-handoff: publishes handoff events, may consume tier changes and its own events.
+    "broker-handoff": Permissions(
+        pub=(subjects.BROKER_HANDOFF_EVENTS, *_JS_CLIENT, "_INBOX.>"),
+        sub=(subjects.BROKER_HANDOFF_EVENTS, subjects.BILLING_TIER_CHANGED, "_INBOX.>"),
+    ),
+    # tier-gate itself (MD account): owns the BILLING stream and its durable consumer.
+    "tier-gate": Permissions(pub=(*_JS_CLIENT,), sub=(subjects.BILLING_TIER_CHANGED, "_INBOX.>")),
+    # dev stand-in for billing: publishes tier changes into the BILLING stream.
+    "billing": Permissions(
+        pub=(subjects.BILLING_TIER_CHANGED, "$JS.API.STREAM.INFO.>", "_INBOX.>"),
+        sub=("_INBOX.>",),
+    ),
+    # dev-admin (dev only): an operator's read-only view of the MD account.
+    "dev-admin": Permissions(
+        pub=(
+            "$JS.API.INFO",
+            "$JS.API.STREAM.NAMES",
+            "$JS.API.STREAM.LIST",
+            "$JS.API.STREAM.INFO.>",
+            "$JS.API.STREAM.MSG.GET.>",
+            "$JS.API.DIRECT.GET.>",
+            "$JS.API.CONSUMER.CREATE.>",
+            "$JS.API.CONSUMER.INFO.>",
+            "$JS.API.CONSUMER.NAMES.>",
+            "$JS.API.CONSUMER.LIST.>",
+            "$JS.API.CONSUMER.MSG.NEXT.>",
+            "$JS.API.CONSUMER.DELETE.>",
+            "$JS.ACK.>",
+            "_INBOX.>",
+        ),
+        sub=(">",),
+    ),
+}
+SYS_SERVICE = "tier-gate-sys"
+"""tier-gate's system-account user: may only push account claim updates."""
+SYS_PERMISSIONS = Permissions(pub=("$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",), sub=("_INBOX.>",))
+DEV_ONLY_SERVICES = frozenset({"billing", "dev-admin"})
+
+
+def tier_template(policy: TierPolicy, tier: str) -> dict[str, Any]:
+    """The scoped signing key template of `tier`: what every user JWT it signs may do."""
+    rule = policy.rule(tier)
+    return {
+        "sub": {"allow": [*policy.subscribe_allow(tier), _INBOX_TEMPLATE]},
+        "pub": {"allow": [subjects.INTEREST, _INBOX_TEMPLATE]},
+        "subs": rule.max_subscriptions,
+        "data": -1,
+        "payload": USER_MAX_PAYLOAD,
+    }
+
+
+def account_claims(
+    name: str,
+    account_pub: str,
+    *,
+    jetstream: bool,
+    scoped_keys: Mapping[str, str] | None = None,
+    policy: TierPolicy | None = None,
+    revocations: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """Account JWT claims; `scoped_keys` maps tier -> signing public key (needs `policy`)."""
+    limits = dict(ACCOUNT_LIMITS)
+    if jetstream:
+        limits.update(MD_JETSTREAM_LIMITS)
+    nats: dict[str, Any] = {"type": "account", "version": 2, "limits": limits}
+    if scoped_keys:
+        if policy is None:
+            raise ValueError("scoped keys need the tier policy")
+        nats["signing_keys"] = [
+            {
+                "kind": "user_scope",
+                "key": key,
+                "role": tier,
+                "template": tier_template(policy, tier),
+            }
+            for tier, key in sorted(scoped_keys.items())
+        ]
+    if revocations:
+        nats["revocations"] = dict(sorted(revocations.items()))
+    return {"sub": account_pub, "name": name, "nats": nats}
+
+
+def operator_claims(operator_pub: str, signing_pub: str, system_account: str) -> dict[str, Any]:
+    """Operator JWT claims with one signing key (the one that signs accounts)."""
+    return {
+        "sub": operator_pub,
+        "name": "raxx",
+        "nats": {
+            "type": "operator",
+            "version": 2,
+            "signing_keys": [signing_pub],
+            "system_account": system_account,
+        },
+    }
+
+
+def service_user_claims(name: str, user_pub: str, perms: Permissions) -> dict[str, Any]:
+    """A service user's claims (signed by the account key itself, explicit permissions)."""
+    nats: dict[str, Any] = {"type": "user", "version": 2, **perms.claims()}
+    nats.update({"subs": -1, "data": -1, "payload": -1})
+    return {"sub": user_pub, "name": name, "nats": nats}
+
+
+def user_claims(
+    *, user_id: str, user_pub: str, account_pub: str, expires_at: int
+) -> dict[str, Any]:
+    """An end user's claims, signed by a tier's scoped key: no permissions of its own.
+
+    The template supplies every permission; the `inbox:<token>` tag lets the template allow
+    exactly this user's inbox (`{{tag(inbox)}}`).
+    """
+    return {
+        "sub": user_pub,
+        "name": user_id,
+        "exp": expires_at,
+        "nats": {
+            "type": "user",
+            "version": 2,
+            "issuer_account": account_pub,
+            "tags": [f"{INBOX_TAG}:{subjects.user_token(user_id)}"],
+        },
+    }
+
+
+def granted(policy: TierPolicy, tier: str, user_id: str) -> dict[str, Any]:
+    """The `subjects` part of a token response: what the credential allows."""
+    inbox = subjects.user_inbox_prefix(user_id)
+    return {
+        "subscribe": [*policy.subscribe_allow(tier), f"{inbox}.>"],
+        "publish": [subjects.INTEREST, f"{inbox}.>"],
+        "inbox_prefix": inbox,
+        "max_subscriptions": policy.rule(tier).max_subscriptions,
+        "paths": {str(a): str(policy.stream_path(tier, a)) for a in AssetClass},
+    }
+
+
+def is_downgrade(policy: TierPolicy, old: str, new: str) -> bool:
+    """Whether moving from `old` to `new` takes something away."""
+    return policy.rank(new) < policy.rank(old)
+
+
+def tiers_above(policy: TierPolicy, tier: str) -> tuple[str, ...]:
+    """Tiers ranked above `tier`: their credentials must die on a downgrade to `tier`."""
+    rank = policy.rank(tier)
+    return tuple(t for t in policy.tier_order if policy.rank(t) > rank)

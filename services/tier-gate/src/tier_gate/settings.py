@@ -1,0 +1,50 @@
+"""tier-gate settings (`TG_` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class VaultSettings(BaseModel):
+    """How to reach OpenBao (KV v2); never the secrets themselves."""
+
+    addr: str = "http://127.0.0.1:18200"
+    auth: Literal["token", "approle", "kubernetes"] = "token"
+    token: SecretStr | None = None
+    role_id: str | None = None
+    secret_id: SecretStr | None = None
+    role: str | None = None
+    mount: str = "secret"
+
+
+class Settings(BaseSettings):
+    """Every knob of tier-gate; built once in `__main__` (tests pass keyword arguments)."""
+
+    model_config = SettingsConfigDict(env_prefix="TG_", env_nested_delimiter="__", extra="ignore")
+
+    env: Literal["dev", "prod"] = "prod"
+    nats_url: str = "nats://127.0.0.1:14222"
+    nats_creds: Path | None = None
+    """tier-gate's MD-account user (BILLING stream); else read from OpenBao."""
+    nats_sys_creds: Path | None = None
+    """tier-gate's system-account user (revocation pushes); else read from OpenBao."""
+    database_url: str = "postgresql://127.0.0.1:15432/raxx"
+    db_pool_max: int = 8
+    vault: VaultSettings = VaultSettings()
+    http_host: str = "127.0.0.1"
+    http_port: int = 8082
+    identity_jwks_url: str | None = None
+    """http(s) URL or file path of the identity JWKS; in dev, unset means the dev identity key."""
+    identity_issuer: str = "raxx-identity"
+    identity_audience: str = "raxx"
+    credential_ttl: int | None = None
+    """Seconds; overrides the policy's `credential_ttl_seconds` for every tier."""
+    entitlement_cache_seconds: float = 30.0
+    revocation_repush_seconds: float = 30.0
+    """Re-push the revocation set this often (survives a nats-server restart)."""
+    billing_durable: str = "tier-gate"
+    log_level: str = "INFO"
