@@ -143,10 +143,27 @@ def chunks(items: Iterable[str], size: int) -> list[list[str]]:
     return out
 
 
-def requests_needed(n_symbols: int, per_request: int) -> int:
-    """Minimum bars requests for `n_symbols` (one page per request holds 10,000 daily bars)."""
-    per = min(per_request, 10_000)
-    return -(-n_symbols // per) if n_symbols else 0
+def symbol_batches(symbols: Iterable[str], max_count: int, max_query_bytes: int) -> list[list[str]]:
+    """Split symbols into request batches bounded by count AND by encoded query length.
+
+    Servers cap the request line (aiohttp, which alpaca-sim uses, at 8190 bytes; proxies in
+    front of real APIs likewise), and requests encodes each `,` as `%2C`, so the URL length is
+    what binds first for a multi-symbol request. A page holds at most 10,000 daily bars.
+    """
+    max_count = min(max_count, 10_000)
+    out: list[list[str]] = []
+    cur: list[str] = []
+    size = 0
+    for sym in symbols:
+        cost = len(sym) + 3  # the symbol plus an encoded comma
+        if cur and (len(cur) == max_count or size + cost > max_query_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(sym)
+        size += cost
+    if cur:
+        out.append(cur)
+    return out
 
 
 def latest_due_session(

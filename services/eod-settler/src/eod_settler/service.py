@@ -192,7 +192,11 @@ class Settler:
     async def _stocks(
         self, rest: AlpacaRest, ctx: _Ctx, stocks: Sequence[Target], progress: Progress
     ) -> None:
-        groups = domain.chunks([t.symbol for t in stocks], self._s.bars_symbols_per_request)
+        groups = domain.symbol_batches(
+            [t.symbol for t in stocks],
+            self._s.bars_symbols_per_request,
+            self._s.bars_max_query_bytes,
+        )
 
         async def fetch(group: list[str]) -> tuple[list[str], dict[str, Decimal]]:
             return group, await _retrying(lambda: rest.daily_closes(ctx.session.date, group))

@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     rest_burst: int = Field(default=1, ge=1)
     """Token-bucket capacity; 1 spaces requests evenly, which no server-side limiter refuses."""
     rest_concurrency: int = Field(default=4, ge=1)
-    bars_symbols_per_request: int = Field(default=1000, ge=1)
+    bars_symbols_per_request: int = Field(default=10_000, ge=1)
+    """Count cap per bars request (10,000 = one full page of daily bars)."""
+    bars_max_query_bytes: int = Field(default=7800, ge=100)
+    """Budget for the encoded `symbols` parameter: keeps the request line under 8 KiB."""
     options_symbols_per_request: int = Field(default=100, ge=1)
     settle_lag_seconds: float = Field(default=900.0, ge=0)
     symbols: CsvList = Field(default_factory=list)

@@ -82,8 +82,12 @@ def test_half_day_settle_is_due_at_1300_plus_lag() -> None:
     assert domain.next_due_at([s], before, 900) == s.due_at(900)
 
 
-def test_chunks_and_requests_needed() -> None:
+def test_batches_respect_count_and_query_length() -> None:
     assert domain.chunks(["a", "b", "c"], 2) == [["a", "b"], ["c"]]
-    assert domain.requests_needed(10_000, 1000) == 10
-    assert domain.requests_needed(10_001, 1000) == 11
-    assert domain.requests_needed(0, 1000) == 0
+    syms = [f"S{i:04d}" for i in range(10_000)]  # 5 chars + encoded comma = 8 bytes each
+    by_count = domain.symbol_batches(syms, 1000, 1_000_000)
+    assert [len(b) for b in by_count] == [1000] * 10
+    by_bytes = domain.symbol_batches(syms, 10_000, 8000)
+    assert all(len(b) == 1000 for b in by_bytes)
+    assert sum(len(b) for b in by_bytes) == 10_000
+    assert domain.symbol_batches([], 10, 100) == []
