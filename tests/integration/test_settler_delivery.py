@@ -13,6 +13,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 from eod_settler.adapters.postgres import Store
+from eod_settler.service import RunReport
 
 from tests.integration.fixtures.servers import AlpacaSim
 from tests.integration.test_settler_helpers import (
@@ -30,7 +31,7 @@ D1 = dt.date(2025, 12, 23)
 SYMBOLS = [f"T{i:03d}" for i in range(120)] + ["BRK.B"]
 
 
-async def settle(nats_url: str, dsn: str, sim: AlpacaSim, date: dt.date, **kw: object) -> object:
+async def settle(nats_url: str, dsn: str, sim: AlpacaSim, date: dt.date, **kw: object) -> RunReport:
     rt = await open_runtime(make_settings(nats_url, dsn, sim.url, symbols=SYMBOLS, **kw))
     try:
         return await rt.settler.run(date)
@@ -48,14 +49,16 @@ async def test_every_settle_published_once_and_rerun_publishes_nothing(
     assert sorted(s.symbol for s in mbt.seen.settles) == sorted(SYMBOLS)
     assert all(s.revision == 1 and not s.stale for s in mbt.seen.settles)
     assert [d.count for d in mbt.seen.done] == [len(SYMBOLS)]
-    assert report.count == len(SYMBOLS)  # type: ignore[attr-defined]
+    assert report.count == len(SYMBOLS)
     before = await stream_count(own_nats)
 
     again = await settle(own_nats, postgres_dsn, alpaca_sim, D1)
-    assert again.written == 0 and again.unchanged == len(SYMBOLS)  # type: ignore[attr-defined]
+    assert again.written == 0
+    assert again.unchanged == len(SYMBOLS)
     assert await stream_count(own_nats) == before
     await mbt.consume()
-    assert len(mbt.seen.settles) == len(SYMBOLS) and len(mbt.seen.done) == 1
+    assert len(mbt.seen.settles) == len(SYMBOLS)
+    assert len(mbt.seen.done) == 1
 
 
 async def test_durable_consumer_restarted_mid_batch_gets_every_settle_exactly_once(
@@ -70,7 +73,8 @@ async def test_durable_consumer_restarted_mid_batch_gets_every_settle_exactly_on
         await rt.close()
     # First life: fetches 70, processes 40, dies with 30 fetched but unacked.
     fetched = await mbt.consume(max_msgs=70, ack_only=40)
-    assert fetched == 70 and len(mbt.seen.settles) == 40
+    assert fetched == 70
+    assert len(mbt.seen.settles) == 40
     # Restarted consumer: the remaining ones plus the 30 redelivered after ack_wait.
     await asyncio.sleep(1.2)
     await mbt.consume(idle=1.5)
@@ -93,13 +97,15 @@ async def test_corrected_price_becomes_revision_2_seen_by_consumer(
             "UPDATE settles SET price = price + 1 WHERE date = %s AND symbol = 'T007'", (D1,)
         )
     report = await settle(own_nats, postgres_dsn, alpaca_sim, D1)
-    assert report.written == 1 and report.revised == 1  # type: ignore[attr-defined]
+    assert report.written == 1
+    assert report.revised == 1
     await mbt.consume()
     revs = [s for s in mbt.seen.settles if s.symbol == "T007"]
     assert [s.revision for s in revs] == [1, 2]
     assert revs[1].price == first["T007"].price  # the sim's (correct) close
     assert len(mbt.seen.done) == 2  # new content, new marker
-    assert mbt.seen.done[1].count == len(SYMBOLS) and mbt.seen.done[1].revised == 1
+    assert mbt.seen.done[1].count == len(SYMBOLS)
+    assert mbt.seen.done[1].revised == 1
 
 
 async def test_stale_carry_forward_and_symbol_without_any_settle(
@@ -115,17 +121,21 @@ async def test_stale_carry_forward_and_symbol_without_any_settle(
         r0 = await rt.settler.run(d0)
         assert r0.missing == ["HALTZ"]  # no print ever, no previous settle: nothing published
         r1 = await rt.settler.run(D1)
-        assert r1.missing == ["HALTZ"] and r1.stale == 1
+        assert r1.missing == ["HALTZ"]
+        assert r1.stale == 1
         rows = {r["symbol"]: r for r in await rt.store.settles_for_date(D1)}
     finally:
         await rt.close()
     await mbt.consume()
     by = {(s.date, s.symbol): s for s in mbt.seen.settles}
-    assert (d0, "HALTZ") not in by and (D1, "HALTZ") not in by
+    assert (d0, "HALTZ") not in by
+    assert (D1, "HALTZ") not in by
     quiet = by[(D1, "QUIET")]
-    assert quiet.stale and quiet.source == "carried_forward"
+    assert quiet.stale
+    assert quiet.source == "carried_forward"
     assert quiet.price == by[(d0, "QUIET")].price > Decimal(0)
-    assert rows["QUIET"]["stale"] is True and "HALTZ" not in rows
+    assert rows["QUIET"]["stale"] is True
+    assert "HALTZ" not in rows
     assert [d.count for d in mbt.seen.done] == [2, 2]
 
 
@@ -156,8 +166,10 @@ def test_killed_between_write_and_publish_then_restarted_publishes_each_settle_o
         pending = conn.execute(
             "SELECT count(*) FROM settle_outbox WHERE published_at IS NULL"
         ).fetchone()
-    assert written is not None and pending is not None
-    assert 0 < written[0] < len(SYMBOLS) and pending[0] == written[0]
+    assert written is not None
+    assert pending is not None
+    assert 0 < written[0] < len(SYMBOLS)
+    assert pending[0] == written[0]
 
     mbt = Consumer(own_nats)
     restarted = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)  # noqa: S603
