@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import nacl.signing
 import nkeys
 
 _HEADER = base64.urlsafe_b64encode(b'{"typ":"JWT","alg":"ed25519-nkey"}').rstrip(b"=").decode()
@@ -54,6 +55,28 @@ def public_key(seed: str) -> str:
     return key.decode()
 
 
+def verify_key(public: str) -> nacl.signing.VerifyKey:
+    """The Ed25519 verify key of an nkey public key; NatsJwtError if it is not one."""
+    try:
+        raw = base64.b32decode(public + "=" * (-len(public) % 8))
+    except (ValueError, TypeError) as exc:
+        raise NatsJwtError(f"not an nkey public key: {public!r}") from exc
+    if len(raw) != 35 or not nkeys.valid_public_prefix_byte(raw[0]):
+        raise NatsJwtError(f"not an nkey public key: {public!r}")
+    if bytes(nkeys.crc16_checksum(raw[:-2])) != raw[-2:]:
+        raise NatsJwtError(f"bad checksum in nkey public key: {public!r}")
+    return nacl.signing.VerifyKey(raw[1:33])
+
+
+def is_public_key(public: str, prefix: str) -> bool:
+    """Whether `public` is a valid nkey public key starting with `prefix` (e.g. "U")."""
+    try:
+        verify_key(public)
+    except NatsJwtError:
+        return False
+    return public.startswith(prefix)
+
+
 def encode(claims: Mapping[str, Any], signer: nkeys.KeyPair, *, iat: int | None = None) -> str:
     """Sign `claims` as a NATS JWT; sets `iss`, `iat` and `jti` like the Go library."""
     body: dict[str, Any] = dict(claims)
@@ -75,8 +98,7 @@ def decode(token: str, *, verify: bool = True) -> dict[str, Any]:
         head, payload, sig = token.split(".")
         claims: dict[str, Any] = json.loads(_unb64(payload))
         if verify:
-            signer = nkeys.from_pubkey(claims["iss"].encode())
-            signer.verify(f"{head}.{payload}".encode(), _unb64(sig))
+            verify_key(claims["iss"]).verify(f"{head}.{payload}".encode(), _unb64(sig))
     except Exception as exc:
         raise NatsJwtError(f"invalid NATS JWT: {exc}") from exc
     return claims

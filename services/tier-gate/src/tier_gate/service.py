@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import nkeys
 from joserfc.jwk import OKPKey
 from raxx_contracts import TierPolicy
 
@@ -225,8 +224,4 @@ class TierGate:
 
 
 def _is_user_key(key: str) -> bool:
-    try:
-        nkeys.from_pubkey(key.encode())
-    except Exception:
-        return False
-    return key.startswith("U")
+    return natsjwt.is_public_key(key, "U")
