@@ -1,0 +1,386 @@
+"""deploy/k8s rendered and checked offline: schemas, security rules, network policy, alerts.
+
+Plain pytest, no servers, no cluster: a few seconds. See deploy/README.md, "Validation".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import kubernetes_validate
+import promql_parser
+import pytest
+
+from tests.deploy import k8s_checks as k
+from tests.deploy.k8s_checks import Obj
+
+KUBERNETES_VERSION = "1.33.0"
+# CRDs: no schema ships offline, so they are checked structurally below.
+CRD_GROUPS = ("monitoring.coreos.com/", "postgresql.cnpg.io/", "external-secrets.io/")
+# Secrets the manifests may reference by name, because an operator creates them.
+OPERATOR_SECRETS = {"raxx-pg-app"}  # CloudNativePG, Cluster raxx-pg
+
+
+@pytest.fixture(scope="module", params=k.OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> list[Obj]:
+    return k.render(k.K8S / "overlays" / request.param)
+
+
+@pytest.fixture(scope="module")
+def exported() -> dict[str, k.Exported]:
+    return k.exported_metrics()
+
+
+def _deployments(objs: list[Obj]) -> dict[str, Obj]:
+    return k.by_kind(objs, "Deployment")
+
+
+def _pod_labels(d: Obj) -> dict[str, str]:
+    return dict(d["spec"]["template"]["metadata"]["labels"])
+
+
+def test_every_overlay_has_the_four_services(rendered: list[Obj]) -> None:
+    assert set(_deployments(rendered)) == set(k.SERVICES)
+    assert {o["metadata"].get("namespace") for o in rendered} in ({"raxx-md"}, {"raxx-md-dev"})
+
+
+def test_builtin_kinds_match_the_kubernetes_schemas(rendered: list[Obj]) -> None:
+    errors = []
+    for o in rendered:
+        if o["apiVersion"].startswith(CRD_GROUPS):
+            continue
+        try:
+            kubernetes_validate.validate(o, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{o['kind']}/{o['metadata']['name']}: {exc.message} at {exc.path}")
+    assert not errors, "\n".join(errors)
+
+
+def test_pods_are_non_root_read_only_limited_and_probed(rendered: list[Obj]) -> None:
+    for name, d in _deployments(rendered).items():
+        pod = d["spec"]["template"]["spec"]
+        sc = pod["securityContext"]
+        assert sc["runAsNonRoot"] is True, name
+        assert sc.get("runAsUser", 1) != 0, name
+        assert sc["seccompProfile"]["type"] == "RuntimeDefault", name
+        for c in pod["containers"]:
+            csc = c["securityContext"]
+            assert csc["readOnlyRootFilesystem"] is True, name
+            assert csc["allowPrivilegeEscalation"] is False, name
+            assert csc["capabilities"]["drop"] == ["ALL"], name
+            assert csc.get("runAsNonRoot", True) is True, name
+            for section in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c["resources"][section]), (name, section)
+            port_names = {p["name"] for p in c["ports"]}
+            assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+            assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+            for probe in ("readinessProbe", "livenessProbe"):
+                assert c[probe]["httpGet"]["port"] in port_names, (name, probe)
+            image = c["image"]
+            assert "@sha256:" in image or ":" in image.rsplit("/", 1)[-1], image
+            assert not image.endswith(":latest"), image
+
+
+def test_service_account_tokens_only_for_vault(rendered: list[Obj]) -> None:
+    """No API token anywhere; a projected token only where Vault Kubernetes auth uses it."""
+    sas = k.by_kind(rendered, "ServiceAccount")
+    for name, d in _deployments(rendered).items():
+        pod = d["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False, name
+        assert sas[pod["serviceAccountName"]]["automountServiceAccountToken"] is False, name
+        env = k.pod_env(rendered, d)
+        pfx = k.SERVICES[name][1]
+        tokens = [
+            s["serviceAccountToken"]
+            for v in pod["volumes"]
+            for s in (v.get("projected") or {}).get("sources", [])
+            if "serviceAccountToken" in s
+        ]
+        if tokens:
+            assert env.get(f"{pfx}_VAULT__AUTH") == "kubernetes", f"{name}: unjustified token"
+        for t in tokens:
+            assert t["audience"] == "vault", name
+            assert t["expirationSeconds"] <= 3600, name
+
+
+def test_vault_kubernetes_auth_and_config_from_configmaps(rendered: list[Obj]) -> None:
+    for name, d in _deployments(rendered).items():
+        pfx = k.SERVICES[name][1]
+        env = k.pod_env(rendered, d)
+        assert env[f"{pfx}_VAULT__AUTH"] == "kubernetes", name
+        assert env[f"{pfx}_VAULT__ROLE"] == name, name
+        assert env[f"{pfx}_HTTP_HOST"] == "0.0.0.0", name
+        assert f"{pfx}_VAULT__TOKEN" not in env, name
+        assert env[f"{pfx}_ENV"] in ("dev", "prod"), name
+
+
+def test_no_secret_in_any_manifest(rendered: list[Obj]) -> None:
+    assert not k.secret_findings(rendered)
+
+
+def test_secret_references_resolve_to_operators(rendered: list[Obj]) -> None:
+    """Secrets are referenced only when External Secrets or CloudNativePG create them."""
+    targets = {
+        es["spec"]["target"]["name"] for es in k.by_kind(rendered, "ExternalSecret").values()
+    }
+    allowed = targets | OPERATOR_SECRETS
+    for name, d in _deployments(rendered).items():
+        pod = d["spec"]["template"]["spec"]
+        for v in pod["volumes"]:
+            if "secret" in v:
+                assert v["secret"]["secretName"] in allowed, (name, v)
+        for c in pod["containers"]:
+            for item in c.get("env") or []:
+                ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] in allowed, (name, item)
+
+
+def test_secret_stores_use_the_services_own_identity(rendered: list[Obj]) -> None:
+    sas = k.by_kind(rendered, "ServiceAccount")
+    stores = k.by_kind(rendered, "SecretStore")
+    for store in stores.values():
+        assert store["apiVersion"] == "external-secrets.io/v1"
+        vault = store["spec"]["provider"]["vault"]
+        assert vault["version"] == "v2"
+        assert vault["path"] == "secret"
+        auth = vault["auth"]["kubernetes"]
+        assert auth["serviceAccountRef"]["name"] in sas
+        assert auth["serviceAccountRef"]["audiences"] == ["vault"]
+        assert auth["role"] == auth["serviceAccountRef"]["name"]
+    for es in k.by_kind(rendered, "ExternalSecret").values():
+        assert es["spec"]["secretStoreRef"]["name"] in stores
+        assert "{{ .jwt }}" in es["spec"]["target"]["template"]["data"]["creds"]
+        keys = {d["remoteRef"]["key"] for d in es["spec"]["data"]}
+        assert len(keys) == 1
+        assert next(iter(keys)).startswith("raxx/nats/services/")
+
+
+def _policies_for(objs: list[Obj], d: Obj) -> list[Obj]:
+    labels = _pod_labels(d)
+    return [
+        p
+        for p in k.by_kind(objs, "NetworkPolicy").values()
+        if k.selects(p["spec"]["podSelector"], labels)
+    ]
+
+
+def _egress_rules(objs: list[Obj], d: Obj) -> list[Obj]:
+    return [
+        r
+        for p in _policies_for(objs, d)
+        if "Egress" in p["spec"]["policyTypes"]
+        for r in p["spec"].get("egress") or []
+    ]
+
+
+def check_network_policy(objs: list[Obj], may_leave: frozenset[str]) -> None:
+    """Default deny, DNS to kube-dns, and ipBlock egress only for `may_leave`, only on 443."""
+    for name, d in _deployments(objs).items():
+        policies = _policies_for(objs, d)
+        assert any(
+            set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress")
+            and not p["spec"].get("egress")
+            for p in policies
+        ), f"{name}: no default deny"
+        for p in policies:
+            for r in p["spec"].get("ingress") or []:
+                assert r.get("from"), (
+                    f"{name}: {p['metadata']['name']} allows ingress from anywhere"
+                )
+        rules = _egress_rules(objs, d)
+        external = False
+        dns = False
+        for r in rules:
+            assert r.get("to"), f"{name}: an egress rule without `to` allows everything"
+            ports = {(pt.get("protocol", "TCP"), pt.get("port")) for pt in r.get("ports") or []}
+            assert ports, f"{name}: an egress rule without ports"
+            for peer in r["to"]:
+                if "ipBlock" in peer:
+                    external = True
+                    assert name in may_leave, f"{name} may not leave the cluster"
+                    assert ports == {("TCP", 443)}, f"{name}: external egress must be 443 only"
+                    net = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                    assert net.prefixlen >= 8, f"{name}: {net} is far too wide"
+                    continue
+                assert "namespaceSelector" in peer or "podSelector" in peer, peer
+                ns = (peer.get("namespaceSelector") or {}).get("matchLabels") or {}
+                pod = (peer.get("podSelector") or {}).get("matchLabels") or {}
+                if (
+                    ns.get("kubernetes.io/metadata.name") == "kube-system"
+                    and pod.get("k8s-app") == "kube-dns"
+                ):
+                    dns = dns or ("UDP", 53) in ports
+        assert dns, f"{name}: no DNS egress to kube-dns"
+        assert external == (name in may_leave), f"{name}: Alpaca egress {external}"
+
+
+def test_network_policy_only_hub_and_broker_handoff_leave(rendered: list[Obj]) -> None:
+    check_network_policy(rendered, k.ALLOWED_EXTERNAL_EGRESS)
+
+
+def test_settler_egress_component_is_the_only_deviation() -> None:
+    example = k.render(k.K8S / "examples" / "prod-settler-egress")
+    check_network_policy(example, k.ALLOWED_EXTERNAL_EGRESS | {"eod-settler"})
+    prod = k.render(k.K8S / "overlays" / "prod")
+    settler = _pod_labels(_deployments(example)["eod-settler"])
+    assert settler.pop("raxx.io/egress-alpaca") == "true"
+    assert settler == _pod_labels(_deployments(prod)["eod-settler"])
+    assert len(example) == len(prod)
+
+
+def test_replicas_pdbs_and_autoscaling(rendered: list[Obj]) -> None:
+    deps = _deployments(rendered)
+    assert deps["market-data-hub"]["spec"]["replicas"] == 2
+    assert "replicas" not in deps["tier-gate"]["spec"], "the HPA owns tier-gate's replica count"
+    hpas = [h for h in k.by_kind(rendered, "HorizontalPodAutoscaler").values()]
+    assert [h["spec"]["scaleTargetRef"]["name"] for h in hpas] == ["tier-gate"]
+    assert hpas[0]["spec"]["minReplicas"] >= 1
+    assert hpas[0]["spec"]["maxReplicas"] > 1
+    pdbs = list(k.by_kind(rendered, "PodDisruptionBudget").values())
+    for name, d in deps.items():
+        mine = [p for p in pdbs if k.selects(p["spec"]["selector"], _pod_labels(d))]
+        assert len(mine) == 1, name
+    hub_pdb = next(p for p in pdbs if p["metadata"]["name"] == "market-data-hub")
+    assert hub_pdb["spec"]["minAvailable"] == 1
+
+
+def test_services_and_monitors_select_something(rendered: list[Obj]) -> None:
+    deps = _deployments(rendered)
+    services = k.by_kind(rendered, "Service")
+    for s in services.values():
+        assert any(
+            k.selects({"matchLabels": s["spec"]["selector"]}, _pod_labels(d)) for d in deps.values()
+        )
+    for sm in k.by_kind(rendered, "ServiceMonitor").values():
+        matched = [
+            s
+            for s in services.values()
+            if k.selects(sm["spec"]["selector"], s["metadata"].get("labels") or {})
+        ]
+        assert matched, sm["metadata"]["name"]
+        port_names = {p["name"] for s in matched for p in s["spec"]["ports"]}
+        for ep in sm["spec"]["endpoints"]:
+            assert ep["port"] in port_names
+            assert ep["path"] == "/metrics"
+    assert {sm for sm in k.by_kind(rendered, "ServiceMonitor")} == set(k.SERVICES)
+
+
+def test_postgres_cluster_is_the_operators_cr(rendered: list[Obj]) -> None:
+    (cluster,) = k.by_kind(rendered, "Cluster").values()
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+    spec = cluster["spec"]
+    assert isinstance(spec["instances"], int)
+    assert spec["instances"] >= 1
+    assert spec["storage"]["size"]
+    assert spec["bootstrap"]["initdb"]["database"] == "raxx"
+    assert ":" in spec["imageName"]
+    assert not spec["imageName"].endswith(":latest")
+
+
+REQUIRED_ALERTS = {
+    "upstream down": "MdhUpstreamDown",
+    "delay-line lag": "MdhDelayLineLagging",
+    "symbols near the cap": "MdhSymbolsNearCap",
+    "REST limiter saturated": "MdhRestLimiterSaturated",
+    "settle batch late": "EodSettleBatchLate",
+    "credential issuance failing": "TgCredentialIssuanceFailing",
+}
+
+
+def test_prometheus_rules_are_well_formed(rendered: list[Obj]) -> None:
+    (rule_obj,) = k.by_kind(rendered, "PrometheusRule").values()
+    assert rule_obj["apiVersion"] == "monitoring.coreos.com/v1"
+    names = []
+    for group in rule_obj["spec"]["groups"]:
+        assert group["name"]
+        assert group["rules"]
+        for rule in group["rules"]:
+            names.append(rule["alert"])
+            assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+            assert rule["annotations"]["summary"], rule["alert"]
+            promql_parser.parse_duration(rule["for"])
+    assert len(names) == len(set(names))
+    missing = {what for what, alert in REQUIRED_ALERTS.items() if alert not in names}
+    assert not missing
+
+
+def _check_queries(queries: list[tuple[str, str]], exported: dict[str, k.Exported]) -> list[str]:
+    known: dict[str, frozenset[str]] = {}
+    for e in exported.values():
+        known.update(e.labels)
+    problems = []
+    for where, expr in queries:
+        try:
+            found = k.selectors(expr)
+        except ValueError as exc:
+            problems.append(f"{where}: PromQL does not parse: {exc}")
+            continue
+        for metric, labels in found:
+            if metric in k.PROMETHEUS_SERIES:
+                continue
+            if metric not in known:
+                problems.append(f"{where}: {metric} is exported by no service")
+                continue
+            unknown = labels - known[metric] - k.TARGET_LABELS
+            if unknown:
+                problems.append(f"{where}: {metric} has no label {sorted(unknown)}")
+    return problems
+
+
+def test_alerts_name_metrics_the_services_export(
+    rendered: list[Obj], exported: dict[str, k.Exported]
+) -> None:
+    assert not _check_queries(k.alert_exprs(rendered), exported)
+
+
+def test_dashboard_queries_name_metrics_the_hub_exports(
+    rendered: list[Obj], exported: dict[str, k.Exported]
+) -> None:
+    boards = k.dashboards(rendered)
+    assert boards, "no dashboard ConfigMap labelled grafana_dashboard"
+    for where, board in boards.items():
+        queries = [(w, k.grafana_to_promql(q)) for w, q in k.dashboard_exprs(board)]
+        assert len(queries) > 10, where
+        assert not _check_queries(queries, exported)
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids)), where
+
+
+def test_metric_names_come_from_the_services_code(exported: dict[str, k.Exported]) -> None:
+    prefixes = {
+        "market-data-hub": "mdh_",
+        "tier-gate": "tg_",
+        "broker-handoff": "bh_",
+        "eod-settler": "eod_",
+    }
+    for service, e in exported.items():
+        assert e.labels, service
+        assert all(n.startswith(prefixes[service]) for n in e.labels), service
+
+
+def test_checker_catches_bad_queries(exported: dict[str, k.Exported]) -> None:
+    """The checker itself: unknown metric, unknown label and broken syntax are all reported."""
+    bad = [
+        ("a", "rate(mdh_no_such_metric_total[5m]) > 0"),
+        ("b", 'mdh_leader{asset="x"} > 0'),
+        ("c", "sum(rate(mdh_messages_in_total[5m])"),
+    ]
+    assert len(_check_queries(bad, exported)) == 3
+
+
+def test_checker_catches_secrets_and_open_egress() -> None:
+    leaky: list[dict[str, Any]] = [
+        {"kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "dg=="}},
+        {
+            "kind": "ConfigMap",
+            "metadata": {"name": "c"},
+            "data": {"X_DATABASE_URL": "postgresql://u:pw@h/db"},
+        },
+        {"kind": "ConfigMap", "metadata": {"name": "d"}, "data": {"X_API_KEY": "abc"}},
+    ]
+    assert len(k.secret_findings(leaky)) == 3
+    assert not k.secret_like_name("MDH_VAULT__ROLE")
+    assert k.secret_like_name("BH_OAUTH_CLIENT_SECRET")
