@@ -6,11 +6,13 @@ Plain pytest, no servers, no cluster: a few seconds. See deploy/README.md, "Vali
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 import kubernetes_validate
 import promql_parser
 import pytest
+import yaml
 
 from tests.deploy import k8s_checks as k
 from tests.deploy.k8s_checks import Obj
@@ -384,3 +386,40 @@ def test_checker_catches_secrets_and_open_egress() -> None:
     assert len(k.secret_findings(leaky)) == 3
     assert not k.secret_like_name("MDH_VAULT__ROLE")
     assert k.secret_like_name("BH_OAUTH_CLIENT_SECRET")
+
+
+@pytest.mark.parametrize("service", sorted(k.SERVICES))
+def test_dockerfile_is_pinned_locked_and_non_root(service: str) -> None:
+    text = (k.ROOT / "services" / service / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    for image in (args["PYTHON_IMAGE"], args["UV_IMAGE"]):
+        tag = image.split("@")[0].rsplit(":", 1)[-1]
+        assert "@sha256:" in image or re.fullmatch(r"\d+\.\d+\.\d+[\w.-]*", tag), image
+    assert re.search(rf"uv sync --locked --package {service} --no-dev\b", text)
+    assert len(re.findall(r"^FROM ", text, re.M)) >= 3, "multi-stage"
+    (user,) = re.findall(r"^USER (\S+)$", text, re.M)
+    assert int(user.split(":")[0]) >= 1000
+    assert f'"-m", "{k.SERVICES[service][0]}"' in text
+
+
+def test_nats_chart_values_three_servers_jetstream_file_full_resolver() -> None:
+    helm = k.ROOT / "deploy" / "helm" / "nats"
+    values = yaml.safe_load((helm / "values.yaml").read_text())
+    config = values["config"]
+    assert config["cluster"] == {"enabled": True, "replicas": 3}
+    assert config["jetstream"]["fileStore"]["enabled"] is True
+    assert config["jetstream"]["fileStore"]["pvc"]["enabled"] is True
+    assert config["resolver"]["enabled"] is True
+    assert config["resolver"]["merge"]["type"] == "full"
+    (release,) = yaml.safe_load((helm / "helmfile.yaml").read_text())["releases"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", release["version"]), "pin the chart version"
+    assert not k.secret_findings([{"kind": "Values", "metadata": {"name": "nats"}, **values}])
+
+
+def test_vault_roles_cover_every_service() -> None:
+    vault = k.ROOT / "deploy" / "vault"
+    script = (vault / "configure.sh").read_text()
+    assert "audience=vault" in script
+    for service in k.SERVICES:
+        assert (vault / "policies" / f"{service}.hcl").exists()
+        assert service in script
