@@ -10,6 +10,7 @@ from aiohttp import web
 
 from alpaca_sim import oauth, rest_data, rest_options, sim_api, trading_api
 from alpaca_sim.http_common import rest_middleware
+from alpaca_sim.keys import SIM_KEY
 from alpaca_sim.protocol import ENDPOINTS
 from alpaca_sim.settings import Settings
 from alpaca_sim.state import SimState
@@ -21,7 +22,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings()
     sim = SimState(settings)
     app = web.Application(middlewares=[rest_middleware], client_max_size=64 * 1024 * 1024)
-    app["sim"] = sim
+    app[SIM_KEY] = sim
     for path in ENDPOINTS:
         app.router.add_get(path, stream_handler)
     app.add_routes(rest_data.routes())
@@ -36,7 +37,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
 
 
 async def _ticker(app: web.Application) -> AsyncIterator[None]:
-    sim: SimState = app["sim"]
+    sim = app[SIM_KEY]
     task = asyncio.create_task(sim.engine.run(), name="alpaca-sim-ticker")
     yield
     for conn in list(sim.engine.connections):

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from alpaca_sim.calendar import NY
+from alpaca_sim.keys import IDENTITY_KEY, SIM_KEY
 from alpaca_sim.protocol import ENDPOINTS, STOCK_SYMBOL_RE
 
 if TYPE_CHECKING:
@@ -155,12 +156,15 @@ class RateLimiter:
 @web.middleware
 async def rest_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Call counting, injected faults, auth and the per-key rate limit for the Alpaca APIs."""
-    sim: SimState = request.app["sim"]
+    sim: SimState = request.app[SIM_KEY]
     path = request.path
     if path.startswith(OPEN_PREFIXES) or path in ENDPOINTS:
         return await handler(request)
     resource = request.match_info.route.resource
-    route = f"{request.method} {resource.canonical if resource else path}"
+    canonical = resource.canonical if resource else path
+    if "kind" in request.match_info:  # one counter per data kind, not one for all three
+        canonical = canonical.replace("{kind}", request.match_info["kind"])
+    route = f"{request.method} {canonical}"
     sim.rest_calls[route] += 1
     api = "data" if path.startswith(DATA_PREFIXES) else "trading"
     who = identity_of(sim, request)
@@ -177,7 +181,7 @@ async def rest_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if not allowed:
             resp = error_response(429, "rate limit exceeded", 42910000)
         else:
-            request["identity"] = who
+            request[IDENTITY_KEY] = who
             try:
                 resp = await handler(request)
             except ApiError as exc:

@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
+from alpaca_sim.keys import SIM_KEY
 from alpaca_sim.settings import Settings
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def _error(status: int, error: str, message: str) -> web.Response:
 
 async def authorize(request: web.Request) -> web.StreamResponse:
     """`GET /oauth/authorize`: approve for a simulated account and redirect with code and state."""
-    sim: SimState = request.app["sim"]
+    sim: SimState = request.app[SIM_KEY]
     store = sim.oauth
     q = request.query
     client_id, redirect_uri = q.get("client_id"), q.get("redirect_uri")
@@ -153,7 +154,7 @@ def _client_credentials(
 
 async def token(request: web.Request) -> web.Response:
     """`POST /oauth/token` (form): exchange a code once for a non-expiring bearer token."""
-    sim: SimState = request.app["sim"]
+    sim: SimState = request.app[SIM_KEY]
     store = sim.oauth
     form = {k: str(v) for k, v in (await request.post()).items()}
     client_id, secret = _client_credentials(request, form)
@@ -179,7 +180,7 @@ async def token(request: web.Request) -> web.Response:
 
 async def revoke(request: web.Request) -> web.Response:
     """`POST /oauth/revoke` (form `token`, client credentials): the token stops working."""
-    sim: SimState = request.app["sim"]
+    sim: SimState = request.app[SIM_KEY]
     form = {k: str(v) for k, v in (await request.post()).items()}
     client_id, secret = _client_credentials(request, form)
     if not sim.oauth.client_ok(client_id, secret):

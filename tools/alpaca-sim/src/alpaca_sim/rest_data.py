@@ -20,6 +20,7 @@ from alpaca_sim.http_common import (
     parse_symbols,
     parse_time,
 )
+from alpaca_sim.keys import SIM_KEY
 from alpaca_sim.market import NS
 from alpaca_sim.protocol import STOCK_SYMBOL_RE, rfc3339_ns
 
@@ -31,7 +32,7 @@ RECENT_SIP = timedelta(minutes=15)
 
 
 def _sim(request: web.Request) -> SimState:
-    sim: SimState = request.app["sim"]
+    sim: SimState = request.app[SIM_KEY]
     return sim
 
 
@@ -81,6 +82,7 @@ def _page(
         except ValueError as exc:
             raise ApiError(400, str(exc), 40010001) from exc
     limit = parse_int(q.get("limit"), 1000, 1, 10_000, "limit")
+    limit = min(limit, sim.settings.page_size_cap)
     desc = q.get("sort", "asc") == "desc"
     cursor = decode_token(q.get("page_token"))
     out: dict[str, list[dict[str, object]]] = {}

@@ -19,6 +19,7 @@ from alpaca_sim.http_common import (
     parse_symbols,
     parse_time,
 )
+from alpaca_sim.keys import SIM_KEY
 from alpaca_sim.market import NS
 from alpaca_sim.options import (
     Contract,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 
 def _sim(request: web.Request) -> SimState:
-    sim: SimState = request.app["sim"]
+    sim: SimState = request.app[SIM_KEY]
     return sim
 
 

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
 
     # REST.
     rest_rate_limit: int = 200  # requests per minute per key; 0 = unlimited
+    page_size_cap: int = 10_000  # a page never holds more, whatever `limit` says
 
     # Calendar.
     extra_holidays: CsvList = Field(default_factory=list)

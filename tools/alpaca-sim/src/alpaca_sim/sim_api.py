@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from alpaca_sim.http_common import error_response, json_response
+from alpaca_sim.keys import SIM_KEY
 from alpaca_sim.protocol import ERRORS, ts
 from alpaca_sim.ticks import publish
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def _sim(request: web.Request) -> SimState:
-    sim: SimState = request.app["sim"]
+    sim: SimState = request.app[SIM_KEY]
     return sim
 
 

@@ -14,6 +14,7 @@ import msgpack
 import orjson
 from aiohttp import WSMsgType, web
 
+from alpaca_sim.keys import SIM_KEY
 from alpaca_sim.protocol import (
     CLOSING_CODES,
     ENDPOINTS,
@@ -217,7 +218,7 @@ class Connection:
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:
     """`GET /v2/{feed}` and `/v1beta1/{indicative,opra}`: one market-data session."""
-    sim: SimState = request.app["sim"]
+    sim: SimState = request.app[SIM_KEY]
     endpoint = ENDPOINTS[request.path]
     ws = web.WebSocketResponse(compress=True, max_msg_size=64 * 1024 * 1024, timeout=2.0)
     if not ws.can_prepare(request).ok:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from alpaca_sim.calendar import NY
 from alpaca_sim.http_common import ApiError, decode_token, encode_token, json_response, parse_int
+from alpaca_sim.keys import IDENTITY_KEY, SIM_KEY
 from alpaca_sim.options import (
     Contract,
     asset_id,
@@ -27,13 +28,13 @@ if TYPE_CHECKING:
 
 
 def _sim(request: web.Request) -> SimState:
-    sim: SimState = request.app["sim"]
+    sim: SimState = request.app[SIM_KEY]
     return sim
 
 
 def _account(request: web.Request) -> Account:
     sim = _sim(request)
-    who: str = request["identity"]
+    who = request[IDENTITY_KEY]
     account_id = who[6:] if who.startswith("oauth:") else str(uuid.uuid5(uuid.NAMESPACE_OID, who))
     return sim.broker.account(account_id)
 
