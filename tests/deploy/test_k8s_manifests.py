@@ -5,7 +5,9 @@ Plain pytest, no servers, no cluster: a few seconds. See deploy/README.md, "Vali
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
+import os
 import re
 from typing import Any
 
@@ -423,3 +425,40 @@ def test_vault_roles_cover_every_service() -> None:
     for service in k.SERVICES:
         assert (vault / "policies" / f"{service}.hcl").exists()
         assert service in script
+
+
+def _settings_fields(model: Any, path: list[str]) -> bool:
+    """Whether a `__`-separated env path names a field of a pydantic settings model."""
+    field = model.model_fields.get(path[0])
+    if field is None:
+        return False
+    if len(path) == 1:
+        return True
+    sub = field.annotation
+    return hasattr(sub, "model_fields") and _settings_fields(sub, path[1:])
+
+
+def test_config_is_accepted_by_each_services_settings(
+    rendered: list[Obj], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every configured variable is a real setting, and the service's Settings accepts them."""
+    for name, d in _deployments(rendered).items():
+        package, pfx = k.SERVICES[name]
+        settings_cls = importlib.import_module(f"{package}.settings").Settings
+        env = k.pod_env(rendered, d)
+        for item in d["spec"]["template"]["spec"]["containers"][0].get("env") or []:
+            if "valueFrom" in item:  # Secret or downward API: a stand-in value
+                env[item["name"]] = "postgresql://placeholder@db/raxx"
+        unknown = [
+            key
+            for key in env
+            if key.startswith(f"{pfx}_")
+            and not _settings_fields(settings_cls, key[len(pfx) + 1 :].lower().split("__"))
+        ]
+        assert not unknown, f"{name}: not settings of {package}: {unknown}"
+        with monkeypatch.context() as m:
+            for key in [key for key in os.environ if key.startswith(f"{pfx}_")]:
+                m.delenv(key)
+            for key, value in env.items():
+                m.setenv(key, value)
+            settings_cls()
