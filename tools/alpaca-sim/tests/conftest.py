@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from alpaca_sim.settings import Settings
 from alpaca_sim.state import SimState
 from websockets.asyncio.client import ClientConnection, connect
 
+SECRET = "sim-secret"
 KEY_HEADERS = {"APCA-API-KEY-ID": "sim-key", "APCA-API-SECRET-KEY": "sim-secret"}
 
 
@@ -86,10 +88,8 @@ class Raw:
     async def send(self, msg: dict[str, Any]) -> None:
         await self.ws.send(msgpack.packb(msg) if self.msgpack else orjson.dumps(msg).decode())
 
-    async def recv(self, timeout: float = 5.0) -> list[dict[str, Any]]:
-        import asyncio
-
-        frame = await asyncio.wait_for(self.ws.recv(), timeout)
+    async def recv(self, seconds: float = 5.0) -> list[dict[str, Any]]:
+        frame = await asyncio.wait_for(self.ws.recv(), seconds)
         if self.msgpack:
             assert isinstance(frame, bytes)
             out: list[dict[str, Any]] = msgpack.unpackb(frame)
@@ -110,7 +110,7 @@ class Raw:
                 if pred(m):
                     return m
 
-    async def auth(self, key: str = "sim-key", secret: str = "sim-secret") -> list[dict[str, Any]]:
+    async def auth(self, key: str = "sim-key", secret: str = SECRET) -> list[dict[str, Any]]:
         await self.send({"action": "auth", "key": key, "secret": secret})
         return await self.recv()
 
@@ -124,6 +124,7 @@ async def raw() -> AsyncIterator[RawFactory]:
 
     async def open_(url: str, use_msgpack: bool = False, **kw: Any) -> Raw:
         headers = {"Content-Type": "application/msgpack" if use_msgpack else "application/json"}
+        headers |= kw.pop("additional_headers", {})
         ws = await connect(url, additional_headers=headers, **kw)
         opened.append(ws)
         client = Raw(ws, use_msgpack)

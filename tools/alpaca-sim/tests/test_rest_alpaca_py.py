@@ -1,4 +1,4 @@
-"""Fidelity: alpaca-py's historical and trading clients (sync, so run in a thread) against the sim."""
+"""Fidelity: alpaca-py's historical and trading clients (sync: run in threads) against the sim."""
 
 from __future__ import annotations
 

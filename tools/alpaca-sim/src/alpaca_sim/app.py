@@ -21,7 +21,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
     """Build the app; the ticker starts and stops with it."""
     settings = settings or Settings()
     sim = SimState(settings)
-    app = web.Application(middlewares=[rest_middleware], client_max_size=64 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[rest_middleware],
+        client_max_size=64 * 1024 * 1024,
+        # `symbols=` lists of thousands of tickers (EOD settlement) exceed aiohttp's 8 KiB line.
+        handler_args={"max_line_size": 1024 * 1024, "max_field_size": 64 * 1024},
+    )
     app[SIM_KEY] = sim
     for path in ENDPOINTS:
         app.router.add_get(path, stream_handler)
