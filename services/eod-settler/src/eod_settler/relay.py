@@ -84,7 +84,11 @@ class OutboxRelay:
 
     async def run_forever(self, idle_poll: float = 2.0) -> None:
         """Drain whenever woken, and at least every `idle_poll` seconds."""
-        while True:
+        await self.run_until(asyncio.Event(), idle_poll)
+
+    async def run_until(self, stop: asyncio.Event, idle_poll: float = 2.0) -> None:
+        """Drain whenever woken until `stop` is set (a run publishes while it writes)."""
+        while not stop.is_set():
             self._wake.clear()
             await self.drain()
             with contextlib.suppress(TimeoutError):

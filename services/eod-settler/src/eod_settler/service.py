@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 from raxx_contracts import (
     AssetClass,
     NanoDatetime,
-    Settle,
     SettleBatchDone,
     SettleSource,
+    dumps,
     encode,
     subjects,
 )
@@ -140,20 +140,16 @@ class Settler:
         calls0 = self.limiter.acquired
         session = await self.resolve(date)
         report = RunReport(date)
-        async with self._store.date_lock(date):
-            rest = await self.rest()
-            targets = await self._targets(date)
-            report.targets = len(targets)
-            symbols = [t.symbol for t in targets]
-            stored = await self._store.latest_for_date(date, symbols)
-            previous = await self._store.previous_prices(date, symbols)
-            ctx = _Ctx(session, self._clock.now(), stored, previous, report)
-            stocks = [t for t in targets if t.asset_class == AssetClass.STOCKS]
-            options = [t for t in targets if t.asset_class == AssetClass.OPTIONS]
-            progress.start("settling", len(targets))
-            await self._stocks(rest, ctx, stocks, progress)
-            await self._options(rest, ctx, options, progress)
-            await self._complete(ctx)
+        stop_relay = asyncio.Event()
+        if self._s.fault_point:  # the crash test needs rows written and certainly unpublished
+            stop_relay.set()
+        relay = asyncio.create_task(self._relay.run_until(stop_relay, idle_poll=0.5))
+        try:
+            await self._settle(date, session, report, progress)
+        finally:
+            stop_relay.set()
+            self._relay.wake()
+            await relay
         if wait_published:
             report.published = await self.wait_published(date)
         report.rest_requests = self.limiter.acquired - calls0
@@ -167,6 +163,32 @@ class Settler:
             )  # fmt: skip
         return report
 
+    async def _settle(
+        self, date: dt.date, session: Session, report: RunReport, progress: Progress
+    ) -> None:
+        async with self._store.date_lock(date):
+            rest = await self.rest()
+            targets, new_config, new_held = await self._targets(date)
+            report.targets = len(targets)
+            stocks = [t for t in targets if t.asset_class == AssetClass.STOCKS]
+            options = [t for t in targets if t.asset_class == AssetClass.OPTIONS]
+            # Start the rate-limited REST calls first; the DB reads overlap with them.
+            fetches = self._start_stock_fetches(rest, date, stocks)
+            try:
+                await self._store.record_universe(date, new_config, "config")
+                await self._store.record_universe(date, new_held, "held_options")
+                symbols = [t.symbol for t in targets]
+                stored = await self._store.latest_for_date(date, symbols)
+                previous = await self._store.previous_prices(date, symbols)
+                ctx = _Ctx(session, self._clock.now(), stored, previous, report)
+                progress.start("settling", len(targets))
+                await self._stocks(ctx, fetches, progress)
+            finally:
+                for t in fetches:
+                    t.cancel()
+            await self._options(rest, ctx, options, progress)
+            await self._complete(ctx)
+
     async def wait_published(self, date: dt.date, limit_s: float = 300.0) -> int:
         """Drain the outbox (this process, or another relay holding rows) for `date`."""
         published = 0
@@ -179,19 +201,25 @@ class Settler:
                 raise RetryableError(f"{date}: outbox not drained within {limit_s:.0f} s")
             await asyncio.sleep(0.2)
 
-    async def _targets(self, date: dt.date) -> list[Target]:
+    async def _targets(self, date: dt.date) -> tuple[list[Target], list[Target], list[Target]]:
+        """(all targets, configured ones not yet recorded, held ones not yet recorded)."""
         configured = [Target(s, AssetClass.STOCKS) for s in self._s.symbols]
         held = [Target(s, AssetClass.OPTIONS) for s in await self._held_options()]
-        await self._store.record_universe(date, configured, "config")
-        await self._store.record_universe(date, held, "held_options")
+        recorded = await self._store.universe(date)
+        known = {t.symbol for t in recorded}
         seen: dict[str, Target] = {}
-        for t in [*configured, *held, *await self._store.universe(date)]:
+        for t in [*configured, *held, *recorded]:
             seen.setdefault(t.symbol, t)
-        return sorted(seen.values(), key=lambda t: (t.asset_class, t.symbol))
+        targets = sorted(seen.values(), key=lambda t: (t.asset_class, t.symbol))
+        return (
+            targets,
+            [t for t in configured if t.symbol not in known],
+            [t for t in held if t.symbol not in known],
+        )
 
-    async def _stocks(
-        self, rest: AlpacaRest, ctx: _Ctx, stocks: Sequence[Target], progress: Progress
-    ) -> None:
+    def _start_stock_fetches(
+        self, rest: AlpacaRest, date: dt.date, stocks: Sequence[Target]
+    ) -> list[asyncio.Task[tuple[list[str], dict[str, Decimal]]]]:
         groups = domain.symbol_batches(
             [t.symbol for t in stocks],
             self._s.bars_symbols_per_request,
@@ -199,27 +227,32 @@ class Settler:
         )
 
         async def fetch(group: list[str]) -> tuple[list[str], dict[str, Decimal]]:
-            return group, await _retrying(lambda: rest.daily_closes(ctx.session.date, group))
+            return group, await _retrying(lambda: rest.daily_closes(date, group))
 
-        tasks = [asyncio.create_task(fetch(g)) for g in groups]
-        try:
-            # Write each batch as soon as its bars arrive, while later requests wait on the
-            # token bucket: DB writes and publishes overlap the rate-limited REST calls.
-            for next_done in asyncio.as_completed(tasks):
-                group, closes = await next_done
-                computed = [
-                    domain.choose(
-                        Target(sym, AssetClass.STOCKS),
-                        (closes[sym], SettleSource.DAILY_BAR) if sym in closes else None,
-                        ctx.previous.get(sym),
-                    )
-                    for sym in group
-                ]
-                await self._write(ctx, group, computed)
-                progress.advance(len(group))
-        finally:
-            for t in tasks:
-                t.cancel()
+        return [asyncio.create_task(fetch(g)) for g in groups]
+
+    async def _stocks(
+        self,
+        ctx: _Ctx,
+        fetches: list[asyncio.Task[tuple[list[str], dict[str, Decimal]]]],
+        progress: Progress,
+    ) -> None:
+        # Write each batch as soon as its bars arrive, while later requests wait on the token
+        # bucket: DB writes and publishes overlap the rate-limited REST calls.
+        for next_done in asyncio.as_completed(fetches):
+            group, closes = await next_done
+            log.debug("bars for %d symbols received", len(group))
+            computed = [
+                domain.choose(
+                    Target(sym, AssetClass.STOCKS),
+                    (closes[sym], SettleSource.DAILY_BAR) if sym in closes else None,
+                    ctx.previous.get(sym),
+                )
+                for sym in group
+            ]
+            await self._write(ctx, group, computed)
+            log.debug("batch of %d written", len(group))
+            progress.advance(len(group))
 
     async def _options(
         self, rest: AlpacaRest, ctx: _Ctx, options: Sequence[Target], progress: Progress
@@ -271,16 +304,21 @@ class Settler:
 
     def _row(self, ctx: _Ctx, c: Computed, revision: int) -> SettleRow:
         date = ctx.session.date
-        settle = Settle(
-            symbol=c.symbol, timestamp=NanoDatetime.from_datetime(ctx.session.close), date=date,
-            asset_class=c.asset_class, price=c.price, source=c.source, revision=revision,
-            stale=c.stale, computed_at=NanoDatetime.from_datetime(ctx.computed_at),
+        # The `Settle` wire shape, encoded from a dict (the codec's fast path; the same JSON
+        # `encode(Settle(...))` gives). Symbols are validated by the subject builder.
+        payload = dumps(
+            {
+                "schema_version": 1, "symbol": c.symbol, "timestamp": ctx.close_ns,
+                "date": date.isoformat(), "asset_class": str(c.asset_class), "price": c.price,
+                "source": str(c.source), "revision": revision, "stale": c.stale,
+                "computed_at": ctx.computed_ns,
+            }
         )  # fmt: skip
         return SettleRow(
             date=date, symbol=c.symbol, revision=revision, asset_class=c.asset_class,
             price=c.price, source=c.source, stale=c.stale, session_close=ctx.session.close,
             computed_at=ctx.computed_at, subject=subjects.settle(c.asset_class, date, c.symbol),
-            msg_id=subjects.settle_msg_id(date, c.symbol, revision), payload=encode(settle),
+            msg_id=subjects.settle_msg_id(date, c.symbol, revision), payload=payload,
         )  # fmt: skip
 
     async def _complete(self, ctx: _Ctx) -> None:
@@ -311,6 +349,10 @@ class _Ctx:
     stored: dict[str, domain.Stored]
     previous: dict[str, Decimal]
     report: RunReport
+
+    def __post_init__(self) -> None:
+        self.close_ns = NanoDatetime.from_datetime(self.session.close)
+        self.computed_ns = NanoDatetime.from_datetime(self.computed_at)
 
 
 async def _retrying(fn: Callable[[], Awaitable[T]], attempts: int = 4) -> T:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from eod_settler.errors import PermanentError, RetryableError
 from eod_settler.metrics import Metrics
 from eod_settler.ratelimit import TokenBucket
 
+log = logging.getLogger(__name__)
 _OCC = re.compile(r"^(?P<root>[A-Z0-9.]{1,6})(?P<exp>\d{6})(?P<cp>[CP])(?P<strike>\d{8})$")
 
 
@@ -109,16 +111,13 @@ class AlpacaRest:
         self._tz = tz
         self._feed = feed
         self._slots = asyncio.Semaphore(concurrency)
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _wire(self, client: Any, endpoint: str) -> Any:
-        loop = self._loop
-        if loop is None:  # pragma: no cover - _call sets it before any client is built
-            raise RuntimeError("AlpacaRest used outside its event loop")
         limiter = self._limiter
 
         def before() -> None:
-            asyncio.run_coroutine_threadsafe(limiter.acquire(), loop).result()
+            limiter.acquire_blocking()
+            log.debug("%s request sent", endpoint)
 
         def on_result(ep: str, outcome: str) -> None:
             self._metrics.rest_calls.labels(ep, outcome).inc()
@@ -132,7 +131,6 @@ class AlpacaRest:
         return self._creds.key_id.get_secret_value(), self._creds.secret_key.get_secret_value()
 
     async def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        self._loop = asyncio.get_running_loop()
         async with self._slots:
             try:
                 return await asyncio.to_thread(fn)

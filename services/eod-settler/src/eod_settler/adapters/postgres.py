@@ -20,6 +20,7 @@ from eod_settler.domain import Stored, Target
 from eod_settler.errors import RetryableError, RunInProgressError
 
 _MIGRATION_LOCK = 0x0E0D5E77
+_RELAY_LOCK = 0x0E0D5E78
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,25 +179,30 @@ class Store:
             return {s: p for s, p in await cur.fetchall()}
 
     async def write_settles(self, rows: Sequence[SettleRow]) -> None:
-        """Insert settle revisions and their outbox messages in ONE transaction."""
+        """Insert settle revisions and their outbox messages in ONE transaction (COPY).
+
+        Runs under the date lock, so a (date, symbol, revision) or a Msg-Id cannot collide.
+        """
         if not rows:
             return
         try:
             async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO settles (date, symbol, revision, asset_class, price, source,"
-                    " stale, session_close, computed_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                    [
-                        (r.date, r.symbol, r.revision, str(r.asset_class), r.price,
-                         str(r.source), r.stale, r.session_close, r.computed_at)
-                        for r in rows
-                    ],
-                )  # fmt: skip
-                await cur.executemany(
-                    "INSERT INTO settle_outbox (date, kind, source, subject, msg_id, payload)"
-                    " VALUES (%s, 'settle', %s, %s, %s, %s) ON CONFLICT (msg_id) DO NOTHING",
-                    [(r.date, str(r.source), r.subject, r.msg_id, r.payload) for r in rows],
-                )
+                async with cur.copy(
+                    "COPY settles (date, symbol, revision, asset_class, price, source, stale,"
+                    " session_close, computed_at) FROM STDIN"
+                ) as copy:
+                    for r in rows:
+                        await copy.write_row(
+                            (r.date, r.symbol, r.revision, str(r.asset_class), r.price,
+                             str(r.source), r.stale, r.session_close, r.computed_at)
+                        )  # fmt: skip
+                async with cur.copy(
+                    "COPY settle_outbox (date, kind, source, subject, msg_id, payload) FROM STDIN"
+                ) as copy:
+                    for r in rows:
+                        await copy.write_row(
+                            (r.date, "settle", str(r.source), r.subject, r.msg_id, r.payload)
+                        )
         except psycopg.OperationalError as exc:
             raise RetryableError(f"postgres write failed: {exc}") from exc
 
@@ -255,19 +261,25 @@ class Store:
 
     @asynccontextmanager
     async def claim_outbox(self, limit: int) -> AsyncIterator[tuple[list[OutboxRow], list[int]]]:
-        """Lock up to `limit` unpublished rows (id order, SKIP LOCKED) inside one transaction.
+        """Lock up to `limit` unpublished rows (id order) inside one transaction.
 
-        The caller publishes them and appends acked ids to the yielded list; those are marked
-        published when the block exits, in the same transaction.
+        One relay at a time (a transaction advisory lock; another relay gets no rows), so rows
+        go out in id order and a batch marker never overtakes the settles before it. The caller
+        publishes them and appends acked ids to the yielded list; those are marked published
+        when the block exits, in the same transaction.
         """
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT id, kind, source, subject, msg_id, payload FROM settle_outbox"
-                " WHERE published_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-                (limit,),
-            )
-            rows = [OutboxRow(i, k, s, subj, m, bytes(p)) for i, k, s, subj, m, p in
-                    await cur.fetchall()]  # fmt: skip
+            cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_RELAY_LOCK,))
+            got = await cur.fetchone()
+            rows: list[OutboxRow] = []
+            if got and got[0]:
+                cur = await conn.execute(
+                    "SELECT id, kind, source, subject, msg_id, payload FROM settle_outbox"
+                    " WHERE published_at IS NULL ORDER BY id LIMIT %s",
+                    (limit,),
+                )
+                rows = [OutboxRow(i, k, s, subj, m, bytes(p)) for i, k, s, subj, m, p in
+                        await cur.fetchall()]  # fmt: skip
             acked: list[int] = []
             yield rows, acked
             if acked:
