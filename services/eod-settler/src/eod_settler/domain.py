@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from raxx_contracts import AssetClass, SettleSource
+from raxx_contracts import AssetClass, NanoDatetime, SettleSource, dumps
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,3 +180,21 @@ def next_due_at(
     """The next moment a settle falls due after `now`."""
     upcoming = [s.due_at(lag_seconds) for s in sessions if s.due_at(lag_seconds) > now]
     return min(upcoming) if upcoming else None
+
+
+def settle_payload(
+    c: Computed, date: dt.date, revision: int, close: NanoDatetime, computed_at: NanoDatetime
+) -> bytes:
+    """The `Settle` wire JSON, built from a dict (the codec's fast path).
+
+    Byte-for-byte what `encode(Settle(...))` produces (a unit test holds it to that), at a
+    fraction of the cost for 10,000 settles.
+    """
+    return dumps(
+        {
+            "schema_version": 1, "symbol": c.symbol, "timestamp": close,
+            "date": date.isoformat(), "asset_class": str(c.asset_class), "price": c.price,
+            "source": str(c.source), "revision": revision, "stale": c.stale,
+            "computed_at": computed_at,
+        }
+    )  # fmt: skip

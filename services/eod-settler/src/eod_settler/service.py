@@ -19,7 +19,6 @@ from raxx_contracts import (
     NanoDatetime,
     SettleBatchDone,
     SettleSource,
-    dumps,
     encode,
     subjects,
 )
@@ -304,16 +303,7 @@ class Settler:
 
     def _row(self, ctx: _Ctx, c: Computed, revision: int) -> SettleRow:
         date = ctx.session.date
-        # The `Settle` wire shape, encoded from a dict (the codec's fast path; the same JSON
-        # `encode(Settle(...))` gives). Symbols are validated by the subject builder.
-        payload = dumps(
-            {
-                "schema_version": 1, "symbol": c.symbol, "timestamp": ctx.close_ns,
-                "date": date.isoformat(), "asset_class": str(c.asset_class), "price": c.price,
-                "source": str(c.source), "revision": revision, "stale": c.stale,
-                "computed_at": ctx.computed_ns,
-            }
-        )  # fmt: skip
+        payload = domain.settle_payload(c, date, revision, ctx.close_ns, ctx.computed_ns)
         return SettleRow(
             date=date, symbol=c.symbol, revision=revision, asset_class=c.asset_class,
             price=c.price, source=c.source, stale=c.stale, session_close=ctx.session.close,

@@ -4,7 +4,7 @@ from zoneinfo import ZoneInfo
 
 from eod_settler import domain
 from eod_settler.domain import Computed, Session, Stored, Target
-from raxx_contracts import AssetClass, SettleSource
+from raxx_contracts import AssetClass, NanoDatetime, Settle, SettleSource, encode
 
 NY = ZoneInfo("America/New_York")
 AAPL = Target("AAPL", AssetClass.STOCKS)
@@ -91,3 +91,22 @@ def test_batches_respect_count_and_query_length() -> None:
     assert all(len(b) == 1000 for b in by_bytes)
     assert sum(len(b) for b in by_bytes) == 10_000
     assert domain.symbol_batches([], 10, 100) == []
+
+
+def test_settle_payload_is_exactly_the_contract_encoding() -> None:
+    c = Computed("BRK.B", AssetClass.STOCKS, Decimal("412.07"), SettleSource.CARRIED_FORWARD, True)
+    close = NanoDatetime.parse("2025-12-24T18:00:00Z")
+    at = NanoDatetime.parse("2025-12-24T18:15:01.123456789Z")
+    day = dt.date(2025, 12, 24)
+    model = Settle(
+        symbol="BRK.B",
+        timestamp=close,
+        date=day,
+        asset_class=AssetClass.STOCKS,
+        price=Decimal("412.07"),
+        source=SettleSource.CARRIED_FORWARD,
+        revision=2,
+        stale=True,
+        computed_at=at,
+    )
+    assert domain.settle_payload(c, day, 2, close, at) == encode(model)
