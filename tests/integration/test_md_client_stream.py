@@ -183,7 +183,7 @@ async def test_tail_cli_explains_a_stack_that_is_not_running() -> None:
         sys.executable, "-m", "raxx_md_client", "tail", "--tier-gate", "http://127.0.0.1:9",
         "AAPL", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    _out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 2
     assert b"cannot reach tier-gate" in err
     assert b"make run" in err
