@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from alpaca_sim.live import MINUTE_NS, SymbolState
 from alpaca_sim.options import chain
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from alpaca_sim.streams import Connection
 
 log = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass
@@ -31,6 +33,17 @@ class Target:
     symbol: str
     state: SymbolState
     conns: dict[str, list[Connection]] = field(default_factory=lambda: defaultdict(list))
+    trade_conns: list[Connection] = field(default_factory=list)
+    quote_conns: list[Connection] = field(default_factory=list)
+    wants_bars: bool = False
+    options: bool = False
+
+    def finish(self) -> None:
+        """Cache the per-tick lookups."""
+        self.trade_conns = self.conns.get("trades", [])
+        self.quote_conns = self.conns.get("quotes", [])
+        self.wants_bars = any(self.conns.get(ch) for ch in ("bars", "updatedBars", "dailyBars"))
+        self.options = self.group == "options"
 
 
 class Engine:
@@ -50,6 +63,7 @@ class Engine:
         self._half = False
         self.running = False
         self.last_event_ns = 0
+        self._prices: tuple[FloatArray, FloatArray, FloatArray] | None = None
 
     # ---- registry --------------------------------------------------------------------------
 
@@ -165,7 +179,36 @@ class Engine:
                         tgt.conns[ch].append(conn)
         self._by_symbol = by_symbol
         self.targets = sorted(by_symbol.values(), key=lambda t: (t.group, t.symbol))
+        for tgt in self.targets:
+            tgt.finish()
+        self._prices = None
         self._dirty = False
+
+    def price_arrays(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(price, anchor, half spread) per target, as numpy arrays the ticker updates in place."""
+        if self._prices is None:
+            states = [t.state for t in self.targets]
+            self._prices = (
+                np.array([st.price for st in states], dtype=np.float64),
+                np.array([st.anchor for st in states], dtype=np.float64),
+                np.array([max(0.01, round(st.spread / 2, 2)) for st in states], dtype=np.float64),
+            )
+        return self._prices
+
+    def write_back(self, touched: list[int], t_ns: int) -> None:
+        """Copy the tick's final prices into the live states (read by REST latest endpoints)."""
+        if self._prices is None:
+            return
+        px, _, half = self._prices
+        for j in touched:
+            st = self.targets[j].state
+            p, h = float(px[j]), float(half[j])
+            st.price, st.bid, st.ask = p, round(max(p - h, 0.0), 2), round(p + h, 2)
+            st.last_trade_ns = st.last_quote_ns = t_ns
+
+    def invalidate_prices(self) -> None:
+        """Someone changed a live state directly (`/sim/publish`): reload before the next tick."""
+        self._prices = None
 
     def listeners(self, group: str | None, symbol: str, channel: str) -> list[Connection]:
         """Connections that would receive `channel` data for `symbol`."""
@@ -196,9 +239,12 @@ class Engine:
                 if time.time() < self.silent_until or not self.targets:
                     carry = 0.0
                     continue
-                carry += self.rate * dt
-                n = int(min(carry, self.rate * 0.25 + 1))
-                carry = min(carry - n, self.rate)
+                # Keep ticks small: when the host cannot keep up, the rate drops instead of
+                # frames and latency growing without bound.
+                most = self.rate * tick * 2 + 1
+                carry = min(carry + self.rate * dt, most)
+                n = int(carry)
+                carry -= n
                 now_ns = time.time_ns()
                 if n > 0:
                     self._emit(n, now_ns, int(dt * 1e9))

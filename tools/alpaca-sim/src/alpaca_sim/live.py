@@ -81,12 +81,12 @@ class SymbolState:
     def roll(self, t_ns: int) -> Agg | None:
         """Start a new minute (and day) if `t_ns` is past the current one; return the closed one."""
         start = t_ns - t_ns % MINUTE_NS
-        closed = None
-        if start != self.minute.start_ns:
-            closed = self.minute if self.minute.n else None
-            if closed is not None:
-                self.prev_minute = closed
-            self.minute = Agg(start)
+        if start == self.minute.start_ns:
+            return None
+        closed = self.minute if self.minute.n else None
+        if closed is not None:
+            self.prev_minute = closed
+        self.minute = Agg(start)
         day_start = _day_start_ns(t_ns)
         if day_start != self.day.start_ns:
             self.day = Agg(day_start)
@@ -134,7 +134,7 @@ class LiveMarket:
             last_ns = time.time_ns()
             tape, exchange = "", "COHMAXIWZ"[h % 9]
         else:
-            price, last_ns = self.market.last_price(symbol, now)
+            price, last_ns = self.market.last_close(symbol, now)
             half = max(0.01, round(price * 0.0002, 2))
             bid, ask = round(price - half, 2), round(price + half, 2)
             tape, exchange = "ABC"[h % 3], "V"

@@ -272,6 +272,17 @@ class Market:
             return 0
         return int((now - session.open).total_seconds() // 60)
 
+    def last_close(self, symbol: str, now: datetime) -> tuple[float, int]:
+        """Close of the last completed session before `now` and its time (ns); cheap."""
+        day = now.astimezone(NY).date()
+        prev = self.calendar.previous_day(day)
+        if self.calendar.is_trading_day(day) and now >= self.calendar.session(day).close:
+            prev = day
+        if prev is None:
+            return self.base_price(symbol), int(now.timestamp()) * NS
+        close_ns = int(self.calendar.session(prev).close.timestamp()) * NS - 1
+        return self.daily_bar(symbol, prev)[3], close_ns
+
     def last_price(self, symbol: str, now: datetime) -> tuple[float, int]:
         """Last trade price at or before `now` and its time (ns); the walk's anchor for streams."""
         day = now.astimezone(NY).date()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import numpy as np
 
 from alpaca_sim.live import MINUTE_NS, SymbolState
@@ -23,95 +24,83 @@ def _round(price: float) -> float:
 
 
 def emit_ticks(engine: Engine, rng: np.random.Generator, n: int, now_ns: int, span_ns: int) -> None:
-    """Generate `n` trades/quotes spread over the subscribed symbols and hand them out."""
+    """Generate `n` trades/quotes spread over the subscribed symbols and hand them out.
+
+    Prices, quotes and times are computed with numpy for the whole tick; the Python loop only
+    builds the wire dicts (the sim must sustain 100k+ messages/s from one process).
+    """
     targets = engine.targets
-    idx = rng.integers(0, len(targets), n).tolist()
-    z = rng.standard_normal(n).tolist()
-    u = rng.random(n).tolist()
-    lots = rng.integers(1, 10, n).tolist()
+    px, anchor, half = engine.price_arrays()
+    idx = rng.integers(0, len(targets), n)
+    cur = px[idx]
+    moved = cur * np.exp(0.0003 * rng.standard_normal(n) + 0.002 * np.log(anchor[idx] / cur))
+    moved = np.where(moved >= 1.0, np.round(moved, 2), np.round(moved, 4))
+    u = rng.random(n)
+    is_trade = u < TRADE_SHARE
+    px[idx[is_trade]] = moved[is_trade]  # trades move the walk; the last one per symbol wins
+    spread = half[idx]
+    bid = np.round(np.maximum(cur - spread, 0.0), 2)
+    ask = np.round(cur + spread, 2)
+    lots = rng.integers(1, 10, n)
     step = max(span_ns // n, 1)
     base = max(now_ns - step * n, engine.last_event_ns + 1)  # event times never go backwards
-    engine.last_event_ns = base + step * (n - 1)
+    t = base + step * np.arange(n, dtype=np.int64)
+    engine.last_event_ns = int(t[-1])
+    secs, nanos = (t // 1_000_000_000).tolist(), (t % 1_000_000_000).tolist()
+    idx_l, u_l, lots_l = idx.tolist(), u.tolist(), lots.tolist()
+    moved_l, bid_l, ask_l = moved.tolist(), bid.tolist(), ask.tolist()
     out: dict[Connection, list[dict[str, Any]]] = defaultdict(list)
-    live = engine.sim.live
+    stamp = msgpack.Timestamp
     for i in range(n):
-        tgt = targets[idx[i]]
+        tgt = targets[idx_l[i]]
         st = tgt.state
-        t_ns = base + step * i
-        t = ts(t_ns)
-        options = tgt.group == "options"
-        if u[i] < TRADE_SHARE:
-            price = live.step(st, z[i])
-            size = lots[i] if options else lots[i] * 100
-            tid = st.trade(price, size, t_ns)
-            conns = tgt.conns.get("trades")
+        if u_l[i] < TRADE_SHARE:
+            price = moved_l[i]
+            size = lots_l[i] if tgt.options else lots_l[i] * 100
+            if tgt.wants_bars:
+                tid = st.trade(price, size, int(t[i]))
+            else:
+                st.trade_id += 1
+                tid = st.trade_id
+            conns = tgt.trade_conns
             if not conns:
                 continue
-            if options:
+            if tgt.options:
                 msg: dict[str, Any] = {
-                    "T": "t",
-                    "S": st.symbol,
-                    "t": t,
-                    "p": price,
-                    "s": size,
-                    "x": st.exchange,
-                    "c": "I",
-                }
+                    "T": "t", "S": st.symbol, "t": stamp(secs[i], nanos[i]), "p": price,
+                    "s": size, "x": st.exchange, "c": "I",
+                }  # fmt: skip
             else:
                 msg = {
-                    "T": "t",
-                    "S": st.symbol,
-                    "i": tid,
-                    "x": st.exchange,
-                    "p": price,
-                    "s": size,
-                    "c": ["@"],
-                    "t": t,
-                    "z": st.tape,
-                }
+                    "T": "t", "S": st.symbol, "i": tid, "x": st.exchange, "p": price, "s": size,
+                    "c": ["@"], "t": stamp(secs[i], nanos[i]), "z": st.tape,
+                }  # fmt: skip
             for c in conns:
                 out[c].append(msg)
-            if not options and u[i] < CORRECTION_P:
-                extra = _correction(st, tid, price, size, t, u[i] < CORRECTION_P / 2)
+            if u_l[i] < CORRECTION_P and not tgt.options:
+                extra = _correction(st, tid, price, size, msg["t"], u_l[i] < CORRECTION_P / 2)
                 for c in conns:
                     out[c].append(extra)
         else:
-            mid = live.step(st, z[i] * 0.5) if options else st.price
-            half = max(0.01, _round(st.spread / 2))
-            bid, ask = _round(max(mid - half, 0.0)), _round(mid + half)
-            st.quote(bid, ask, lots[i] * 100, (10 - lots[i]) * 100, t_ns)
-            conns = tgt.conns.get("quotes")
+            conns = tgt.quote_conns
             if not conns:
                 continue
-            if options:
+            lot = lots_l[i]
+            if tgt.options:
                 msg = {
-                    "T": "q",
-                    "S": st.symbol,
-                    "t": t,
-                    "bx": st.exchange,
-                    "bp": bid,
-                    "bs": st.bid_size // 100,
-                    "ax": st.exchange,
-                    "ap": ask,
-                    "as": st.ask_size // 100,
+                    "T": "q", "S": st.symbol, "t": stamp(secs[i], nanos[i]), "bx": st.exchange,
+                    "bp": bid_l[i], "bs": lot, "ax": st.exchange, "ap": ask_l[i], "as": 10 - lot,
                     "c": "A",
-                }
+                }  # fmt: skip
             else:
                 msg = {
-                    "T": "q",
-                    "S": st.symbol,
-                    "bx": "V",
-                    "bp": bid,
-                    "bs": st.bid_size,
-                    "ax": "V",
-                    "ap": ask,
-                    "as": st.ask_size,
-                    "c": ["R"],
-                    "z": st.tape,
-                    "t": t,
-                }
+                    "T": "q", "S": st.symbol, "bx": "V", "bp": bid_l[i], "bs": lot * 100,
+                    "ax": "V", "ap": ask_l[i], "as": (10 - lot) * 100, "c": ["R"],
+                    "z": st.tape, "t": stamp(secs[i], nanos[i]),
+                }  # fmt: skip
             for c in conns:
                 out[c].append(msg)
+    engine.write_back(np.unique(idx).tolist(), int(t[-1]))
     for conn, msgs in out.items():
         conn.send_data(msgs)
 
@@ -277,6 +266,7 @@ def publish(engine: Engine, body: dict[str, Any], now_ns: int) -> int:
         msg = _status(st, t, bool(body.get("halt", True)))
     else:
         raise ValueError(f"unknown type {kind!r}")
+    engine.invalidate_prices()
     conns = engine.listeners(group, symbol, channel)
     for conn in conns:
         conn.send_data([msg])
