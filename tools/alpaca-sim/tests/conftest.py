@@ -99,12 +99,10 @@ class Raw:
         return out
 
     async def recv_until(
-        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+        self, pred: Callable[[dict[str, Any]], bool], seconds: float = 5.0
     ) -> dict[str, Any]:
-        import asyncio
-
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + seconds
         while True:
             for m in await self.recv(max(deadline - loop.time(), 0.01)):
                 if pred(m):

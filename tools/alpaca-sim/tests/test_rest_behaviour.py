@@ -46,10 +46,18 @@ async def test_same_seed_same_history_other_seed_other_history(make_sim: SimFact
     assert bodies[0] == bodies[1]
     assert bodies[0] != bodies[2]
     trades = [
-        (await s.get("/v2/stocks/trades", params={"symbols": "AAPL", "start": "2024-03-15T14:00:00Z",
-                                                  "end": "2024-03-15T14:01:00Z"})).json()
+        (
+            await s.get(
+                "/v2/stocks/trades",
+                params={
+                    "symbols": "AAPL",
+                    "start": "2024-03-15T14:00:00Z",
+                    "end": "2024-03-15T14:01:00Z",
+                },
+            )
+        ).json()
         for s in (a, b)
-    ]  # fmt: skip
+    ]
     assert trades[0] == trades[1]
     assert trades[0]["trades"]["AAPL"][0]["t"].endswith("Z")
 
@@ -60,10 +68,15 @@ async def test_daily_close_is_stable_across_requests_and_batches(sim: Sim) -> No
     many = (
         await sim.get(
             "/v2/stocks/bars",
-            params=BARS | {"symbols": ",".join(["AAPL", *symbols]), "start": "2024-06-03",
-                           "end": "2024-06-03", "limit": 10000},
+            params=BARS
+            | {
+                "symbols": ",".join(["AAPL", *symbols]),
+                "start": "2024-06-03",
+                "end": "2024-06-03",
+                "limit": 10000,
+            },
         )
-    ).json()  # fmt: skip
+    ).json()
     assert len(many["bars"]) == 1201
     june3 = next(b for b in one["bars"]["AAPL"] if b["t"].startswith("2024-06-03"))
     assert many["bars"]["AAPL"] == [june3]
@@ -81,12 +94,32 @@ async def test_halted_symbols_have_no_prints(make_sim: SimFactory) -> None:
 async def test_calendar_holidays_and_half_days(sim: Sim) -> None:
     r = await sim.get("/v2/calendar", params={"start": "2024-01-01", "end": "2027-12-31"})
     days = {d["date"]: d for d in r.json()}
-    for holiday in ["2024-03-29", "2024-07-04", "2024-11-28", "2024-12-25", "2025-01-09",
-                    "2025-04-18", "2026-07-03", "2026-11-26", "2027-03-26", "2027-06-18",
-                    "2027-07-05", "2027-12-24"]:  # fmt: skip
+    for holiday in [
+        "2024-03-29",
+        "2024-07-04",
+        "2024-11-28",
+        "2024-12-25",
+        "2025-01-09",
+        "2025-04-18",
+        "2026-07-03",
+        "2026-11-26",
+        "2027-03-26",
+        "2027-06-18",
+        "2027-07-05",
+        "2027-12-24",
+    ]:
         assert holiday not in days, holiday
-    for half in ["2024-07-03", "2024-11-29", "2024-12-24", "2025-07-03", "2025-11-28",
-                 "2025-12-24", "2026-11-27", "2026-12-24", "2027-11-26"]:  # fmt: skip
+    for half in [
+        "2024-07-03",
+        "2024-11-29",
+        "2024-12-24",
+        "2025-07-03",
+        "2025-11-28",
+        "2025-12-24",
+        "2026-11-27",
+        "2026-12-24",
+        "2027-11-26",
+    ]:
         assert days[half]["close"] == "13:00", half
     assert days["2024-12-23"]["close"] == "16:00"
 
@@ -94,8 +127,16 @@ async def test_calendar_holidays_and_half_days(sim: Sim) -> None:
 async def test_extra_holiday_setting(make_sim: SimFactory) -> None:
     sim = await make_sim(extra_holidays="2024-06-03", extra_half_days="2024-06-04")
     r = await sim.get("/v2/calendar", params={"start": "2024-06-03", "end": "2024-06-04"})
-    assert r.json() == [{"date": "2024-06-04", "open": "09:30", "close": "13:00", "session_open": "0400",
-                         "session_close": "2000", "settlement_date": "2024-06-05"}]  # fmt: skip
+    assert r.json() == [
+        {
+            "date": "2024-06-04",
+            "open": "09:30",
+            "close": "13:00",
+            "session_open": "0400",
+            "session_close": "2000",
+            "settlement_date": "2024-06-05",
+        }
+    ]
 
 
 async def test_health_ready_metrics(sim: Sim) -> None:
