@@ -125,6 +125,8 @@ def _run() -> int:
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        loop="uvloop",
+        http="httptools",
     )
     return 0
 

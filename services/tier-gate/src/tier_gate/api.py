@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,8 +31,8 @@ class DevIdentityRequest(BaseModel):
     tier: str
 
 
-def runtime(request: Request) -> Runtime:
-    """The app's runtime (set up by the lifespan)."""
+async def runtime(request: Request) -> Runtime:
+    """The app's runtime (set up by the lifespan); async so FastAPI needs no thread hop."""
     rt: Runtime = request.app.state.runtime
     return rt
 
@@ -53,7 +54,7 @@ async def issue_token(
     rt: RuntimeDep,
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Verify the identity JWT and return a NATS credential + HTTP token for the user's tier."""
     started = time.perf_counter()
     try:
@@ -76,7 +77,8 @@ async def issue_token(
         rt.metrics.failures.labels("internal").inc()
         raise
     rt.metrics.latency.observe(time.perf_counter() - started)
-    return response
+    # Pre-encoded with orjson: skips FastAPI's jsonable_encoder walk (measured hot spot).
+    return Response(orjson.dumps(response), media_type="application/json")
 
 
 @router.get("/.well-known/jwks.json")

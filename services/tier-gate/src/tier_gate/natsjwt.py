@@ -16,6 +16,7 @@ from typing import Any
 
 import nacl.signing
 import nkeys
+import orjson
 
 _HEADER = base64.urlsafe_b64encode(b'{"typ":"JWT","alg":"ed25519-nkey"}').rstrip(b"=").decode()
 
@@ -83,11 +84,9 @@ def encode(claims: Mapping[str, Any], signer: nkeys.KeyPair, *, iat: int | None 
     body["iss"] = signer.public_key.decode()
     body["iat"] = int(time.time()) if iat is None else iat
     body.pop("jti", None)
-    digest = hashlib.new(
-        "sha512_256", json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    ).digest()
+    digest = hashlib.new("sha512_256", orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
     body["jti"] = base64.b32encode(digest).rstrip(b"=").decode()
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+    payload = _b64(orjson.dumps(body))
     signing_input = f"{_HEADER}.{payload}"
     return f"{signing_input}.{_b64(signer.sign(signing_input.encode()))}"
 
