@@ -78,7 +78,7 @@ async def _prepare(addr: str, token: str, users: int, tg_url: str) -> list[str]:
     return [
         identity.dev_identity_token(
             key, user_id=n, tier="?", issuer="raxx-identity", audience="raxx"
-        )  # fmt: skip
+        )
         for n in names
     ]
 
