@@ -33,6 +33,9 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], service: Hand
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from exc
             log.error("background task %s failed (%s); restarting", name, type(exc).__name__)
             service.metrics.background_restarts.labels(name).inc()
         await asyncio.sleep(RESTART_DELAY_SECONDS)
@@ -79,7 +82,8 @@ def create_app(
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:
+                await asyncio.wait(tasks, timeout=5)
             await deps.bus.close()
             await deps.store.close()
 

@@ -6,6 +6,7 @@ The stream is declared by tier-gate; this module only binds a durable pull consu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +21,13 @@ from raxx_contracts.errors import DecodeError
 log = logging.getLogger(__name__)
 
 TierHandler = Callable[[TierChanged], Awaitable[None]]
+
+
+def _raise_if_cancelling() -> None:
+    # nats-py's fetch can turn a cancellation into a timeout; do not swallow a shutdown.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class RetryLater(Exception):
@@ -42,9 +50,11 @@ class Bus:
         self._nc = await nats.connect(self._url, **opts)
 
     async def close(self) -> None:
-        """Drain and close."""
+        """Flush what was published, then close (no drain: it would wait on the pull fetch)."""
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.drain()
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=2)
+            await self._nc.close()
 
     @property
     def connected(self) -> bool:
@@ -76,13 +86,18 @@ class Bus:
                 max_deliver=50,
             ),
         )
-        while True:
-            try:
-                msgs = await sub.fetch(batch=50, timeout=1.0)
-            except NatsTimeout:
-                continue
-            for msg in msgs:
-                await self._handle(msg, handler)
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(batch=50, timeout=1.0)
+                except (NatsTimeout, TimeoutError):
+                    _raise_if_cancelling()
+                    continue
+                for msg in msgs:
+                    await self._handle(msg, handler)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _handle(self, msg: Msg, handler: TierHandler) -> None:
         try:

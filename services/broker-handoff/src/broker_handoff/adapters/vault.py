@@ -121,7 +121,7 @@ class VaultStore:
         """Whether Vault answers and our login works (for /readyz)."""
 
         def fn(client: hvac.Client) -> bool:
-            return bool(client.sys.read_health_status(method="GET").ok)
+            return bool(client.is_authenticated())
 
         try:
             return await self._call("health", fn)
