@@ -72,7 +72,9 @@ async def measure(port: int, symbols: int, seconds: float, compression: bool) ->
         await ws.send(msgpack.packb({"action": "subscribe", "trades": names, "quotes": names}))
         while msgpack.unpackb(await ws.recv())[0]["T"] != "subscription":
             pass
-        await asyncio.sleep(1.0)  # warm-up: let the ticker reach its pace
+        warm_end = time.perf_counter() + 1.0  # warm-up: read (and drop) so no backlog builds up
+        while time.perf_counter() < warm_end:
+            await ws.recv()
         series: list[int] = []
         total = frames = 0
         start = time.perf_counter()

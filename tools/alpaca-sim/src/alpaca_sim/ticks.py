@@ -9,6 +9,7 @@ import msgpack
 import numpy as np
 
 from alpaca_sim.live import MINUTE_NS, SymbolState
+from alpaca_sim.options import is_occ
 from alpaca_sim.protocol import ts
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ def publish(engine: Engine, body: dict[str, Any], now_ns: int) -> int:
     st = engine.sim.live.state(symbol)
     t_ns = int(body.get("t_ns") or now_ns)
     t = ts(t_ns)
-    options = symbol[-9:-8] in ("C", "P") and symbol[-8:].isdigit()
+    options = is_occ(symbol)
     if kind == "trade":
         price, size = float(body["price"]), int(body.get("size", 100))
         tid = st.trade(price, size, t_ns)
