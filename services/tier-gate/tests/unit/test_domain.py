@@ -1,0 +1,92 @@
+"""Pure tier-gate logic: templates from policy, claims, NATS JWT encoding."""
+
+from __future__ import annotations
+
+import pytest
+from raxx_contracts import default_policy, subjects
+from tier_gate import domain, natsjwt
+
+POLICY = default_policy()
+
+
+def test_free_template_allows_only_delayed_paths_and_its_inbox() -> None:
+    tpl = domain.tier_template(POLICY, "free")
+    assert tpl["sub"]["allow"] == [
+        "md.delayed.stocks.>",
+        "md.delayed.options.>",
+        "_INBOX_U.{{tag(inbox)}}.>",
+    ]
+    assert tpl["pub"]["allow"] == [subjects.INTEREST, "_INBOX_U.{{tag(inbox)}}.>"]
+    assert tpl["subs"] == POLICY.rule("free").max_subscriptions
+
+
+def test_pro_template_adds_realtime_equities_only() -> None:
+    allow = domain.tier_template(POLICY, "pro")["sub"]["allow"]
+    assert "md.rt.stocks.>" in allow
+    assert "md.rt.options.>" not in allow
+
+
+def test_no_template_lets_a_user_publish_market_data() -> None:
+    for tier in POLICY.tier_order:
+        pub = domain.tier_template(POLICY, tier)["pub"]["allow"]
+        assert not any(p.startswith("md.rt") or p.startswith("md.delayed") for p in pub)
+
+
+def test_user_claims_carry_no_permissions_and_the_inbox_tag() -> None:
+    claims = domain.user_claims(user_id="alice", user_pub="UX", account_pub="AX", expires_at=9)
+    nats = claims["nats"]
+    assert "pub" not in nats
+    assert "sub" not in nats
+    assert nats["tags"] == [f"inbox:{subjects.user_token('alice')}"]
+    assert claims["exp"] == 9
+
+
+def test_granted_matches_the_template_for_that_user() -> None:
+    g = domain.granted(POLICY, "pro_plus", "bob")
+    assert g["paths"] == {"stocks": "rt", "options": "rt"}
+    assert f"{subjects.user_inbox_prefix('bob')}.>" in g["subscribe"]
+
+
+def test_downgrade_revokes_credentials_of_higher_tiers() -> None:
+    assert domain.is_downgrade(POLICY, "pro", "free")
+    assert not domain.is_downgrade(POLICY, "free", "pro")
+    assert domain.tiers_above(POLICY, "free") == ("pro", "pro_plus")
+    assert domain.tiers_above(POLICY, "pro_plus") == ()
+
+
+def test_account_claims_include_revocations_sorted() -> None:
+    claims = domain.account_claims(
+        "MD", "AMD", jetstream=True, scoped_keys={"free": "AF"}, policy=POLICY,
+        revocations={"UB": 2, "UA": 1},
+    )  # fmt: skip
+    assert list(claims["nats"]["revocations"]) == ["UA", "UB"]
+    assert claims["nats"]["limits"]["disk_storage"] > 0
+    assert claims["nats"]["signing_keys"][0]["kind"] == "user_scope"
+
+
+def test_nats_jwt_round_trip_and_tamper_detection() -> None:
+    kp = natsjwt.keypair(natsjwt.new_seed("account"))
+    token = natsjwt.encode({"sub": "UX", "nats": {"type": "user"}}, kp, iat=5)
+    claims = natsjwt.decode(token)
+    assert claims["iss"] == kp.public_key.decode()
+    assert claims["iat"] == 5
+    assert len(claims["jti"]) == 52
+    head, _body, sig = token.split(".")
+    other = natsjwt.encode({"sub": "UY"}, kp).split(".")[1]
+    with pytest.raises(natsjwt.NatsJwtError):
+        natsjwt.decode(f"{head}.{other}.{sig}x")
+    with pytest.raises(natsjwt.NatsJwtError):
+        natsjwt.decode(f"{head}.{other}.{sig}")
+
+
+def test_creds_text_round_trips() -> None:
+    seed = natsjwt.new_seed("user")
+    assert natsjwt.parse_creds(natsjwt.creds_text("eyJabc", seed)) == ("eyJabc", seed)
+
+
+def test_public_key_validation() -> None:
+    pub = natsjwt.public_key(natsjwt.new_seed("user"))
+    assert natsjwt.is_public_key(pub, "U")
+    assert not natsjwt.is_public_key(pub, "A")
+    assert not natsjwt.is_public_key(pub[:-1] + ("A" if pub[-1] != "A" else "B"), "U")
+    assert not natsjwt.is_public_key("Unope", "U")
