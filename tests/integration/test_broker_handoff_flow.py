@@ -615,7 +615,10 @@ async def test_account_when_not_connected_is_409(bh: Harness) -> None:
 
 async def test_health_ready_metrics(bh: Harness) -> None:
     assert (await bh.call("GET", "/healthz")).status_code == 200
-    ready = await bh.call("GET", "/readyz")
-    assert ready.status_code == 200, ready.text
+
+    async def ready() -> bool:  # the tier consumer binds shortly after start
+        return (await bh.call("GET", "/readyz")).status_code == 200
+
+    await until(ready)
     text = (await bh.call("GET", "/metrics")).text
     assert "bh_up 1.0" in text

@@ -22,12 +22,15 @@ from broker_handoff.service import HandoffService
 from broker_handoff.settings import Settings
 
 log = logging.getLogger(__name__)
-RESTART_DELAY_SECONDS = 2.0
+RESTART_DELAY_SECONDS = 1.0
+MAX_RESTART_DELAY_SECONDS = 30.0
 
 
 async def supervise(name: str, run: Callable[[], Awaitable[None]], service: HandoffService) -> None:
-    """Run a background task forever: log and restart it (with a delay) whenever it fails."""
+    """Run a background task forever: log and restart it (backing off) whenever it fails."""
+    delay = RESTART_DELAY_SECONDS
     while True:
+        started = asyncio.get_running_loop().time()
         try:
             await run()
         except asyncio.CancelledError:
@@ -38,7 +41,10 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], service: Hand
                 raise asyncio.CancelledError from exc
             log.error("background task %s failed (%s); restarting", name, type(exc).__name__)
             service.metrics.background_restarts.labels(name).inc()
-        await asyncio.sleep(RESTART_DELAY_SECONDS)
+        if asyncio.get_running_loop().time() - started > MAX_RESTART_DELAY_SECONDS:
+            delay = RESTART_DELAY_SECONDS  # it ran well for a while: start backing off afresh
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_RESTART_DELAY_SECONDS)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -117,7 +123,7 @@ def create_app(
             "database": await deps.store.ping(),
             "vault": await deps.vault.ping(),
             "nats": deps.bus.connected,
-            "tier_consumer": all(not t.done() for t in getattr(app.state, "tasks", [])),
+            "tier_consumer": deps.bus.consuming or not consume_tiers,
         }
         down = [name for name, ok in checks.items() if not ok]
         if down:

@@ -41,6 +41,8 @@ class Bus:
         self._url = url
         self._creds = creds
         self._nc: NatsClient | None = None
+        self.consuming = False
+        """True while the tier consumer is bound to the BILLING stream."""
 
     async def connect(self) -> None:
         """Connect (retrying in the background after the first success)."""
@@ -86,6 +88,7 @@ class Bus:
                 max_deliver=50,
             ),
         )
+        self.consuming = True
         try:
             while True:
                 try:
@@ -96,6 +99,7 @@ class Bus:
                 for msg in msgs:
                     await self._handle(msg, handler)
         finally:
+            self.consuming = False
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
