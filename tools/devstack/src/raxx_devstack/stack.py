@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -133,7 +134,7 @@ def _ensure_databases(admin_dsn: str) -> dict[str, str]:
     return dsns
 
 
-def _python_module(stack: Stack, args: list[str], env: Mapping[str, str], what: str) -> None:
+def _python_module(stack: Stack, args: list[str], env: Mapping[str, str], what: str) -> str:
     r = subprocess.run(  # noqa: S603 - argv built here
         [sys.executable, "-m", *args],
         env={**os.environ, **env},
@@ -144,6 +145,7 @@ def _python_module(stack: Stack, args: list[str], env: Mapping[str, str], what: 
     )
     if r.returncode != 0:
         raise StackError(f"{what} failed (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r.stdout
 
 
 def _service_exists(module: str) -> bool:
@@ -211,6 +213,7 @@ def bring_up(stack: Stack) -> list[Service]:
     # NATS (operator/JWT mode, keys made by tier-gate's init)
     nats_dir = run / "nats"
     creds: dict[str, str] = {}
+    bh_login: dict[str, str] = {}
     vault_env = {"VAULT__ADDR": vault_addr, "VAULT__TOKEN": vault_token}
     if nats_url := env.get("NATS_URL"):
         stack.say(f"NATS: using NATS_URL {nats_url}")
@@ -242,10 +245,24 @@ def bring_up(stack: Stack) -> list[Service]:
         creds["tier-gate"] = str(nats_dir / "tier-gate.creds")
     if _service_exists("broker_handoff"):
         bh_env = {f"BH_{k}": v for k, v in vault_env.items()}
-        _python_module(stack, ["broker_handoff", "init-vault"], bh_env, "broker-handoff init-vault")
+        out = _python_module(
+            stack,
+            ["broker_handoff", "init-vault", "--secret-id"],
+            bh_env,
+            "broker-handoff init-vault",
+        )
+        values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        # broker-handoff logs in with its own AppRole, so its policy is really exercised.
+        bh_login = {"BH_VAULT__AUTH": "approle", "BH_VAULT__ROLE_ID": values.get("role_id", "")}
+        bh_login["BH_VAULT__SECRET_ID"] = values.get("secret_id", "")
+        if token := values.get("admin_token"):
+            (run / "broker-handoff-admin-token").write_text(token + "\n")
+            (run / "broker-handoff-admin-token").chmod(0o600)
 
     def common(prefix: str, creds_name: str, port: int) -> dict[str, str]:
         out = {f"{prefix}_{k}": v for k, v in vault_env.items()}
+        if prefix == "BH" and bh_login:
+            del out["BH_VAULT__TOKEN"]  # it logs in with its AppRole, not the root token
         out |= {f"{prefix}_NATS_URL": nats_url, f"{prefix}_ENV": "dev"}
         out |= {f"{prefix}_HTTP_HOST": "127.0.0.1", f"{prefix}_HTTP_PORT": str(port)}
         if creds_name in creds:
@@ -270,8 +287,8 @@ def bring_up(stack: Stack) -> list[Service]:
         Service("broker-handoff", "broker_handoff", bh, common("BH", "broker-handoff", bh) | {
             "BH_DATABASE_URL": dsns["broker_handoff"], "BH_ALPACA_OAUTH_URL": trading_url,
             "BH_ALPACA_TRADING_URL": trading_url, "BH_IDENTITY_JWKS_URL": identity_jwks,
-            "BH_REDIRECT_URI": callback, "BH_ALLOWED_REDIRECT_URIS": callback,
-        }),
+            "BH_REDIRECT_URI": callback, "BH_ALLOWED_REDIRECT_URIS": json.dumps([callback]),
+        } | bh_login),
     ]  # fmt: skip
     return [s for s in candidates if _service_exists(s.module)]
 
