@@ -50,6 +50,7 @@ async def test_every_settle_published_once_and_rerun_publishes_nothing(
     assert all(s.revision == 1 and not s.stale for s in mbt.seen.settles)
     assert [d.count for d in mbt.seen.done] == [len(SYMBOLS)]
     assert report.count == len(SYMBOLS)
+    assert report.published == len(SYMBOLS) + 1  # every settle and the batch marker
     before = await stream_count(own_nats)
 
     again = await settle(own_nats, postgres_dsn, alpaca_sim, D1)

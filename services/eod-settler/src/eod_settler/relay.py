@@ -38,6 +38,8 @@ class OutboxRelay:
         self._batch = batch
         self._ack_wait = ack_wait
         self._wake = asyncio.Event()
+        self.acked = 0
+        """Rows this relay published and marked (since it was built)."""
 
     def wake(self) -> None:
         """Tell the relay new rows are waiting."""
@@ -61,6 +63,7 @@ class OutboxRelay:
                     # Keep id order: stop at the first failure, retry from it next time.
                     break
                 acked.append(row.id)
+                self.acked += 1
                 if dup:
                     self._metrics.duplicates.inc()
                 elif row.kind == "settle":

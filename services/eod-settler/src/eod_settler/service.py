@@ -137,6 +137,7 @@ class Settler:
         progress = progress or NullProgress()
         t0 = time.perf_counter()
         calls0 = self.limiter.acquired
+        acked0 = self._relay.acked
         session = await self.resolve(date)
         report = RunReport(date)
         stop_relay = asyncio.Event()
@@ -150,7 +151,8 @@ class Settler:
             self._relay.wake()
             await relay
         if wait_published:
-            report.published = await self.wait_published(date)
+            await self.wait_published(date)
+        report.published = self._relay.acked - acked0
         report.rest_requests = self.limiter.acquired - calls0
         report.seconds = time.perf_counter() - t0
         self._metrics.batch_duration.observe(report.seconds)
