@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -135,6 +136,10 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = await build_runtime(settings, deps)
         app.state.runtime = rt
+        # Long-lived objects (keys, policy, pools, modules) leave the GC's scans: shorter
+        # collection pauses under load (a p99 concern, measured by scripts/bench_tier_gate.py).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
