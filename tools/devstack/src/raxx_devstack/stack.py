@@ -243,6 +243,7 @@ def bring_up(stack: Stack) -> list[Service]:
         nats_url = nats.url
         creds = {n: str(nats_dir / f"{n}.creds") for n in ("hub", "settler", "broker-handoff")}
         creds["tier-gate"] = str(nats_dir / "tier-gate.creds")
+        creds["tier-gate-sys"] = str(nats_dir / "tier-gate-sys.creds")
     if _service_exists("broker_handoff"):
         bh_env = {f"BH_{k}": v for k, v in vault_env.items()}
         out = _python_module(
@@ -274,7 +275,7 @@ def bring_up(stack: Stack) -> list[Service]:
     candidates = [
         Service("tier-gate", "tier_gate", tg, common("TG", "tier-gate", tg) | {
             "TG_DATABASE_URL": dsns["tier_gate"],
-        }),
+        } | ({"TG_NATS_SYS_CREDS": creds["tier-gate-sys"]} if "tier-gate-sys" in creds else {})),
         Service("market-data-hub", "market_data_hub", hub, common("MDH", "hub", hub) | {
             "MDH_ALPACA_DATA_URL": data_url, "MDH_ALPACA_STREAM_URL": stream_url,
             "MDH_DELAY_SECONDS": delay,
