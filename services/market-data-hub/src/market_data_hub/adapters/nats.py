@@ -1,0 +1,182 @@
+"""NATS: connection, the hub's JetStream stream and KV buckets (declared here only), the
+latest-value store and the leader lease."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+from raxx_contracts import Path, subjects
+
+from market_data_hub.aio import raise_if_cancelling
+from market_data_hub.metrics import Metrics
+from market_data_hub.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def connect(settings: Settings, name: str) -> Client:
+    """Connect with reconnect forever; creds file when configured."""
+    opts: dict[str, object] = {
+        "name": name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "pending_size": 64 * 1024 * 1024,
+    }
+    if settings.nats_creds:
+        opts["user_credentials"] = settings.nats_creds
+    return await nats.connect(settings.nats_url, **opts)
+
+
+@dataclass
+class Buckets:
+    """The hub's KV buckets and the name of its capture stream."""
+
+    interest: KeyValue
+    latest: KeyValue
+    state: KeyValue
+    leader: KeyValue
+    stream: str
+
+
+async def declare(js: JetStreamContext, settings: Settings) -> Buckets:
+    """Declare (idempotently) the delay-line capture stream and the KV buckets."""
+    p = settings.bucket_prefix
+    stream = f"{p}_DELAY"
+    cfg = StreamConfig(
+        name=stream,
+        subjects=[subjects.path_root(Path.RT)],
+        storage=StorageType.FILE,
+        max_age=settings.delay_seconds * 1.1 + 60,
+        discard=DiscardPolicy.OLD,
+        description="md.rt.> held for the delayed path (market-data-hub)",
+    )
+    try:
+        await js.add_stream(cfg)
+    except nats.js.errors.BadRequestError:
+        await js.update_stream(cfg)
+
+    async def kv(name: str, **kw: object) -> KeyValue:
+        return await js.create_key_value(KeyValueConfig(bucket=f"{p}_{name}", **kw))  # type: ignore[arg-type]
+
+    return Buckets(
+        interest=await kv("INTEREST", history=1),
+        latest=await kv("LATEST", history=1),
+        state=await kv("STATE", history=1),
+        leader=await kv("LEADER", history=1, ttl=settings.leader_ttl_seconds),
+        stream=stream,
+    )
+
+
+def latest_key(subject: str) -> str:
+    """KV key of the latest value for a market subject: the subject without `md.`."""
+    return subject.split(".", 1)[1]
+
+
+class LatestStore:
+    """Latest quote/trade per symbol and path in KV, coalesced: at most one put per key/flush."""
+
+    def __init__(self, kv: KeyValue, interval: float) -> None:
+        self.kv = kv
+        self.interval = interval
+        self._dirty: dict[str, bytes] = {}
+
+    def mark(self, subject: str, data: bytes) -> None:
+        """Remember `data` as the latest on `subject` (written on the next flush)."""
+        self._dirty[subject] = data
+
+    async def flush(self) -> None:
+        """Write every changed key."""
+        dirty, self._dirty = self._dirty, {}
+        items = list(dirty.items())
+        for i in range(0, len(items), 64):
+            await asyncio.gather(*(self.kv.put(latest_key(s), d) for s, d in items[i : i + 64]))
+
+    async def run(self) -> None:
+        """Flush forever."""
+        while True:
+            raise_if_cancelling()
+            await asyncio.sleep(self.interval)
+            try:
+                await self.flush()
+            except Exception as exc:
+                raise_if_cancelling()
+                log.warning("latest flush failed: %s", exc)
+
+    async def get(self, subject: str) -> bytes | None:
+        """Latest payload on `subject`, if any."""
+        try:
+            entry = await self.kv.get(latest_key(subject))
+        except (KeyNotFoundError, NotFoundError):
+            return None
+        return entry.value
+
+
+class Leadership:
+    """At most one replica holds the upstream: a key in a KV bucket whose max_age is the TTL.
+
+    The leader renews every ttl/3 with a revision-checked update. It steps down on its own when
+    it could not renew for 0.6*ttl, i.e. before the key can expire for anyone else.
+    """
+
+    KEY = "upstream"
+
+    def __init__(self, kv: KeyValue, replica_id: str, ttl: float, metrics: Metrics) -> None:
+        self.kv = kv
+        self.replica_id = replica_id
+        self.ttl = ttl
+        self.metrics = metrics
+        self.is_leader = False
+        self.changed = asyncio.Event()
+        self._rev = 0
+        self._last_ok = 0.0
+
+    def _set(self, leader: bool) -> None:
+        if leader != self.is_leader:
+            self.is_leader = leader
+            self.metrics.leader.set(1 if leader else 0)
+            self.metrics.leader_changes.labels("leader" if leader else "follower").inc()
+            log.info("replica %s is now %s", self.replica_id, "leader" if leader else "follower")
+            self.changed.set()
+
+    async def step(self) -> None:
+        """One election round: renew if leading, else try to take the free key."""
+        value = self.replica_id.encode()
+        try:
+            if self.is_leader:
+                op = self.kv.update(self.KEY, value, last=self._rev)
+            else:
+                op = self.kv.create(self.KEY, value)
+            self._rev = await asyncio.wait_for(op, self.ttl / 4)
+            self._last_ok = time.monotonic()
+            self._set(True)
+        except KeyWrongLastSequenceError:
+            self._set(False)
+        except Exception as exc:
+            raise_if_cancelling()
+            if self.is_leader and time.monotonic() - self._last_ok > 0.6 * self.ttl:
+                log.warning("cannot renew leadership (%s): stepping down", exc)
+                self._set(False)
+
+    async def run(self) -> None:
+        """Election loop."""
+        while True:
+            raise_if_cancelling()
+            await self.step()
+            await asyncio.sleep(self.ttl / 3 if self.is_leader else min(1.0, self.ttl / 4))
+
+    async def resign(self) -> None:
+        """Give the key up at once (clean shutdown) so a follower takes over without waiting."""
+        if self.is_leader:
+            with contextlib.suppress(Exception):
+                await self.kv.delete(self.KEY, last=self._rev)
+            self._set(False)

@@ -1,0 +1,138 @@
+"""The delayed path: JetStream holds `md.rt.>`; the leader releases it at event time + delay.
+
+Progress (the last released stream sequence) is saved in KV every few hundred ms. On start
+the consumer is recreated from that sequence + 1, so a restart (or a failover) neither loses
+what was due nor repeats more than the last unsaved moments (at-least-once). The hub's
+memory holds one fetched batch at most; the backlog stays in JetStream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError, NotFoundError
+from raxx_contracts import Path, subjects
+
+from market_data_hub.adapters.nats import Buckets, LatestStore
+from market_data_hub.aio import raise_if_cancelling
+from market_data_hub.domain import Clock, DelayGate, DelayItem
+from market_data_hub.metrics import Metrics
+from market_data_hub.normalize import event_ns
+from market_data_hub.settings import Settings
+
+log = logging.getLogger(__name__)
+PROGRESS_KEY = "delay.progress"
+BATCH = 256
+
+
+class DelayLine:
+    """Leader-only task that republishes captured rt messages on `md.delayed.*`."""
+
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        buckets: Buckets,
+        latest: LatestStore | None,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.b = buckets
+        self.latest = latest
+        self.metrics = metrics
+        self.clock = clock
+        self.consumer = f"{settings.bucket_prefix}_delay_line"
+        self.gate = DelayGate(
+            clock,
+            int(settings.delay_seconds * 1e9),
+            event_ns,
+            self._publish,
+            on_skip=lambda _item: self.metrics.delay_skipped.inc(),
+        )
+        self._saved = 0
+        self._out: dict[str, object] = {}
+
+    async def _publish(self, subject: str, data: bytes) -> None:
+        delayed = subjects.to_delayed(subject)
+        await self.nc.publish(delayed, data)
+        parts = subject.split(".", 4)
+        counter = self._out.get(subject[: subject.rfind(".")])
+        if counter is None:
+            counter = self.metrics.messages_out.labels(parts[2], parts[3], str(Path.DELAYED))
+            self._out[subject[: subject.rfind(".")]] = counter
+        counter.inc()  # type: ignore[attr-defined]
+        if self.latest is not None and parts[3] in ("quotes", "trades"):
+            self.latest.mark(delayed, data)
+
+    async def _load_progress(self) -> int:
+        try:
+            entry = await self.b.state.get(PROGRESS_KEY)
+        except (KeyNotFoundError, NotFoundError):
+            return 0
+        return int(entry.value or b"0")
+
+    async def _save_progress(self) -> None:
+        seq = self.gate.released_seq
+        if seq > self._saved:
+            await self.b.state.put(PROGRESS_KEY, str(seq).encode())
+            self._saved = seq
+
+    async def _progress_loop(self) -> None:
+        while True:
+            raise_if_cancelling()
+            await asyncio.sleep(0.2)
+            try:
+                await self._save_progress()
+                info = await self.js.stream_info(self.b.stream)
+                self.metrics.delay_depth.set(max(0, info.state.last_seq - self.gate.released_seq))
+                due = self.gate.head_due_ns
+                lag = (self.clock.now_ns() - due) / 1e9 if due else 0.0
+                self.metrics.delay_lag.set(max(0.0, lag))
+            except Exception as exc:
+                raise_if_cancelling()
+                log.warning("delay-line progress save failed: %s", exc)
+
+    async def run(self) -> None:
+        """Release forever (cancel to stop; progress is saved on the way out)."""
+        start = await self._load_progress()
+        self._saved = start
+        self.gate.released_seq = start
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(self.b.stream, self.consumer)
+        cfg = ConsumerConfig(
+            durable_name=self.consumer,
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start else DeliverPolicy.ALL,
+            opt_start_seq=start + 1 if start else None,
+            filter_subject=subjects.path_root(Path.RT),
+            max_waiting=1,
+        )
+        await self.js.add_consumer(self.b.stream, cfg)
+        psub = await self.js.pull_subscribe_bind(self.consumer, stream=self.b.stream)
+        log.info("delay line resuming after stream sequence %d", start)
+        saver = asyncio.create_task(self._progress_loop())
+        try:
+            while True:
+                raise_if_cancelling()
+                try:
+                    msgs = await psub.fetch(BATCH, timeout=1.0)
+                except (TimeoutError, NatsTimeoutError):
+                    raise_if_cancelling()
+                    continue
+                items = [DelayItem(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
+                await self.gate.release(items)
+        finally:
+            saver.cancel()
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._save_progress()), 2)

@@ -1,0 +1,24 @@
+"""Pure domain logic of the hub: leases, subscription planning, backoff, the delay gate."""
+
+from market_data_hub.domain.backoff import Backoff
+from market_data_hub.domain.clock import Clock, FakeClock, SystemClock
+from market_data_hub.domain.delay import DelayGate, DelayItem
+from market_data_hub.domain.leases import InterestOutcome, LeaseTable
+from market_data_hub.domain.subscriptions import SubscriptionPlan, Subscriptions, plan_changes
+from market_data_hub.domain.symbols import SymbolCheck, check_symbol
+
+__all__ = [
+    "Backoff",
+    "Clock",
+    "DelayGate",
+    "DelayItem",
+    "FakeClock",
+    "InterestOutcome",
+    "LeaseTable",
+    "SubscriptionPlan",
+    "Subscriptions",
+    "SymbolCheck",
+    "SystemClock",
+    "check_symbol",
+    "plan_changes",
+]

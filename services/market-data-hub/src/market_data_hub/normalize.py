@@ -1,0 +1,213 @@
+"""Upstream Alpaca stream messages -> contract payload dicts (the hot path).
+
+Each function returns a plain dict whose keys match the contract model exactly, so
+`raxx_contracts.dumps(d)` is byte-compatible with `raxx_contracts.encode(Model(**d))` and
+consumers `decode(Quote, ...)` it. No pydantic on this path: it would cost ~9 us per message.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from raxx_contracts import AssetClass, BarKind, Channel, NanoDatetime
+from raxx_contracts.codec import decimal_str
+
+_sec_cache: dict[int, str] = {}
+_EPOCH_CACHE: dict[str, int] = {}
+
+
+def _base(seconds: int) -> str:
+    base = _sec_cache.get(seconds)
+    if base is None:
+        if len(_sec_cache) > 4096:
+            _sec_cache.clear()
+        base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _sec_cache[seconds] = base
+    return base
+
+
+def rfc3339_ns(seconds: int, nanos: int) -> str:
+    """RFC 3339 UTC text, formatted exactly as NanoDatetime.rfc3339 does."""
+    base = _base(seconds)
+    if nanos % 1000:
+        return f"{base}.{nanos:09d}Z"
+    if nanos:
+        return f"{base}.{nanos // 1000:06d}Z"
+    return f"{base}Z"
+
+
+def timestamp_text(t: Any) -> str:
+    """Upstream `t` (msgpack Timestamp, RFC 3339 text, or epoch ns) -> RFC 3339 with ns."""
+    seconds = getattr(t, "seconds", None)
+    if seconds is not None:
+        return rfc3339_ns(seconds, t.nanoseconds)
+    if isinstance(t, str):
+        return NanoDatetime.parse(t).rfc3339()
+    if isinstance(t, int):
+        return rfc3339_ns(*divmod(t, 1_000_000_000))
+    raise ValueError(f"unsupported timestamp {type(t).__name__}")
+
+
+def parse_epoch_ns(text: str) -> int:
+    """RFC 3339 text as written by :func:`rfc3339_ns` (or any RFC 3339) -> epoch ns."""
+    head = text[:19]
+    secs = _EPOCH_CACHE.get(head)
+    if secs is None:
+        if len(_EPOCH_CACHE) > 4096:
+            _EPOCH_CACHE.clear()
+        secs = int(datetime.fromisoformat(head + "+00:00").timestamp())
+        _EPOCH_CACHE[head] = secs
+    rest = text[19:]
+    if rest == "Z":
+        return secs * 1_000_000_000
+    if rest[:1] == "." and rest[-1:] == "Z" and rest[1:-1].isdigit():
+        frac = rest[1:-1]
+        return secs * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+    return NanoDatetime.parse(text).epoch_ns()
+
+
+_TS_KEY = b'"timestamp":"'
+
+
+def event_ns(payload: bytes) -> int:
+    """Event time of an encoded contract payload, without a full JSON decode."""
+    i = payload.index(_TS_KEY) + len(_TS_KEY)
+    j = payload.index(b'"', i)
+    return parse_epoch_ns(payload[i:j].decode())
+
+
+def _conds(c: Any) -> list[str]:
+    if c is None:
+        return []
+    if isinstance(c, str):
+        return [c]
+    return [str(x) for x in c]
+
+
+def stock_quote(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    """`q` on a stock stream -> Quote."""
+    return {
+        "schema_version": 1,
+        "symbol": m["S"],
+        "timestamp": timestamp_text(m["t"]),
+        "feed": feed,
+        "bid_price": decimal_str(m["bp"]),
+        "bid_size": int(m["bs"]),
+        "bid_exchange": m.get("bx") or "",
+        "ask_price": decimal_str(m["ap"]),
+        "ask_size": int(m["as"]),
+        "ask_exchange": m.get("ax") or "",
+        "conditions": _conds(m.get("c")),
+        "tape": m.get("z") or "",
+    }
+
+
+def stock_trade(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    """`t` on a stock stream -> Trade."""
+    tid = m.get("i")
+    return {
+        "schema_version": 1,
+        "symbol": m["S"],
+        "timestamp": timestamp_text(m["t"]),
+        "feed": feed,
+        "price": decimal_str(m["p"]),
+        "size": int(m["s"]),
+        "exchange": m.get("x") or "",
+        "trade_id": int(tid) if tid is not None else None,
+        "conditions": _conds(m.get("c")),
+        "tape": m.get("z") or "",
+    }
+
+
+def bar(m: dict[str, Any], feed: str, kind: BarKind, backfill: bool = False) -> dict[str, Any]:
+    """`b`/`u`/`d` (or a REST bar with an `S`) -> Bar."""
+    n = m.get("n")
+    vw = m.get("vw")
+    return {
+        "schema_version": 1,
+        "symbol": m["S"],
+        "timestamp": timestamp_text(m["t"]),
+        "feed": feed,
+        "kind": str(kind),
+        "open": decimal_str(m["o"]),
+        "high": decimal_str(m["h"]),
+        "low": decimal_str(m["l"]),
+        "close": decimal_str(m["c"]),
+        "volume": int(m["v"]),
+        "trade_count": int(n) if n is not None else None,
+        "vwap": decimal_str(vw) if vw is not None else None,
+        "backfill": backfill,
+    }
+
+
+def status(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    """`s` -> TradingStatus."""
+    return {
+        "schema_version": 1,
+        "symbol": m["S"],
+        "timestamp": timestamp_text(m["t"]),
+        "feed": feed,
+        "status_code": str(m["sc"]),
+        "status_message": m.get("sm") or "",
+        "reason_code": m.get("rc") or "",
+        "reason_message": m.get("rm") or "",
+        "tape": m.get("z") or "",
+    }
+
+
+def option_quote(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    """`q` on the option stream -> OptionQuote."""
+    return {
+        "schema_version": 1,
+        "symbol": m["S"],
+        "timestamp": timestamp_text(m["t"]),
+        "feed": feed,
+        "bid_price": decimal_str(m["bp"]),
+        "bid_size": int(m["bs"]),
+        "bid_exchange": m.get("bx") or "",
+        "ask_price": decimal_str(m["ap"]),
+        "ask_size": int(m["as"]),
+        "ask_exchange": m.get("ax") or "",
+        "condition": m.get("c") or "",
+    }
+
+
+def option_trade(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    """`t` on the option stream -> OptionTrade."""
+    return {
+        "schema_version": 1,
+        "symbol": m["S"],
+        "timestamp": timestamp_text(m["t"]),
+        "feed": feed,
+        "price": decimal_str(m["p"]),
+        "size": int(m["s"]),
+        "exchange": m.get("x") or "",
+        "condition": m.get("c") or "",
+    }
+
+
+def convert(
+    asset: AssetClass, m: dict[str, Any], feed: str
+) -> tuple[Channel, dict[str, Any]] | None:
+    """Route one upstream data message; None for types the hub does not publish."""
+    typ = m.get("T")
+    if asset is AssetClass.STOCKS:
+        if typ == "q":
+            return Channel.QUOTES, stock_quote(m, feed)
+        if typ == "t":
+            return Channel.TRADES, stock_trade(m, feed)
+        if typ == "b":
+            return Channel.BARS, bar(m, feed, BarKind.MINUTE)
+        if typ == "u":
+            return Channel.BARS, bar(m, feed, BarKind.UPDATED)
+        if typ == "d":
+            return Channel.DAILYBARS, bar(m, feed, BarKind.DAILY)
+        if typ == "s":
+            return Channel.STATUSES, status(m, feed)
+        return None
+    if typ == "q":
+        return Channel.QUOTES, option_quote(m, feed)
+    if typ == "t":
+        return Channel.TRADES, option_trade(m, feed)
+    return None

@@ -1,0 +1,75 @@
+"""Settings of market-data-hub (environment prefix `MDH_`, nested groups with `__`)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class VaultSettings(BaseModel):
+    """How to reach Vault/OpenBao; the Alpaca key itself is read from there at start."""
+
+    addr: str = "http://127.0.0.1:18200"
+    auth: Literal["token", "approle", "kubernetes"] = "token"
+    token: SecretStr | None = None
+    role_id: str | None = None
+    secret_id: SecretStr | None = None
+    role: str | None = None
+    mount: str = "secret"
+    path: str = "raxx/alpaca/market-data"
+    poll_seconds: float = Field(default=30.0, gt=0)
+    """How often the secret's version is re-read; a new version triggers a reconnect."""
+
+
+class Settings(BaseSettings):
+    """Everything the hub reads from its environment. Built only in `__main__` or by tests."""
+
+    model_config = SettingsConfigDict(env_prefix="MDH_", env_nested_delimiter="__", extra="ignore")
+
+    env: Literal["dev", "prod"] = "dev"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_creds: str | None = None
+    vault: VaultSettings = VaultSettings()
+
+    alpaca_data_url: str = "https://data.alpaca.markets"
+    alpaca_stream_url: str = "wss://stream.data.alpaca.markets"
+    feed: Literal["iex", "sip", "delayed_sip", "test"] = "iex"
+    options_feed: Literal["indicative", "opra"] = "indicative"
+    options_enabled: bool = True
+
+    symbol_cap: int = Field(default=30, gt=0)
+    option_symbol_cap: int = Field(default=200, gt=0)
+    delay_seconds: float = Field(default=900, ge=0)
+    linger_seconds: float = Field(default=30, ge=0)
+    max_lease_seconds: int = Field(default=3600, gt=0)
+
+    rest_rate_per_min: int = Field(default=200, gt=0)
+    rest_cache_seconds: float = Field(default=1.0, ge=0)
+    rest_max_retries: int = Field(default=3, ge=0)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8081
+    tier_gate_jwks_url: str = "http://127.0.0.1:8082/.well-known/jwks.json"
+    http_token_audience: str = "raxx-md-http"  # noqa: S105 - a claim value
+    http_token_issuer: str = "raxx-tier-gate"  # noqa: S105 - a claim value
+
+    replica_id: str = Field(default_factory=socket.gethostname)
+    leader_ttl_seconds: float = Field(default=6.0, gt=1)
+    """Leader lease TTL in NATS KV; a follower takes over at most this long (+1 s) after death."""
+
+    watchdog_seconds: float = Field(default=30.0, gt=0)
+    """Force a reconnect when an upstream socket with subscriptions is silent this long."""
+    backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    backoff_max_seconds: float = Field(default=30.0, gt=0)
+    slot_busy_seconds: float = Field(default=90.0, ge=0)
+    """Wait out a stale upstream slot this long after a 406 (Alpaca reaps dead sockets at 90 s)."""
+    reader_queue_frames: int = Field(default=100_000, gt=0)
+    """Frames buffered between the socket reader and the publisher before the oldest is dropped."""
+
+    bucket_prefix: str = "MDH"
+    """Prefix of the hub's JetStream stream and KV buckets (tests use a unique one)."""
+    latest_flush_seconds: float = Field(default=0.25, gt=0)
+    log_level: str = "INFO"

@@ -1,0 +1,111 @@
+"""Test support shipped with the package: test tokens and JWKS, settings for a local stack,
+and an in-process hub runner. Used by the hub's tests and its benchmark; never by the service.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import hvac
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi import FastAPI
+
+from market_data_hub.app import Deps, Hub, create_app
+from market_data_hub.settings import Settings, VaultSettings
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenMinter:
+    """A local Ed25519 key standing in for tier-gate: writes a JWKS file, mints HTTP tokens."""
+
+    def __init__(self, directory: Path, kid: str = "test-key") -> None:
+        self.key = Ed25519PrivateKey.generate()
+        self.kid = kid
+        pub = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.jwks_path = directory / "jwks.json"
+        self.jwks_path.write_text(
+            json.dumps(
+                {
+                    "keys": [
+                        {
+                            "kty": "OKP",
+                            "crv": "Ed25519",
+                            "x": _b64(pub),
+                            "kid": kid,
+                            "alg": "EdDSA",
+                            "use": "sig",
+                        }
+                    ]
+                }
+            )
+        )
+
+    def token(self, user: str, tier: str, ttl: int = 600, **claims: Any) -> str:
+        """A tier-gate-shaped HTTP token."""
+        body = {"sub": user, "tier": tier, "aud": "raxx-md-http", "iss": "raxx-tier-gate",
+                "iat": int(time.time()), "exp": int(time.time()) + ttl, **claims}  # fmt: skip
+        head = _b64(json.dumps({"alg": "EdDSA", "typ": "JWT", "kid": self.kid}).encode())
+        payload = _b64(json.dumps(body).encode())
+        sig = self.key.sign(f"{head}.{payload}".encode())
+        return f"{head}.{payload}.{_b64(sig)}"
+
+
+def write_alpaca_key(
+    vault_addr: str, vault_token: str, path: str, key_id: str = "sim-key",
+    secret: str = "sim-secret",  # noqa: S107 - the simulator's public test secret
+) -> int:  # fmt: skip
+    """Write the Alpaca key to KV v2 at `secret/<path>`; return the new version."""
+    client = hvac.Client(url=vault_addr, token=vault_token)
+    resp = client.secrets.kv.v2.create_or_update_secret(
+        path=path, secret={"key_id": key_id, "secret_key": secret}, mount_point="secret"
+    )
+    return int(resp["data"]["version"])
+
+
+def local_settings(
+    nats_url: str, vault_addr: str, vault_token: str, sim_url: str, sim_ws: str, **overrides: Any
+) -> Settings:
+    """Settings for a hub against local servers, with short timers for tests."""
+    path = overrides.pop("vault_path", f"raxx/alpaca/market-data-{uuid.uuid4().hex[:8]}")
+    base: dict[str, Any] = {
+        "nats_url": nats_url,
+        "vault": VaultSettings(addr=vault_addr, token=vault_token, path=path, poll_seconds=0.5),
+        "alpaca_data_url": sim_url,
+        "alpaca_stream_url": sim_ws,
+        "delay_seconds": 2,
+        "linger_seconds": 1,
+        "leader_ttl_seconds": 3,
+        "watchdog_seconds": 5,
+        "backoff_initial_seconds": 0.1,
+        "backoff_max_seconds": 1,
+        "slot_busy_seconds": 1.5,
+        "rest_max_retries": 1,
+        "latest_flush_seconds": 0.1,
+        "replica_id": f"r-{uuid.uuid4().hex[:6]}",
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+@asynccontextmanager
+async def running_hub(settings: Settings, deps: Deps | None = None) -> AsyncIterator[FastAPI]:
+    """Start a hub in this event loop (lifespan included); yields its ASGI app."""
+    app = create_app(settings, deps)
+    h = Hub(settings, deps or Deps(), app.state.metrics)
+    app.state.hub = h
+    await h.start()
+    try:
+        yield app
+    finally:
+        await h.stop()
