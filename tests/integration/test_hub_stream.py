@@ -80,7 +80,9 @@ async def interest(nc: Client, **kw: Any) -> InterestReply:
 
 
 async def eventually(
-    pred: Callable[[], Any], timeout: float = 10.0, every: float = 0.1  # noqa: ASYNC109
+    pred: Callable[[], Any],
+    timeout: float = 10.0,  # noqa: ASYNC109 - a polling helper with its own deadline
+    every: float = 0.1,
 ) -> Any:
     deadline = time.monotonic() + timeout
     while True:
