@@ -1,0 +1,342 @@
+# ruff: noqa: E501, ASYNC220, S603 - a benchmark script: long result dicts, fixed argv child processes started once
+"""Benchmark market-data-hub against alpaca-sim; writes .bench/hub.json and .bench/hub.png.
+
+One bounded run (about 2 minutes) on free ports: nats-server (JetStream), OpenBao, alpaca-sim
+and the hub (`python -m market_data_hub`, uvloop) as child processes.
+
+(a) raw ceiling: a nats-py publisher process floods pre-encoded hub payloads; this process
+    subscribes and counts (the same payload sizes and subjects as the hub's output).
+(b) sustained: the simulator's rate is stepped up; a step passes when every data message the
+    simulator sent to the hub reached a subscriber on `md.rt.>` (no loss) at >= 95 % of target.
+(c) added latency at 5,000 msg/s: a second, direct websocket client receives the same messages
+    from the simulator; per matched message, added = NATS receive time - websocket receive time.
+(d) hub RSS after running at 5,000 msg/s with the delay line full (MDH_DELAY_SECONDS=20: the
+    line holds 20 s x 5,000 msg in JetStream; the hub itself holds one fetch batch at most).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgpack
+import nats
+import orjson
+import psutil
+from market_data_hub.normalize import parse_epoch_ns
+from market_data_hub.testing import write_alpaca_key
+from raxx_contracts import InterestRequest, encode, subjects
+from raxx_devstack import servers
+from raxx_devstack.ports import free_port
+from websockets.asyncio.client import connect
+
+OUT = Path(".bench")
+DELAY = 20
+SYMBOLS = ["AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "AMD", "INTC", "NFLX", "SPY", "QQQ", "IWM", "JPM", "BAC", "XOM", "CVX", "KO", "PEP", "WMT", "DIS", "BA", "CSCO", "ORCL", "IBM", "T", "VZ", "PFE", "MRK", "JNJ"]  # fmt: skip
+STEPS = (10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 80_000)
+
+PUBLISHER = """
+import asyncio, sys, time, nats, json
+async def main():
+    nc = await nats.connect(sys.argv[1], pending_size=64*1024*1024)
+    payloads = json.load(open(sys.argv[2]))
+    items = [(s, p.encode()) for s, p in payloads]
+    n = int(sys.argv[3]); k = len(items)
+    for i in range(n):
+        s, p = items[i % k]
+        await nc.publish(s, p)
+    await nc.flush()
+    await nc.close()
+asyncio.run(main())
+"""
+
+
+class Counter:
+    """Counts md.rt messages; records NATS receive times per message key when asked."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.track = False
+        self.seen: dict[tuple[str, int, str], int] = {}
+        self.samples: list[bytes] = []
+        self.last = 0.0
+
+    async def on_msg(self, msg: Any) -> None:
+        self.n += 1
+        self.last = time.monotonic()
+        if self.track:
+            now = time.perf_counter_ns()
+            d = orjson.loads(msg.data)
+            kind = "q" if ".quotes." in msg.subject else "t"
+            self.seen[(d["symbol"], parse_epoch_ns(d["timestamp"]), kind)] = now
+            if len(self.samples) < 2000:
+                self.samples.append(json.dumps([msg.subject, msg.data.decode()]).encode())
+
+
+async def direct_client(
+    ws_url: str, seen: dict[tuple[str, int, str], int], stop: asyncio.Event
+) -> None:
+    """A plain websocket client of the simulator: the baseline for added latency."""
+    async with connect(
+        f"{ws_url}/v2/iex", additional_headers={"Content-Type": "application/msgpack"}
+    ) as ws:
+        await ws.recv()
+        await ws.send(msgpack.packb({"action": "auth", "key": "sim-key", "secret": "sim-secret"}))
+        await ws.recv()
+        await ws.send(
+            msgpack.packb({"action": "subscribe", "quotes": list(SYMBOLS), "trades": list(SYMBOLS)})
+        )
+        while not stop.is_set():
+            try:
+                frame = await asyncio.wait_for(ws.recv(), 0.5)
+            except TimeoutError:
+                continue
+            now = time.perf_counter_ns()
+            for m in msgpack.unpackb(frame):
+                if m.get("T") in ("q", "t"):
+                    t = m["t"]
+                    seen[(m["S"], t.seconds * 1_000_000_000 + t.nanoseconds, m["T"])] = now
+
+
+async def sim_call(client: httpx.AsyncClient, sim: str, path: str, **body: Any) -> Any:
+    if body:
+        return (await client.post(f"{sim}{path}", json=body)).json()
+    return (await client.get(f"{sim}{path}")).json()
+
+
+async def hub_sent(client: httpx.AsyncClient, sim: str) -> int:
+    state = await sim_call(client, sim, "/sim/state")
+    return sum(c["messages_sent"] for c in state["connections"] if c["endpoint"] == "/v2/iex")
+
+
+async def hub_in(client: httpx.AsyncClient, port: int) -> tuple[float, float]:
+    """(quotes+trades the hub parsed, frames it dropped) from its own metrics."""
+    text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    n = dropped = 0.0
+    for line in text.splitlines():
+        if line.startswith("mdh_messages_in_total") and ('"quotes"' in line or '"trades"' in line):
+            n += float(line.split()[-1])
+        if line.startswith("mdh_reader_dropped_frames_total"):
+            dropped += float(line.split()[-1])
+    return n, dropped
+
+
+async def run() -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-hub-"))
+    started: list[servers.Server] = []
+    nats_srv = servers.start_nats(tmp / "nats")
+    started.append(nats_srv)
+    bao = servers.start_openbao(tmp / "bao")
+    started.append(bao)
+    sim = servers.start_alpaca_sim(
+        tmp / "sim",
+        env={
+            "SIM_RATE": "0",
+            "SIM_CONNECTION_LIMIT": "2",
+            "SIM_SEND_BUFFER_BYTES": str(64 * 1024 * 1024),
+        },
+    )
+    started.append(sim)
+    write_alpaca_key(bao.url, bao.extra["token"], "raxx/alpaca/market-data")
+    port = free_port()
+    env = {**os.environ, "MDH_NATS_URL": nats_srv.url, "MDH_VAULT__ADDR": bao.url,
+           "MDH_VAULT__TOKEN": bao.extra["token"], "MDH_ALPACA_DATA_URL": sim.url,
+           "MDH_ALPACA_STREAM_URL": sim.extra["ws_url"], "MDH_OPTIONS_ENABLED": "false",
+           "MDH_DELAY_SECONDS": str(DELAY), "MDH_HTTP_PORT": str(port), "MDH_LOG_LEVEL": "WARNING"}  # fmt: skip
+    with (tmp / "hub.log").open("wb") as log:
+        hub = subprocess.Popen(
+            [sys.executable, "-m", "market_data_hub"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    result: dict[str, Any] = {"detail": {}}
+    detail = result["detail"]
+    try:
+        nc = await nats.connect(nats_srv.url, pending_size=256 * 1024 * 1024)
+        http = httpx.AsyncClient(timeout=5)
+        for _ in range(100):
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+        req = InterestRequest(consumer_id="bench", symbols=SYMBOLS, lease_seconds=3600)
+        await nc.request(subjects.INTEREST, encode(req), timeout=5)
+        counter = Counter()
+        sub = await nc.subscribe(
+            "md.rt.>", cb=counter.on_msg, pending_msgs_limit=2_000_000, pending_bytes_limit=1024**3
+        )
+        await asyncio.sleep(1.0)
+
+        # (c) latency at 5,000 msg/s against a direct websocket baseline, and (d) RSS.
+        direct: dict[tuple[str, int, str], int] = {}
+        stop = asyncio.Event()
+        dtask = asyncio.create_task(direct_client(sim.extra["ws_url"], direct, stop))
+        await asyncio.sleep(0.5)
+        await sim_call(http, sim.url, "/sim/config", rate=5000)
+        await asyncio.sleep(2)
+        counter.track = True
+        await asyncio.sleep(8)
+        counter.track = False
+        stop.set()
+        await dtask
+        added = sorted((counter.seen[k] - v) / 1e6 for k, v in direct.items() if k in counter.seen)
+        detail["latency_matched_messages"] = len(added)
+        result["p50_ms"] = round(statistics.quantiles(added, n=100)[49], 3)
+        result["p99_ms"] = round(statistics.quantiles(added, n=100)[98], 3)
+        detail["p90_ms"] = round(statistics.quantiles(added, n=100)[89], 3)
+        detail["max_ms"] = round(added[-1], 3)
+        await asyncio.sleep(max(0, DELAY + 3 - 10))
+        metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        depth = next(
+            (
+                float(x.split()[1])
+                for x in metrics.splitlines()
+                if x.startswith("mdh_delay_line_depth_messages ")
+            ),
+            0.0,
+        )
+        result["rss_mb"] = round(psutil.Process(hub.pid).memory_info().rss / 2**20, 1)
+        detail["rss_at"] = {"rate": 5000, "delay_seconds": DELAY, "delay_line_depth": depth}
+        detail["rss_note"] = ("The delay line's backlog lives in JetStream (file storage), not in the hub: "
+                              "the hub holds one fetch batch (256 messages) at most, so its RSS does not "
+                              "grow with MDH_DELAY_SECONDS. At 900 s and 5,000 msg/s JetStream holds ~4.5 M "
+                              "messages (~1.2 GB on disk at ~260 B each); hub RSS stays as measured here.")  # fmt: skip
+
+        # (b) highest sustained rate with no loss.
+        steps = []
+        best = 5000 if detail["latency_matched_messages"] else 0
+        for rate in STEPS:
+            await sim_call(http, sim.url, "/sim/config", rate=0)
+            await asyncio.sleep(1.5)
+            sent0, got0 = await hub_sent(http, sim.url), counter.n
+            in0, drop0 = await hub_in(http, port)
+            t0 = time.monotonic()
+            await sim_call(http, sim.url, "/sim/config", rate=rate)
+            await asyncio.sleep(5)
+            await sim_call(http, sim.url, "/sim/config", rate=0)
+            elapsed = time.monotonic() - t0
+            await asyncio.sleep(2.0)
+            sent, got = await hub_sent(http, sim.url) - sent0, counter.n - got0
+            in1, drop1 = await hub_in(http, port)
+            parsed, dropped = int(in1 - in0), int(drop1 - drop0)
+            achieved = sent / elapsed
+            if sent < 0:  # the hub's upstream session was replaced mid-step (e.g. 407 slow client)
+                achieved, sent = 0.0, 0
+            lost = max(0, parsed - got) + dropped
+            ok = lost == 0 and achieved >= 0.95 * rate
+            steps.append(
+                {
+                    "target": rate,
+                    "sim_sent_per_s": round(achieved),
+                    "sim_sent": sent,
+                    "hub_parsed_quotes_trades": parsed,
+                    "received": got,
+                    "lost": lost,
+                    "other_types_not_published": sent - parsed,
+                    "ok": ok,
+                }
+            )
+            print(
+                f"step {rate}: sim sent {achieved:,.0f}/s, hub parsed {parsed}, received {got}, lost {lost}"
+            )
+            if ok:
+                best = rate
+            if not ok:
+                break
+        detail["steps"] = steps
+        result["hub_sustained_msgs_per_s"] = best
+        last = steps[-1] if steps else None
+        if last and last["lost"] == 0 and not last["ok"] and last["sim_sent_per_s"] > best:
+            detail["sustained_note"] = (f"the simulator itself topped out at {last['sim_sent_per_s']:,}/s "
+                                        "with no loss through the hub: the hub figure is a floor")  # fmt: skip
+            result["hub_sustained_msgs_per_s"] = max(best, last["sim_sent_per_s"])
+
+        # (a) raw nats-py ceiling with the same payloads.
+        await sub.unsubscribe()
+        samples = tmp / "payloads.json"
+        samples.write_text(json.dumps([json.loads(s) for s in counter.samples]))
+        raw = Counter()
+        await nc.subscribe(
+            "md.rt.>", cb=raw.on_msg, pending_msgs_limit=5_000_000, pending_bytes_limit=2 * 1024**3
+        )
+        await nc.flush()
+        n = 300_000
+        t0 = time.monotonic()
+        pub = subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER, nats_srv.url, str(samples), str(n)]
+        )
+        first = None
+        while raw.n < n and time.monotonic() - t0 < 60:
+            if first is None and raw.n:
+                first = time.monotonic()
+            await asyncio.sleep(0.01)
+        pub.wait(30)
+        await asyncio.sleep(1.0)
+        took = raw.last - (first or t0)
+        result["raw_ceiling_msgs_per_s"] = round(raw.n / took)
+        detail["raw_messages"] = raw.n
+        detail["payload_bytes_mean"] = round(
+            statistics.mean(len(json.loads(s)[1]) for s in counter.samples)
+        )
+        detail["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+        await http.aclose()
+        await nc.close()
+    finally:
+        hub.terminate()
+        try:
+            hub.wait(10)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+        servers.stop_all(started)
+    return result
+
+
+def chart(result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = result["detail"].get("steps", [])
+    a.bar(
+        ["raw nats-py", "hub sustained"],
+        [result["raw_ceiling_msgs_per_s"], result["hub_sustained_msgs_per_s"]],
+        color=["grey", "tab:blue"],
+    )
+    a.set_ylabel("msg/s")
+    a.set_title("throughput (no loss)")
+    for s in steps:
+        a.scatter(
+            ["hub sustained"], [s["sim_sent_per_s"]], color="green" if s["ok"] else "red", zorder=3
+        )
+    b.bar(["p50", "p99"], [result["p50_ms"], result["p99_ms"]], color="tab:orange")
+    b.axhline(5, color="red", linestyle="--", label="p99 target 5 ms")
+    b.set_ylabel("ms added by the hub")
+    b.set_title("added latency at 5,000 msg/s")
+    b.legend()
+    fig.suptitle(f"market-data-hub: RSS {result['rss_mb']} MB with the delay line full")
+    fig.tight_layout()
+    fig.savefig(OUT / "hub.png", dpi=100)
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    result = asyncio.run(run())
+    (OUT / "hub.json").write_text(json.dumps(result, indent=2))
+    chart(result)
+    print(json.dumps({k: v for k, v in result.items() if k != "detail"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
