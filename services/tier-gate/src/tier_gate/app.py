@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from joserfc.jwk import KeySet
 from nats.aio.client import Client
-from raxx_contracts import default_policy
+from nats.aio.msg import Msg
+from raxx_contracts import default_policy, subjects
 
 from tier_gate import api, domain, handlers, keys, natsjwt
 from tier_gate.adapters import nats as nats_adapter
@@ -107,6 +108,14 @@ async def build_runtime(settings: Settings, deps: Deps | None = None) -> Runtime
         await verifier.load()
     except Exception as exc:
         log.warning("identity JWKS not loaded yet: %s", exc)
+    # Every replica hears every tier change (a core subscription next to the shared durable
+    # consumer), so its cache never serves a tier another replica has already replaced.
+
+    async def on_broadcast(msg: Msg) -> None:
+        await handlers.on_tier_broadcast(gate, msg)
+
+    await nc.subscribe(subjects.BILLING_TIER_CHANGED, cb=on_broadcast)
+    await nc.flush()
     # Revocations persist across restarts: re-push the stored set before serving.
     count = await pusher.push_now()
     log.info("revocation set re-pushed (%d entries)", count)

@@ -1,4 +1,5 @@
-"""NATS handler: `billing.tier.changed` (JetStream BILLING, durable consumer)."""
+"""NATS handlers for `billing.tier.changed`: the shared durable consumer (persists) and each
+replica's own core subscription (keeps its entitlement cache current)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,17 @@ async def on_tier_changed(gate: TierGate, metrics: Metrics, msg: Msg) -> None:
     else:
         metrics.billing_ignored.labels("stale_version").inc()
     await msg.ack()
+
+
+async def on_tier_broadcast(gate: TierGate, msg: Msg) -> None:
+    """This replica's copy of a TierChanged: update its cache (by version), nothing else.
+
+    The durable consumer (one replica per event) persists, revokes and counts; this lets
+    every replica stop issuing the old tier at once. Bad events are the durable path's job.
+    """
+    try:
+        event = decode(TierChanged, msg.data)
+    except DecodeError:
+        return
+    if event.tier in gate.policy.tiers:
+        gate.observe(event.user_id, event.tier, event.version)

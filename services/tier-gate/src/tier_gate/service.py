@@ -14,7 +14,7 @@ from joserfc.jwk import OKPKey
 from raxx_contracts import TierPolicy
 
 from tier_gate import domain, identity, natsjwt
-from tier_gate.adapters.postgres import Database, IssuedCredential, TierApplied
+from tier_gate.adapters.postgres import Database, IssuedCredential, StoredTier, TierApplied
 from tier_gate.errors import BadRequestError
 from tier_gate.keys import SigningMaterial
 from tier_gate.metrics import Metrics
@@ -32,15 +32,18 @@ class GroupCommitter:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._pending: list[tuple[IssuedCredential, asyncio.Future[None]]] = []
+        self._pending: list[tuple[IssuedCredential, asyncio.Future[StoredTier | None]]] = []
         self._wake = asyncio.Event()
 
-    async def record(self, cred: IssuedCredential) -> None:
-        """Queue one record and wait until it is committed."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def record(self, cred: IssuedCredential) -> StoredTier | None:
+        """Queue one record, wait until it is committed; return the user's stored tier then.
+
+        The returned (tier, version) is what PostgreSQL held at the commit (None: no row).
+        """
+        fut: asyncio.Future[StoredTier | None] = asyncio.get_running_loop().create_future()
         self._pending.append((cred, fut))
         self._wake.set()
-        await fut
+        return await fut
 
     async def run(self) -> None:
         """Flush loop (a supervised background task)."""
@@ -51,20 +54,25 @@ class GroupCommitter:
             if not batch:
                 continue
             try:
-                await self._db.record_credentials([c for c, _ in batch])
+                stored = await self._db.record_credentials([c for c, _ in batch])
             except Exception as exc:
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            for _, fut in batch:
+            for cred, fut in batch:
                 if not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(stored.get(cred.user_id))
 
 
 @dataclass
 class RevocationPusher:
-    """Keeps the server's MD account JWT carrying the current revocation set."""
+    """Keeps the server's MD account JWT carrying the current revocation set.
+
+    Every push (downgrade, start-up, periodic; any replica) is derived from PostgreSQL, the
+    single source of truth, under a cluster-wide lock (`Database.push_revocations`): replicas
+    never clobber each other's revocations with a partial or older set.
+    """
 
     db: Database
     signing: SigningMaterial
@@ -73,11 +81,9 @@ class RevocationPusher:
     """async (account_pub, account_jwt) -> reply text."""
     metrics: Metrics
     interval: float = 30.0
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _last_iat: int = 0
 
-    def account_jwt(self, revocations: dict[str, int]) -> str:
-        """The MD account JWT as `init` wrote it, plus `revocations`."""
+    def account_jwt(self, revocations: dict[str, int], iat: int) -> str:
+        """The MD account JWT as `init` wrote it, plus `revocations`, issued at `iat`."""
         claims = domain.account_claims(
             "MD",
             self.signing.md_account,
@@ -86,21 +92,21 @@ class RevocationPusher:
             policy=self.policy,
             revocations=revocations,
         )
-        # The server keeps the newer of two account JWTs; never go back in time.
-        self._last_iat = max(int(time.time()), self._last_iat)
-        return natsjwt.encode(claims, self.signing.operator_signing, iat=self._last_iat)
+        return natsjwt.encode(claims, self.signing.operator_signing, iat=iat)
 
     async def push_now(self) -> int:
-        """Push the current set; return its size. Raises on failure (counted)."""
-        async with self._lock:
-            revocations = await self.db.revocations(int(time.time()))
-            try:
-                await self.push(self.signing.md_account, self.account_jwt(revocations))
-            except Exception:
-                self.metrics.revocation_push_failures.inc()
-                raise
-            self.metrics.revocations_pushed.inc()
-            return len(revocations)
+        """Push the stored set; return its size. Raises on failure (counted)."""
+
+        async def _push(revocations: dict[str, int], iat: int) -> None:
+            await self.push(self.signing.md_account, self.account_jwt(revocations, iat))
+
+        try:
+            count = await self.db.push_revocations(self.signing.md_account, int(time.time()), _push)
+        except Exception:
+            self.metrics.revocation_push_failures.inc()
+            raise
+        self.metrics.revocations_pushed.inc()
+        return count
 
     async def run(self) -> None:
         """Re-push periodically (a restarted MEMORY-resolver server forgets pushes)."""
@@ -114,7 +120,12 @@ class RevocationPusher:
 
 @dataclass
 class TierGate:
-    """Entitlements and credential issuance (the service object handlers call)."""
+    """Entitlements and credential issuance (the service object handlers call).
+
+    Safe with several replicas: the cache is versioned and fed by every tier change (each
+    replica also listens to `billing.tier.changed` itself), and an issuance is checked
+    against the version PostgreSQL holds when its credential commits (see `issue`).
+    """
 
     db: Database
     policy: TierPolicy
@@ -125,39 +136,55 @@ class TierGate:
     pusher: RevocationPusher
     credential_ttl: int | None = None
     cache_seconds: float = 30.0
-    _cache: dict[str, tuple[str, float]] = field(default_factory=dict)
-    _generation: dict[str, int] = field(default_factory=dict)
-    _changing: dict[str, asyncio.Event] = field(default_factory=dict)
+    _cache: dict[str, tuple[str, int, float]] = field(default_factory=dict)
+    """user -> (tier, version, fresh until); an expired entry still bounds the version."""
 
-    async def tier_of(self, user_id: str) -> str:
-        """The user's current tier (cached; unknown users get the default tier)."""
+    def observe(self, user_id: str, tier: str, version: int) -> bool:
+        """Note a (tier, version) seen for a user; never moves the cache back by version.
+
+        Returns whether the cache changed (an unknown tier means the default tier).
+        """
+        tier = self._known(tier)
         hit = self._cache.get(user_id)
-        now = time.monotonic()
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        stored = await self.db.get_tier(user_id)
-        tier = stored[0] if stored and stored[0] in self.policy.tiers else self.policy.default_tier
-        if len(self._cache) >= _CACHE_MAX:
+        if hit is not None and hit[1] > version:
+            return False
+        if hit is None and len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[user_id] = (tier, now + self.cache_seconds)
-        return tier
+        self._cache[user_id] = (tier, version, time.monotonic() + self.cache_seconds)
+        return hit is None or hit[:2] != (tier, version)
+
+    async def tier_of(self, user_id: str) -> tuple[str, int]:
+        """The user's current (tier, version) (cached; unknown users: default tier, 0)."""
+        hit = self._cache.get(user_id)
+        if hit is not None and hit[2] > time.monotonic():
+            return hit[0], hit[1]
+        stored = await self.db.get_tier(user_id) or (self.policy.default_tier, 0)
+        hit = self._cache.get(user_id)
+        if hit is not None and hit[1] > stored[1]:
+            stored = hit[0], hit[1]  # an event this replica saw is not in PostgreSQL yet
+        self.observe(user_id, *stored)
+        return self._cache[user_id][0], self._cache[user_id][1]
 
     async def issue(self, user_id: str, public_key: str | None = None) -> dict[str, Any]:
-        """Mint a NATS credential + HTTP token for the user's current tier (token response)."""
+        """Mint a NATS credential + HTTP token for the user's current tier (token response).
+
+        The credential is recorded before it is returned; the commit also reads the stored
+        (tier, version) under a per-user lock a tier change takes exclusively. If another
+        tier was committed meanwhile (by any replica), this credential is discarded unseen
+        and re-minted for the stored tier; otherwise any later downgrade revokes it.
+        """
         if public_key is not None and not _is_user_key(public_key):
             raise BadRequestError("public_key must be a NATS user public key (U...)")
+        tier, version = await self.tier_of(user_id)
         while True:
-            generation = self._generation.get(user_id, 0)
-            if (changing := self._changing.get(user_id)) is not None:
-                await changing.wait()
-                continue
-            tier = await self.tier_of(user_id)
             response, cred = self._mint(user_id, tier, public_key)
-            await self.committer.record(cred)
-            if self._generation.get(user_id, 0) == generation:
+            stored = await self.committer.record(cred) or (self.policy.default_tier, 0)
+            self.observe(user_id, *stored)
+            if stored[1] <= version or self._known(stored[0]) == tier:
                 self.metrics.issued.labels(tier).inc()
                 return response
-            # A tier change raced this issuance: mint again for the new tier.
+            # A tier change committed after we read the tier: mint for the stored tier.
+            tier, version = self._cache[user_id][0], self._cache[user_id][1]
 
     def _mint(
         self, user_id: str, tier: str, public_key: str | None
@@ -193,29 +220,25 @@ class TierGate:
     async def apply_tier(self, user_id: str, tier: str, version: int | None) -> TierApplied:
         """Apply a tier change (version None = next, dev); revoke and push on a downgrade."""
         self.policy.rule(tier)
-        self._generation[user_id] = self._generation.get(user_id, 0) + 1
-        event = self._changing.setdefault(user_id, asyncio.Event())
-        try:
-            result = await self.db.apply_tier(
-                user_id,
-                tier,
-                version,
-                revoke_for=self._revoke_for,
-                default_tier=self.policy.default_tier,
-                now=int(time.time()),
-            )
-            if result.applied:
-                self._cache[user_id] = (tier, time.monotonic() + self.cache_seconds)
-            else:
-                self._cache.pop(user_id, None)
-        finally:
-            if self._changing.get(user_id) is event:
-                del self._changing[user_id]
-            event.set()
+        result = await self.db.apply_tier(
+            user_id,
+            tier,
+            version,
+            revoke_for=self._revoke_for,
+            default_tier=self.policy.default_tier,
+            now=int(time.time()),
+        )
+        if result.applied:
+            self.observe(user_id, tier, result.version)
+        elif result.old_tier is not None and result.old_version is not None:
+            self.observe(user_id, result.old_tier, result.old_version)
         if result.revoked:
             self.metrics.credentials_revoked.inc(len(result.revoked))
             await self.pusher.push_now()
         return result
+
+    def _known(self, tier: str) -> str:
+        return tier if tier in self.policy.tiers else self.policy.default_tier
 
     def _revoke_for(self, old_tier: str, new_tier: str) -> tuple[str, ...]:
         if old_tier not in self.policy.tiers:

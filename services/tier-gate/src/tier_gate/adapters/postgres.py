@@ -7,7 +7,7 @@ advisory lock, so concurrent starts and re-runs are safe.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
@@ -35,8 +35,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tg_credentials_revoked ON tg_credentials (expires_at)
         WHERE revoked_ts IS NOT NULL;
     """,
+    # 2: the last account-JWT `iat` pushed by any replica (pushes never go back in time)
+    """
+    CREATE TABLE tg_account_pushes (
+        account_pub text PRIMARY KEY,
+        iat         bigint NOT NULL
+    );
+    """,
 )
 _LOCK_KEY = 0x7467_6D69  # "tgmi": serialises migrations across processes
+_USER_LOCK = 0x7467_7573  # "tgus": (namespace, hashtext(user_id)) per-user issuance/tier lock
+_PUSH_LOCK = 0x7467_7075  # "tgpu": serialises revocation pushes across replicas
+
+StoredTier = tuple[str, int]
+"""(tier, version) as stored in tg_entitlements."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,11 @@ class Database:
         `revoke_for(old_tier, new_tier)` names (a downgrade), so no issuance is missed.
         """
         async with self._pool.connection() as conn, conn.transaction():
+            # Exclusive per-user lock: an issuance (any replica) holding the shared lock has
+            # committed its credential before we revoke, or sees our version after we commit.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(%s::int, hashtext(%s))", (_USER_LOCK, user_id)
+            )
             cur = await conn.execute(
                 "SELECT tier, version FROM tg_entitlements WHERE user_id = %s FOR UPDATE",
                 (user_id,),
@@ -162,11 +179,26 @@ class Database:
                 revoked = tuple(str(r[0]) for r in await cur.fetchall())
         return TierApplied(True, old_tier or default_tier, old_version, new_version, revoked)
 
-    async def record_credentials(self, creds: Sequence[IssuedCredential]) -> None:
-        """Record issued user keys in one round trip (group commit from the issuer)."""
+    async def record_credentials(self, creds: Sequence[IssuedCredential]) -> dict[str, StoredTier]:
+        """Record issued user keys in one transaction (group commit from the issuer).
+
+        Returns the (tier, version) stored for each user *as of the commit*, read under a
+        shared per-user lock that `apply_tier` takes exclusively: a tier change either
+        committed before (its version is returned, so the caller re-mints) or runs after
+        this commit (and then sees, and revokes, these keys). Whichever replica issued them.
+        """
         if not creds:
-            return
-        async with self._pool.connection() as conn:
+            return {}
+        users = sorted({c.user_id for c in creds})
+        # Pipeline mode: BEGIN, lock, insert, select and COMMIT go out together (one round
+        # trip instead of five). They still run in order, each statement with its own
+        # snapshot, so the SELECT sees every tier change committed before the lock was granted.
+        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock_shared(%s::int, hashtext(u))"
+                " FROM unnest(%s::text[]) AS u",
+                (_USER_LOCK, users),
+            )
             await conn.execute(
                 "INSERT INTO tg_credentials (user_pub, user_id, tier, issued_at, expires_at)"
                 " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[],"
@@ -182,16 +214,43 @@ class Database:
                     [c.expires_at for c in creds],
                 ),
             )
+            cur = await conn.execute(
+                "SELECT user_id, tier, version FROM tg_entitlements WHERE user_id = ANY(%s)",
+                (users,),
+            )
+        return {str(r[0]): (str(r[1]), int(r[2])) for r in await cur.fetchall()}
 
-    async def revocations(self, now: int) -> dict[str, int]:
-        """Every revoked user key whose credential has not expired yet: {pub: ts}."""
-        async with self._pool.connection() as conn:
+    async def push_revocations(
+        self, account_pub: str, now: int, push: Callable[[dict[str, int], int], Awaitable[None]]
+    ) -> int:
+        """Read the revocation set and call `push(revocations, iat)` under a cluster-wide lock.
+
+        Serialising read-and-push across replicas means the last account JWT the server
+        receives always carries every revocation committed before it was read (two replicas
+        pushing concurrently could otherwise land an older set last). `iat` never goes back
+        (max of `now` and the last pushed one, stored here), so a replica whose clock lags is
+        not ignored by a `full` resolver. Returns the size of the pushed set.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_PUSH_LOCK,))
+            cur = await conn.execute(
+                "SELECT iat FROM tg_account_pushes WHERE account_pub = %s", (account_pub,)
+            )
+            row = await cur.fetchone()
+            iat = max(now, int(row[0]) if row else 0)
             cur = await conn.execute(
                 "SELECT user_pub, revoked_ts FROM tg_credentials"
                 " WHERE revoked_ts IS NOT NULL AND expires_at > %s",
                 (now,),
             )
-            return {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+            revocations = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+            await push(revocations, iat)
+            await conn.execute(
+                "INSERT INTO tg_account_pushes (account_pub, iat) VALUES (%s, %s)"
+                " ON CONFLICT (account_pub) DO UPDATE SET iat = excluded.iat",
+                (account_pub, iat),
+            )
+            return len(revocations)
 
     async def prune(self, now: int, keep_seconds: int = 86400) -> int:
         """Forget credentials expired more than `keep_seconds` ago; return how many."""
