@@ -51,12 +51,14 @@ class Permissions:
 
 
 _JS_CLIENT = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
+# The hub's own KV buckets (interest leases, latest values, upstream state, leader lease).
+_HUB_KV = tuple(f"$KV.MDH_{name}.>" for name in ("INTEREST", "LATEST", "STATE", "LEADER"))
 
 SERVICE_PERMISSIONS: dict[str, Permissions] = {
     # market-data-hub: publishes every md.* path, answers interest requests (replies go to the
     # requester's user inbox), runs the delay buffer (reads md.rt.>) and reads MBT's KV bucket.
     "hub": Permissions(
-        pub=("md.>", f"{subjects.USER_INBOX_ROOT}.>", "_INBOX.>", *_JS_CLIENT),
+        pub=("md.>", f"{subjects.USER_INBOX_ROOT}.>", "_INBOX.>", *_JS_CLIENT, *_HUB_KV),
         sub=("md.>", "_INBOX.>", f"$KV.{subjects.HELD_OPTIONS_BUCKET}.>"),
     ),
     # eod-settler: publishes settles into SETTLES (JetStream API for declare/publish/ack), may
