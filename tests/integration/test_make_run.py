@@ -1,0 +1,188 @@
+"""`make run` as a new user meets it: READY, every service answers, data flows, Ctrl-C stops all.
+
+Runs the real stack (`python -m raxx_devstack run`) in a temporary root with every default port
+shifted by `RAXX_PORT_OFFSET`, so it never collides with a developer's own `make run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from nats.aio.msg import Msg
+from raxx_contracts import Quote, decode
+from raxx_devstack.ports import port_in_use
+from raxx_devstack.stack import DEFAULT_PORTS
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+DELAY_SECONDS = 4
+
+
+@dataclass
+class RunningStack:
+    proc: subprocess.Popen[str]
+    root: Path
+    ports: dict[str, int]
+    offset: int
+    lines: list[str]
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+
+def _pick_offset() -> int:
+    for _ in range(50):
+        offset = random.randrange(20000, 40000, 10)
+        if not any(port_in_use(p + offset) for p in DEFAULT_PORTS.values()):
+            return offset
+    raise RuntimeError("no free block of ports for a second stack")
+
+
+def _start(root: Path, offset: int) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "RAXX_PORT_OFFSET": str(offset),
+        "MDH_DELAY_SECONDS": str(DELAY_SECONDS),
+    }
+    for var in ("NATS_URL", "DATABASE_URL", "VAULT_ADDR", "ALPACA_DATA_URL"):
+        env.pop(var, None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "raxx_devstack", "run", "--root", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    root = tmp_path_factory.mktemp("make-run")
+    offset = _pick_offset()
+    proc = _start(root, offset)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip())
+        if line.strip() == "READY":
+            break
+    if not lines or lines[-1] != "READY":
+        proc.kill()
+        pytest.fail("make run did not print READY:\n" + "\n".join(lines))
+    ports = {name: port + offset for name, port in DEFAULT_PORTS.items()}
+    running = RunningStack(proc, root, ports, offset, lines)
+    yield running
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+SERVICES = ("market-data-hub", "tier-gate", "broker-handoff", "eod-settler")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_is_ready_and_serves_metrics_and_docs(
+    stack: RunningStack, service: str
+) -> None:
+    base = stack.url(service)
+    assert httpx.get(f"{base}/healthz").status_code == 200
+    assert httpx.get(f"{base}/readyz").status_code == 200
+    metrics = httpx.get(f"{base}/metrics")
+    assert metrics.status_code == 200
+    assert "# TYPE" in metrics.text
+    assert httpx.get(f"{base}/docs").status_code == 200
+
+
+def test_a_second_make_run_says_so_plainly(stack: RunningStack) -> None:
+    second = _start(stack.root, stack.offset)
+    out, _ = second.communicate(timeout=60)
+    assert second.returncode == 1
+    assert "already running" in out
+    assert httpx.get(f"{stack.url('tier-gate')}/readyz").status_code == 200
+
+
+def _tail(stack: RunningStack, tier: str, seconds: float) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "raxx_md_client", "tail", "--tier", tier, "AAPL",
+        "--tier-gate", stack.url("tier-gate"), "--nats", f"nats://127.0.0.1:{stack.ports['nats']}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    return [line for line in out.splitlines() if "AAPL" in line]
+
+
+def test_raxx_md_tail_prints_real_time_quotes_for_pro(stack: RunningStack) -> None:
+    lines = _tail(stack, "pro", 15)
+    assert lines, "no quote printed within 15 s"
+    assert all("[rt]" in line for line in lines)
+
+
+def test_raxx_md_tail_prints_delayed_quotes_for_free(stack: RunningStack) -> None:
+    lines = _tail(stack, "free", 15 + DELAY_SECONDS)
+    assert lines, "no delayed quote printed"
+    assert all("[delayed]" in line for line in lines)
+
+
+async def test_delayed_path_is_never_early_end_to_end(stack: RunningStack) -> None:
+    creds = stack.root / ".run" / "nats" / "dev-admin.creds"
+    nc = await nats.connect(f"nats://127.0.0.1:{stack.ports['nats']}", user_credentials=str(creds))
+    early: list[float] = []
+    seen: list[Quote] = []
+    enough = asyncio.Event()
+
+    async def on_msg(msg: Msg) -> None:
+        quote = decode(Quote, msg.data)
+        seen.append(quote)
+        lateness = time.time() - quote.timestamp.timestamp()
+        if lateness < DELAY_SECONDS:
+            early.append(lateness)
+        if len(seen) >= 20:
+            enough.set()
+
+    # a pro consumer keeps interest in MSFT alive while we watch the delayed path
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "raxx_md_client", "tail", "--tier", "pro", "MSFT",
+        "--tier-gate", stack.url("tier-gate"), "--nats", f"nats://127.0.0.1:{stack.ports['nats']}",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await nc.subscribe("md.delayed.stocks.quotes.>", cb=on_msg)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(enough.wait(), DELAY_SECONDS + 20)
+    finally:
+        tail.send_signal(signal.SIGINT)
+        await tail.wait()
+        await nc.close()
+    assert seen, "nothing arrived on the delayed path"
+    assert not early, f"{len(early)} delayed messages arrived early: {early[:5]}"
+
+
+def test_ctrl_c_stops_everything_it_started(stack: RunningStack) -> None:
+    os.killpg(stack.proc.pid, signal.SIGINT)
+    out, _ = stack.proc.communicate(timeout=90)
+    assert stack.proc.returncode == 0, out
+    time.sleep(1)
+    still = [name for name, port in stack.ports.items() if port_in_use(port)]
+    assert not still, f"still listening after Ctrl-C: {still}"
