@@ -101,6 +101,10 @@ async def test_http_free_gets_delayed_path_pro_gets_rt_and_errors_are_clear(
         await lease(nc, "AAPL")
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://hub") as c:
+            for _ in range(100):
+                if (await c.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
             assert (await c.get("/readyz")).status_code == 200
             r = await c.get("/v1/stocks/AAPL/quotes/latest")
             assert r.status_code == 401
