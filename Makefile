@@ -11,6 +11,9 @@ RUN := $(UV) run --no-sync
 SRC := libs/contracts/src libs/md-client/src services/market-data-hub/src services/tier-gate/src \
        services/broker-handoff/src services/eod-settler/src tools/alpaca-sim/src tools/devstack/src
 PYTEST_ARGS ?=
+# Our own temp root: concurrent pytest runs sharing /tmp/pytest-of-$USER prune each other's
+# directories, servers' data directories included.
+PYTEST := $(RUN) pytest --basetemp=.pytest-tmp
 
 .PHONY: help setup run test lint fmt typecheck test-unit test-integration bench clean
 
@@ -47,13 +50,13 @@ typecheck: setup ## mypy strict only
 	@$(RUN) mypy $(SRC) scripts
 
 test-unit: setup ## unit and component tests (no servers)
-	@$(RUN) pytest libs services tools -m "not integration" $(PYTEST_ARGS)
+	@$(PYTEST) libs services tools -m "not integration" $(PYTEST_ARGS)
 
 test-integration: setup ## integration tests against real servers started on free ports
-	@$(RUN) pytest tests/integration -m integration $(PYTEST_ARGS)
+	@$(PYTEST) tests/integration -m integration $(PYTEST_ARGS)
 
 test: setup lint ## lint, type check, unit, component and integration tests
-	@$(RUN) pytest libs services tools tests $(PYTEST_ARGS)
+	@$(PYTEST) libs services tools tests $(PYTEST_ARGS)
 
 bench: setup ## benchmarks: figures printed, JSON and PNG under .bench/
 	@mkdir -p .bench

@@ -66,7 +66,7 @@ async def _conn_worker(
 
 
 async def _prepare(addr: str, token: str, users: int, tg_url: str) -> list[str]:
-    vault = Vault(VaultSettings(addr=addr, token=token))  # type: ignore[arg-type]
+    vault = Vault(VaultSettings(addr=addr, token=token))
     key = keys.okp_from_secret(await vault.read(keys.PATH_DEV_IDENTITY), "dev")
     names = [f"bench-{i}" for i in range(users)]
     async with httpx.AsyncClient(base_url=tg_url, timeout=10) as client:
@@ -89,7 +89,7 @@ async def _run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     started = [bao, pg]
     tg_proc: ManagedProcess | None = None
     try:
-        vs = VaultSettings(addr=bao.url, token=bao.extra["token"])  # type: ignore[arg-type]
+        vs = VaultSettings(addr=bao.url, token=bao.extra["token"])
         nats_port = free_port()
         out = tmp / "nats"
         init = await run_init(

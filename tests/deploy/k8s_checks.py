@@ -56,7 +56,7 @@ def kubectl() -> str:
 
 def render(kustomization_dir: Path) -> list[Obj]:
     """`kubectl kustomize <dir>` parsed into objects."""
-    out = subprocess.run(  # noqa: S603 - our own kubectl, fixed arguments
+    out = subprocess.run(
         [kubectl(), "kustomize", str(kustomization_dir)],
         check=True,
         capture_output=True,

@@ -82,7 +82,7 @@ def test_cli_refuses_holiday_weekend_and_future_dates(
         "EOD_ALPACA_KEY_ID": "sim-key", "EOD_ALPACA_SECRET_KEY": "sim-secret",
         "EOD_SYMBOLS": "AAPL",
     }  # fmt: skip
-    proc = subprocess.run(  # noqa: S603 - our own CLI
+    proc = subprocess.run(
         [sys.executable, "-m", "eod_settler", "run", "--date", date],
         env=env, capture_output=True, timeout=60, check=False,
     )  # fmt: skip

@@ -157,7 +157,7 @@ def test_killed_between_write_and_publish_then_restarted_publishes_each_settle_o
         "EOD_REST_RATE_PER_MIN": "600",
     }
     argv = [sys.executable, "-m", "eod_settler", "run", "--date", D1.isoformat()]
-    crashed = subprocess.run(  # noqa: S603 - our own CLI
+    crashed = subprocess.run(
         argv, env={**env, "EOD_FAULT_POINT": "after_write"}, capture_output=True, timeout=60,
         check=False,
     )  # fmt: skip
@@ -173,7 +173,7 @@ def test_killed_between_write_and_publish_then_restarted_publishes_each_settle_o
     assert pending[0] == written[0]
 
     mbt = Consumer(own_nats)
-    restarted = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)  # noqa: S603
+    restarted = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
     assert restarted.returncode == 0, restarted.stderr.decode()[-2000:]
     asyncio.run(_consume_all(mbt))
     keys = mbt.seen.keys()
