@@ -245,3 +245,26 @@ async def test_malformed_frames_are_counted_and_skipped(
         text = await _metrics(app)
         assert 'mdh_upstream_malformed_total{asset="stocks"} 3.0' in text
         assert len(upstream_subs(await sim_state(sim))) == 1
+
+
+async def test_publish_batch_delivers_what_publish_would_in_order(nc: Client) -> None:
+    from market_data_hub.adapters.nats import publish_batch
+
+    got: list[tuple[str, bytes]] = []
+
+    async def on_msg(m: Any) -> None:
+        got.append((m.subject, m.data))
+
+    await nc.subscribe("md.rt.>", cb=on_msg)
+    await nc.flush()
+    batch = [
+        (subjects.rt(AssetClass.STOCKS, Channel.QUOTES, s), f'{{"i":{i}}}'.encode())
+        for i, s in enumerate(["AAPL", "BRK.B", "MSFT"] * 200)
+    ]
+    before = nc.stats["out_msgs"]
+    await publish_batch(nc, batch)
+    with pytest.raises(nats.errors.MaxPayloadError):  # oversize: nc.publish's own check
+        await publish_batch(nc, [(batch[0][0], b"x" * (nc.max_payload + 1))])
+    await eventually(lambda: len(got) >= len(batch), timeout=5)
+    assert got == batch
+    assert nc.stats["out_msgs"] - before >= len(batch)

@@ -7,6 +7,7 @@ consumers `decode(Quote, ...)` it. No pydantic on this path: it would cost ~9 us
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,13 +39,21 @@ def rfc3339_ns(seconds: int, nanos: int) -> str:
 
 
 def timestamp_text(t: Any) -> str:
-    """Upstream `t` (msgpack Timestamp, RFC 3339 text, or epoch ns) -> RFC 3339 with ns."""
+    """Upstream `t` (epoch ns, msgpack Timestamp or RFC 3339 text) -> RFC 3339 with ns."""
+    if type(t) is int:  # the stream's msgpack frames (decode_frame unpacks to epoch ns)
+        secs, nanos = divmod(t, 1_000_000_000)
+        base = _sec_cache.get(secs) or _base(secs)
+        if nanos % 1000:
+            return f"{base}.{nanos:09d}Z"
+        if nanos:
+            return f"{base}.{nanos // 1000:06d}Z"
+        return f"{base}Z"
     seconds = getattr(t, "seconds", None)
     if seconds is not None:
         return rfc3339_ns(seconds, t.nanoseconds)
     if isinstance(t, str):
         return NanoDatetime.parse(t).rfc3339()
-    if isinstance(t, int):
+    if isinstance(t, int) and not isinstance(t, bool):
         return rfc3339_ns(*divmod(t, 1_000_000_000))
     raise ValueError(f"unsupported timestamp {type(t).__name__}")
 
@@ -187,27 +196,48 @@ def option_trade(m: dict[str, Any], feed: str) -> dict[str, Any]:
     }
 
 
+Converter = Callable[[dict[str, Any], str], dict[str, Any]]
+
+
+def _minute_bar(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    return bar(m, feed, BarKind.MINUTE)
+
+
+def _updated_bar(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    return bar(m, feed, BarKind.UPDATED)
+
+
+def _daily_bar(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    return bar(m, feed, BarKind.DAILY)
+
+
+_CONVERTERS: dict[AssetClass, dict[str, tuple[Channel, Converter]]] = {
+    AssetClass.STOCKS: {
+        "q": (Channel.QUOTES, stock_quote),
+        "t": (Channel.TRADES, stock_trade),
+        "b": (Channel.BARS, _minute_bar),
+        "u": (Channel.BARS, _updated_bar),
+        "d": (Channel.DAILYBARS, _daily_bar),
+        "s": (Channel.STATUSES, status),
+    },
+    AssetClass.OPTIONS: {
+        "q": (Channel.QUOTES, option_quote),
+        "t": (Channel.TRADES, option_trade),
+    },
+}
+
+
+def converters(asset: AssetClass) -> dict[str, tuple[Channel, Converter]]:
+    """Upstream message type `T` -> (channel, converter) for one asset class (hot-path table)."""
+    return _CONVERTERS[asset]
+
+
 def convert(
     asset: AssetClass, m: dict[str, Any], feed: str
 ) -> tuple[Channel, dict[str, Any]] | None:
     """Route one upstream data message; None for types the hub does not publish."""
-    typ = m.get("T")
-    if asset is AssetClass.STOCKS:
-        if typ == "q":
-            return Channel.QUOTES, stock_quote(m, feed)
-        if typ == "t":
-            return Channel.TRADES, stock_trade(m, feed)
-        if typ == "b":
-            return Channel.BARS, bar(m, feed, BarKind.MINUTE)
-        if typ == "u":
-            return Channel.BARS, bar(m, feed, BarKind.UPDATED)
-        if typ == "d":
-            return Channel.DAILYBARS, bar(m, feed, BarKind.DAILY)
-        if typ == "s":
-            return Channel.STATUSES, status(m, feed)
+    route = _CONVERTERS[asset].get(m.get("T"))  # type: ignore[arg-type]
+    if route is None:
         return None
-    if typ == "q":
-        return Channel.QUOTES, option_quote(m, feed)
-    if typ == "t":
-        return Channel.TRADES, option_trade(m, feed)
-    return None
+    channel, fn = route
+    return channel, fn(m, feed)

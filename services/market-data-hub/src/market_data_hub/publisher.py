@@ -17,13 +17,15 @@ from nats.aio.client import Client
 from raxx_contracts import AssetClass, Channel, Path, dumps, subjects
 
 from market_data_hub.adapters.alpaca_stream import decode_frame
-from market_data_hub.adapters.nats import LatestStore
+from market_data_hub.adapters.nats import LatestStore, publish_batch
 from market_data_hub.domain import Subscriptions
 from market_data_hub.metrics import Metrics
-from market_data_hub.normalize import convert
+from market_data_hub.normalize import converters
 
 log = logging.getLogger(__name__)
 LATEST_CHANNELS = (Channel.QUOTES, Channel.TRADES)
+LATEST_OR_BARS = frozenset((Channel.QUOTES, Channel.TRADES, Channel.BARS))
+CONTROL_TYPES = frozenset(("success", "error", "subscription"))
 
 
 class FrameQueue:
@@ -64,7 +66,8 @@ class FeedPublisher:
         self.latest = latest
         self.metrics = metrics
         self.on_control = on_control
-        self._subjects: dict[tuple[Channel, str], str] = {}
+        self._subject_maps: dict[Channel, dict[str, str]] = {ch: {} for ch in Channel}
+        self._routes = converters(asset)
         self.last_data_ns = 0
         """Wall-clock time of the last data message (for the watchdog and backfill)."""
         self.last_bar_ns: dict[str, int] = {}
@@ -76,13 +79,13 @@ class FeedPublisher:
 
     def subject(self, channel: Channel, symbol: str) -> str:
         """Cached real-time subject for (channel, symbol)."""
-        key = (channel, symbol)
-        subj = self._subjects.get(key)
+        cache = self._subject_maps[channel]
+        subj = cache.get(symbol)
         if subj is None:
             subj = subjects.rt(self.asset, channel, symbol)
-            if len(self._subjects) > 50_000:
-                self._subjects.clear()
-            self._subjects[key] = subj
+            if len(cache) > 50_000:
+                cache.clear()
+            cache[symbol] = subj
         return subj
 
     async def publish_payload(self, channel: Channel, payload: dict[str, Any]) -> None:
@@ -95,7 +98,11 @@ class FeedPublisher:
             self.latest.mark(subj, data)
 
     async def handle_frame(self, received_ns: int, frame: Any) -> None:
-        """Publish every data message of one frame; skip (and count) what is malformed."""
+        """Publish every data message of one frame; skip (and count) what is malformed.
+
+        The whole frame is converted first and then handed to NATS in one batch
+        (:func:`publish_batch`), so the per-message cost is conversion + encoding only.
+        """
         try:
             items = decode_frame(frame)
         except Exception:
@@ -104,42 +111,52 @@ class FeedPublisher:
         if not isinstance(items, list):
             self._malformed.inc()
             return
-        first = True
         counts_in: dict[Channel, int] = {}
         counts_out: dict[Channel, int] = {}
         held = self.subs.held
-        nc_publish = self.nc.publish
-        latest = self.latest
+        routes = self._routes
+        feed = self.feed
+        subject_maps = self._subject_maps
+        batch: list[tuple[str, bytes]] = []
+        add = batch.append
+        marked: list[tuple[Channel, str, str, bytes]] = []
+        malformed = 0
         for m in items:
             try:
                 typ = m["T"]
-                if typ in ("success", "error", "subscription"):
-                    self.on_control(m)
+                route = routes.get(typ)
+                if route is None:
+                    if typ in CONTROL_TYPES:
+                        self.on_control(m)
                     continue
-                res = convert(self.asset, m, self.feed)
-                if res is None:
-                    continue
-                channel, payload = res
+                channel, fn = route
+                payload = fn(m, feed)
                 counts_in[channel] = counts_in.get(channel, 0) + 1
                 sym = payload["symbol"]
                 if sym not in held.get(channel, ()):
                     continue  # buffered data for a symbol just unsubscribed
-                subj = self.subject(channel, sym)
+                subj = subject_maps[channel].get(sym) or self.subject(channel, sym)
                 data = dumps(payload)
             except Exception:
-                self._malformed.inc()
+                malformed += 1
                 continue
-            await nc_publish(subj, data)
+            add((subj, data))
             counts_out[channel] = counts_out.get(channel, 0) + 1
-            if latest is not None and channel in LATEST_CHANNELS:
-                latest.mark(subj, data)
-            if channel is Channel.BARS:
-                self.last_bar_ns[sym] = time.time_ns()
-            if first:
-                self.metrics.publish_latency.observe((time.perf_counter_ns() - received_ns) / 1e9)
-                first = False
+            if channel in LATEST_OR_BARS:
+                marked.append((channel, sym, subj, data))
+        if malformed:
+            self._malformed.inc(malformed)
         if counts_in:
             self.last_data_ns = time.time_ns()
+        if batch:
+            await publish_batch(self.nc, batch)
+            self.metrics.publish_latency.observe((time.perf_counter_ns() - received_ns) / 1e9)
+        latest = self.latest
+        for channel, sym, subj, data in marked:
+            if channel is Channel.BARS:
+                self.last_bar_ns[sym] = time.time_ns()
+            elif latest is not None:
+                latest.mark(subj, data)
         for ch, n in counts_in.items():
             self._in[ch].inc(n)
         for ch, n in counts_out.items():

@@ -24,9 +24,14 @@ CHUNK = 200
 
 
 def decode_frame(frame: bytes | str) -> Any:
-    """msgpack binary frames (what we ask for) or JSON text frames."""
+    """msgpack binary frames (what we ask for) or JSON text frames.
+
+    msgpack timestamps (`t`) are unpacked by msgpack's C code straight into integer epoch
+    nanoseconds (`timestamp=2`): no `msgpack.Timestamp` object per message. JSON frames keep
+    their RFC 3339 text; `normalize.timestamp_text` accepts both.
+    """
     if isinstance(frame, bytes | bytearray | memoryview):
-        return msgpack.unpackb(frame, raw=False)
+        return msgpack.unpackb(frame, raw=False, timestamp=2)
     return orjson.loads(frame)
 
 

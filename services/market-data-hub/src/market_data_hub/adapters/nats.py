@@ -37,6 +37,52 @@ async def connect(settings: Settings, name: str) -> Client:
     return await nats.connect(settings.nats_url, **opts)
 
 
+def _has_pending_buffer(nc: Client) -> bool:
+    return all(hasattr(nc, a) for a in ("_send_command", "_flush_queue", "_flush_pending", "stats"))
+
+
+async def publish_batch(nc: Client, batch: list[tuple[str, bytes]]) -> None:
+    """Publish (subject, payload) pairs in order, as plain `PUB`s; for builder-made subjects.
+
+    nats-py's `publish` only appends a `PUB` command to the client's pending buffer, which its
+    flusher task writes once the loop is free; awaiting it per message costs three coroutine
+    frames and a subject check (~1.5 us/msg, a quarter of the hub's hot path). Here one frame's
+    `PUB` commands are joined and appended in one go through the same buffer (same ordering,
+    flushing, reconnect buffering and `stats`); subjects come from `raxx_contracts.subjects`
+    builders, which never yield white space. Falls back to `nc.publish` per message when the
+    client is not connected (so the documented reconnect-buffer limits apply), draining, a
+    payload exceeds `max_payload`, or the installed nats-py lacks that buffer.
+    """
+    if nc.is_connected and not nc.is_draining_pubs and _FAST_PATH.get(type(nc), True):
+        if type(nc) not in _FAST_PATH:
+            _FAST_PATH[type(nc)] = _has_pending_buffer(nc)
+            if not _FAST_PATH[type(nc)]:
+                return await publish_batch(nc, batch)
+        limit = nc.max_payload
+        size = 0
+        parts = []
+        for subj, data in batch:
+            n = len(data)
+            if n > limit:
+                break
+            size += n
+            parts.append(b"PUB %b %d\r\n%b\r\n" % (subj.encode(), n, data))
+        else:
+            nc.stats["out_msgs"] += len(batch)
+            nc.stats["out_bytes"] += size
+            await nc._send_command(b"".join(parts))
+            if nc._flush_queue is not None and nc._flush_queue.empty():
+                await nc._flush_pending()
+            return None
+    publish = nc.publish
+    for subj, data in batch:
+        await publish(subj, data)
+    return None
+
+
+_FAST_PATH: dict[type, bool] = {}
+
+
 @dataclass
 class Buckets:
     """The hub's KV buckets and the name of its capture stream."""
