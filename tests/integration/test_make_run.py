@@ -179,7 +179,45 @@ async def test_delayed_path_is_never_early_end_to_end(stack: RunningStack) -> No
     assert not early, f"{len(early)} delayed messages arrived early: {early[:5]}"
 
 
+def test_pro_plus_user_connects_a_broker_account_and_orders_once(stack: RunningStack) -> None:
+    ident = httpx.post(
+        f"{stack.url('tier-gate')}/dev/identity", json={"user": "e2e-trader", "tier": "pro_plus"}
+    ).json()["token"]
+    auth = {"Authorization": f"Bearer {ident}"}
+    bh = stack.url("broker-handoff")
+    deadline = time.monotonic() + 10  # broker-handoff learns the tier from billing.tier.changed
+    while True:
+        connect = httpx.get(
+            f"{bh}/v1/broker/alpaca/connect",
+            params={"consent": "true", "env": "paper"},
+            headers=auth,
+        )
+        if connect.status_code == 302 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert connect.status_code == 302, connect.text
+    authorize = httpx.get(connect.headers["location"])  # the simulated provider approves at once
+    assert authorize.status_code == 302, authorize.text
+    callback = httpx.get(authorize.headers["location"], headers=auth)
+    assert callback.status_code < 400, callback.text
+    assert httpx.get(f"{bh}/v1/broker/alpaca", headers=auth).json()["connected"] is True
+    assert httpx.get(f"{bh}/v1/broker/alpaca/account", headers=auth).status_code == 200
+    order = {"symbol": "AAPL", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"}
+    key = {**auth, "Idempotency-Key": "e2e-order-1"}
+    first = httpx.post(f"{bh}/v1/broker/alpaca/orders", json=order, headers=key)
+    again = httpx.post(f"{bh}/v1/broker/alpaca/orders", json=order, headers=key)
+    assert first.status_code == 201, first.text
+    assert again.status_code == 200
+    assert again.json()["replayed"] is True
+    assert again.json()["order"]["id"] == first.json()["order"]["id"]
+    assert httpx.delete(f"{bh}/v1/broker/alpaca", headers=auth).status_code < 300
+    assert httpx.get(f"{bh}/v1/broker/alpaca", headers=auth).json()["connected"] is False
+
+
 def test_ctrl_c_stops_everything_it_started(stack: RunningStack) -> None:
+    # As a terminal does (and uv forwarding it again): Ctrl-C twice in quick succession.
+    os.killpg(stack.proc.pid, signal.SIGINT)
+    time.sleep(0.05)
     os.killpg(stack.proc.pid, signal.SIGINT)
     out, _ = stack.proc.communicate(timeout=90)
     assert stack.proc.returncode == 0, out

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from raxx_contracts import TierChanged, encode, subjects, utc_now
 
 from tier_gate import identity, keys
 from tier_gate.deps import Runtime
@@ -102,7 +103,13 @@ async def dev_identity(rt: RuntimeDep, req: DevIdentityRequest) -> dict[str, Any
         raise NotFoundError("dev identity exists only with TG_ENV=dev")
     if req.tier not in rt.gate.policy.tiers:
         raise BadRequestError(f"unknown tier {req.tier!r}; tiers: {list(rt.gate.policy.tiers)}")
-    await rt.gate.apply_tier(req.user, req.tier, None)
+    applied = await rt.gate.apply_tier(req.user, req.tier, None)
+    if applied.applied:
+        # As billing would: every service keeping a tier projection (broker-handoff) hears it.
+        event = TierChanged(
+            user_id=req.user, tier=req.tier, version=applied.version, timestamp=utc_now()
+        )
+        await rt.nc.jetstream().publish(subjects.BILLING_TIER_CHANGED, encode(event))
     token = identity.dev_identity_token(
         rt.dev_identity_key,
         user_id=req.user,

@@ -136,7 +136,7 @@ async def run_init(vault: Vault, policy: TierPolicy, opts: InitOptions) -> InitR
         )
         seed = stored["seed"]
         is_sys = name == domain.SYS_SERVICE
-        perms = domain.SYS_PERMISSIONS if is_sys else domain.SERVICE_PERMISSIONS[name]
+        perms = domain.SYS_PERMISSIONS if is_sys else domain.service_permissions(name, opts.dev)
         jwt = natsjwt.encode(
             domain.service_user_claims(name, natsjwt.public_key(seed), perms),
             sys_kp if is_sys else md_kp,

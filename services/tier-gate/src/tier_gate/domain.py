@@ -106,6 +106,18 @@ SYS_PERMISSIONS = Permissions(pub=("$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",), sub=("_
 DEV_ONLY_SERVICES = frozenset({"billing", "dev-admin"})
 
 
+def service_permissions(name: str, dev: bool) -> Permissions:
+    """A service identity's permissions; in dev, tier-gate may also announce tier changes.
+
+    The dev identity route records a tier "as billing would", so it publishes the change on
+    `billing.tier.changed` for the other services that keep a tier projection (broker-handoff).
+    """
+    perms = SERVICE_PERMISSIONS[name]
+    if dev and name == "tier-gate":
+        return Permissions(pub=(*perms.pub, subjects.BILLING_TIER_CHANGED), sub=perms.sub)
+    return perms
+
+
 def tier_template(policy: TierPolicy, tier: str) -> dict[str, Any]:
     """The scoped signing key template of `tier`: what every user JWT it signs may do."""
     rule = policy.rule(tier)

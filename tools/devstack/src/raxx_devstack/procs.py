@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import functools
 import os
 import signal
 import socket
@@ -49,6 +53,31 @@ def http_ready(url: str) -> Callable[[], bool]:
     return probe
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the process that started us dies, even by SIGKILL.
+
+    Children run in their own session (a terminal's Ctrl-C reaches only make run, which stops
+    them in order); this makes sure an abrupt end of make run or a test never orphans a server.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # Loaded in the parent (start() calls it first): nothing between fork and exec may spawn
+    # processes, as find_library can.
+    if sys.platform != "linux":
+        return None
+    with contextlib.suppress(OSError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return None
+
+
 class ManagedProcess:
     """One server or service we started: logs to a file, stopped by process group."""
 
@@ -72,6 +101,7 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         """Start the process (own process group, output to the log file)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        _libc()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(  # noqa: S603 - argv is built by us, never from user input
             self.argv,
@@ -81,6 +111,7 @@ class ManagedProcess:
             env=self.env,
             cwd=self.cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
             user=self.user,
             group=self.user,
             extra_groups=[] if self.user else None,

@@ -134,9 +134,12 @@ def _ensure_databases(admin_dsn: str) -> dict[str, str]:
     return dsns
 
 
-def _python_module(stack: Stack, args: list[str], env: Mapping[str, str], what: str) -> str:
+def _python_module(
+    stack: Stack, args: list[str], env: Mapping[str, str], what: str, stdin: str | None = None
+) -> str:
     r = subprocess.run(  # noqa: S603 - argv built here
         [sys.executable, "-m", *args],
+        input=stdin,
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -198,6 +201,8 @@ def bring_up(stack: Stack) -> list[Service]:
         trading_url = env.get("ALPACA_TRADING_URL", "https://paper-api.alpaca.markets")
         key_id = env.get("ALPACA_API_KEY_ID", "")
         secret = env.get("ALPACA_API_SECRET_KEY", "")
+        oauth_id = env.get("ALPACA_OAUTH_CLIENT_ID", "")
+        oauth_secret = env.get("ALPACA_OAUTH_CLIENT_SECRET", "")
         stack.say(f"Alpaca: using ALPACA_DATA_URL {data_url}")
     else:
         _require_free(sim_port, "alpaca-sim", "ALPACA_DATA_URL")
@@ -209,6 +214,7 @@ def bring_up(stack: Stack) -> list[Service]:
         data_url = trading_url = sim.url
         stream_url = sim.extra["ws_url"]
         key_id, secret = "sim-key", "sim-secret"
+        oauth_id, oauth_secret = "sim-client", "sim-client-secret"
     _vault_put(vault_addr, vault_token, ALPACA_KEY_PATH, {"key_id": key_id, "secret_key": secret})
     # NATS (operator/JWT mode, keys made by tier-gate's init)
     nats_dir = run / "nats"
@@ -246,11 +252,11 @@ def bring_up(stack: Stack) -> list[Service]:
         creds["tier-gate-sys"] = str(nats_dir / "tier-gate-sys.creds")
     if _service_exists("broker_handoff"):
         bh_env = {f"BH_{k}": v for k, v in vault_env.items()}
+        init_args = ["broker_handoff", "init-vault", "--secret-id"]
+        if oauth_secret:  # the OAuth client secret goes to Vault on stdin, never argv or env
+            init_args.append("--oauth-client-secret-stdin")
         out = _python_module(
-            stack,
-            ["broker_handoff", "init-vault", "--secret-id"],
-            bh_env,
-            "broker-handoff init-vault",
+            stack, init_args, bh_env, "broker-handoff init-vault", stdin=oauth_secret + "\n"
         )
         values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         # broker-handoff logs in with its own AppRole, so its policy is really exercised.
@@ -288,7 +294,8 @@ def bring_up(stack: Stack) -> list[Service]:
         Service("broker-handoff", "broker_handoff", bh, common("BH", "broker-handoff", bh) | {
             "BH_DATABASE_URL": dsns["broker_handoff"], "BH_ALPACA_OAUTH_URL": trading_url,
             "BH_ALPACA_TRADING_URL": trading_url, "BH_IDENTITY_JWKS_URL": identity_jwks,
-            "BH_REDIRECT_URI": callback, "BH_ALLOWED_REDIRECT_URIS": json.dumps([callback]),
+            "BH_REDIRECT_URI": callback, "BH_OAUTH_CLIENT_ID": oauth_id,
+            "BH_ALLOWED_REDIRECT_URIS": json.dumps([callback]),
         } | bh_login),
     ]  # fmt: skip
     return [s for s in candidates if _service_exists(s.module)]
@@ -326,8 +333,13 @@ def run(root: Path) -> int:
     stack = Stack(root=root, env=dict(os.environ), ports=ports_from_env(os.environ))
 
     def interrupted(signum: int, _frame: object) -> None:
+        # A terminal's Ctrl-C reaches make, uv and us at once, and uv forwards it again: from
+        # the first signal on, ignore repeats so none can cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
     try:
         with single_instance(stack.run_dir):
@@ -346,6 +358,8 @@ def run(root: Path) -> int:
         stack.say(f"error: {exc}")
         return 1
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
 
 
