@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from raxx_contracts import Path, subjects
 
-from market_data_hub.adapters.nats import Buckets, LatestStore
+from market_data_hub.adapters.nats import Buckets, LatestStore, publish_batch
 from market_data_hub.aio import raise_if_cancelling
 from market_data_hub.domain import Clock, DelayGate, DelayItem
 from market_data_hub.metrics import Metrics
@@ -29,6 +31,22 @@ from market_data_hub.settings import Settings
 log = logging.getLogger(__name__)
 PROGRESS_KEY = "delay.progress"
 BATCH = 256
+
+
+def stream_seq(msg: Msg) -> int:
+    """Stream sequence of a JetStream message, read from its `$JS.ACK...` reply subject.
+
+    Same tokens as nats-py's `msg.metadata` (v1: 9 tokens, sequence at 5; v2 with domain and
+    account hash: 12, sequence at 7) without building the metadata objects per message.
+    """
+    reply = msg.reply
+    if reply.startswith("$JS.ACK."):
+        tokens = reply.split(".")
+        if len(tokens) == 9:
+            return int(tokens[5])
+        if len(tokens) >= 12:
+            return int(tokens[7])
+    return int(msg.metadata.sequence.stream)
 
 
 class DelayLine:
@@ -57,21 +75,45 @@ class DelayLine:
             event_ns,
             self._publish,
             on_skip=lambda _item: self.metrics.delay_skipped.inc(),
+            flush=self._flush,
         )
         self._saved = 0
-        self._out: dict[str, object] = {}
+        self._routes: dict[str, tuple[str, str, bool]] = {}
+        """rt subject -> (delayed subject, metric key, keeps a latest value)."""
+        self._counters: dict[str, Any] = {}
+        self._batch: list[tuple[str, bytes]] = []
+        self._counts: dict[str, int] = {}
+
+    def _route(self, subject: str) -> tuple[str, str, bool]:
+        route = self._routes.get(subject)
+        if route is None:
+            parts = subject.split(".", 4)
+            key = f"{parts[2]}.{parts[3]}"
+            if key not in self._counters:
+                self._counters[key] = self.metrics.messages_out.labels(
+                    parts[2], parts[3], str(Path.DELAYED)
+                )
+            if len(self._routes) > 50_000:
+                self._routes.clear()
+            route = (subjects.to_delayed(subject), key, parts[3] in ("quotes", "trades"))
+            self._routes[subject] = route
+        return route
 
     async def _publish(self, subject: str, data: bytes) -> None:
-        delayed = subjects.to_delayed(subject)
-        await self.nc.publish(delayed, data)
-        parts = subject.split(".", 4)
-        counter = self._out.get(subject[: subject.rfind(".")])
-        if counter is None:
-            counter = self.metrics.messages_out.labels(parts[2], parts[3], str(Path.DELAYED))
-            self._out[subject[: subject.rfind(".")]] = counter
-        counter.inc()  # type: ignore[attr-defined]
-        if self.latest is not None and parts[3] in ("quotes", "trades"):
+        """Queue one due message; `_flush` hands the queue to NATS before any wait."""
+        delayed, key, keep_latest = self._route(subject)
+        self._batch.append((delayed, data))
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if keep_latest and self.latest is not None:
             self.latest.mark(delayed, data)
+
+    async def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            await publish_batch(self.nc, batch)
+        counts, self._counts = self._counts, {}
+        for key, n in counts.items():
+            self._counters[key].inc(n)
 
     async def _load_progress(self) -> int:
         try:
@@ -128,7 +170,7 @@ class DelayLine:
                 except (TimeoutError, NatsTimeoutError):
                     raise_if_cancelling()
                     continue
-                items = [DelayItem(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
+                items = [DelayItem(stream_seq(m), m.subject, m.data) for m in msgs]
                 await self.gate.release(items)
         finally:
             saver.cancel()

@@ -33,12 +33,15 @@ class DelayGate:
         event_ns: Callable[[bytes], int],
         publish: Callable[[str, bytes], Awaitable[None]],
         on_skip: Callable[[DelayItem], None] | None = None,
+        flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.clock = clock
         self.delay_ns = delay_ns
         self._event_ns = event_ns
         self._publish = publish
         self._on_skip = on_skip
+        self._flush = flush
+        """Called before every wait and at the end of a release (for a batching `publish`)."""
         self.released_seq = 0
         self.head_due_ns: int | None = None
         """Due time of the item currently waited on (for the lag/depth metrics)."""
@@ -55,10 +58,14 @@ class DelayGate:
                 continue
             self.head_due_ns = due
             now = self.clock.now_ns()
+            if now < due and self._flush is not None:
+                await self._flush()
             while now < due:
                 await self.clock.sleep((due - now) / 1e9)
                 now = self.clock.now_ns()
             await self._publish(item.subject, item.data)
             self.released_seq = item.seq
+        if self._flush is not None:
+            await self._flush()
         self.head_due_ns = None
         return self.released_seq
