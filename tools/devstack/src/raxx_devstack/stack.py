@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -290,6 +291,7 @@ def bring_up(stack: Stack) -> list[Service]:
         Service("eod-settler", "eod_settler", eod, common("EOD", "settler", eod) | {
             "EOD_DATABASE_URL": dsns["eod_settler"], "EOD_ALPACA_DATA_URL": data_url,
             "EOD_ALPACA_TRADING_URL": trading_url,
+            "EOD_SYMBOLS": env.get("EOD_SYMBOLS", "AAPL,MSFT,SPY,QQQ,BRK.B"),
         }),
         Service("broker-handoff", "broker_handoff", bh, common("BH", "broker-handoff", bh) | {
             "BH_DATABASE_URL": dsns["broker_handoff"], "BH_ALPACA_OAUTH_URL": trading_url,
@@ -364,5 +366,12 @@ def run(root: Path) -> int:
 
 
 def _write_dev_env(stack: Stack, services: list[Service]) -> None:
+    """`.run/endpoints`, and `.run/env/<service>.env` so its CLI can reach this stack (dev)."""
     lines = [f"{svc.name}=http://127.0.0.1:{svc.port}" for svc in services]
     (stack.run_dir / "endpoints").write_text("\n".join(lines) + "\n")
+    env_dir = stack.run_dir / "env"
+    env_dir.mkdir(mode=0o700, exist_ok=True)
+    for svc in services:
+        path = env_dir / f"{svc.name}.env"
+        path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in svc.env.items()))
+        path.chmod(0o600)
