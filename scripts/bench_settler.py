@@ -188,9 +188,9 @@ def main() -> None:
     """Start servers, warm the simulator, measure, write JSON and PNG."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--symbols", type=int, default=10_000)
-    ap.add_argument("--rate", type=float, default=60.0, help="REST requests/min (sim and client)")
+    ap.add_argument("--rate", type=float, default=200.0, help="REST requests/min (sim and client)")
     ap.add_argument(
-        "--also-rate", type=float, default=200.0, help="second scenario (Basic plan); 0 skips"
+        "--also-rate", type=float, default=60.0, help="second scenario (slower plan); 0 skips"
     )
     ap.add_argument("--runs", type=int, default=3, choices=(1, 2, 3))
     ap.add_argument("--out", default=".bench")

@@ -99,7 +99,9 @@ def daily_rows(
 ) -> list[tuple[int, dict[str, object]]]:
     """(t_ns, bar) for Day/Week/Month timeframes, ascending."""
     rows: list[tuple[int, tuple[float, ...]]] = []
-    for day in _days(market, symbol, start - timedelta(days=40), end, now):
+    # Weeks and months aggregate whole periods, so they look back; a daily bar needs only its day.
+    lookback = timedelta(0) if tf.unit == "Day" else timedelta(days=40)
+    for day in _days(market, symbol, start - lookback, end, now):
         bar = _partial_day(market, symbol, day, now)
         if bar is not None:
             rows.append((midnight_ns(day), bar))
