@@ -159,3 +159,31 @@ async def test_rotated_key_is_picked_up_without_restart(
         assert [x["key"] for x in sessions] == ["sim-key"]
         assert hub.keys.key.version == 2
         assert hub.readiness() == {}
+
+
+async def test_not_ready_when_the_lease_bucket_refuses_writes(
+    vault: Any, sim: Any, tmp_path: Path
+) -> None:
+    """A replica that can never take the lease is not ready (it is no standby either)."""
+    conf = tmp_path / "nats.conf"
+    conf.write_text(
+        "authorization { users = [ { user: hub, password: pw, permissions: {"
+        ' publish: { allow: [">"], deny: ["$KV.MDH_LEADER.>"] },'
+        ' subscribe: { allow: [">"] } } } ] }'
+    )
+    srv = servers.start_nats(tmp_path / "nats", config=conf)
+    try:
+        url = f"nats://hub:pw@127.0.0.1:{srv.port}"
+        s = local_settings(url, vault.addr, vault.token, sim.url, sim.ws_url,
+                           options_enabled=False, leader_ttl_seconds=2)  # fmt: skip
+        write_alpaca_key(vault.addr, vault.token, s.vault.path)
+        async with running_hub(s) as app:
+            hub = app.state.hub
+            await asyncio.sleep(s.leader_ttl_seconds + 1.0)  # rounds have been tried and failed
+            down = hub.readiness()
+            assert "leader_lease" in down, down
+            assert "no election round" not in down["leader_lease"], down
+            assert not hub.leadership.is_leader
+            assert "nats" not in hub.readiness()  # connected: the bucket is what is broken
+    finally:
+        srv.stop()

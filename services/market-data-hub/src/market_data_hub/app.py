@@ -69,6 +69,9 @@ class Hub:
         self.rest: RestGateway
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
+        self._coros: list[object] = []
+        """Coroutines handed to tasks; closed on stop (a task cancelled before its first step
+        never starts its coroutine, which Python then reports as never awaited)."""
 
     async def start(self) -> None:
         """Read the key, connect, declare, answer interest, join the election."""
@@ -86,6 +89,7 @@ class Hub:
         self.latest = nats_adapter.LatestStore(buckets.latest, s.latest_flush_seconds)
         self.interest = InterestStore(buckets.interest, s, self.clock)
         self.responder = InterestResponder(self.nc, self.interest, self.metrics)
+        await self.interest.wait_usable()  # a request answered as soon as we subscribe works
         await self.responder.start()
         self.metrics.symbol_cap.labels("stocks").set(s.symbol_cap)
         self.metrics.symbol_cap.labels("options").set(s.option_symbol_cap)
@@ -118,6 +122,7 @@ class Hub:
                     return
 
         self._tasks.append(asyncio.create_task(supervised(), name=name))
+        self._coros.append(coro)
 
     crashed: str | None = None
 
@@ -150,6 +155,7 @@ class Hub:
                           self.metrics, self.clock)  # fmt: skip
         coros = [u.run() for u in self.upstreams] + [delay.run(), self.latest.run()]
         self._leader_tasks = [asyncio.create_task(self._leader_guard(c)) for c in coros]
+        self._coros.extend(coros)
 
     async def _leader_guard(self, coro: object) -> None:
         while True:
@@ -169,6 +175,14 @@ class Hub:
             t.cancel()
         await asyncio.gather(*self._leader_tasks, return_exceptions=True)
         self._leader_tasks = []
+        self._close_coros()
+
+    def _close_coros(self) -> None:
+        for c in self._coros:
+            close = getattr(c, "close", None)
+            if close is not None:
+                close()  # no-op once finished; silences a coroutine that never started
+        self._coros = []
 
     def readiness(self) -> dict[str, str]:
         """What is down (empty when ready)."""
@@ -177,6 +191,9 @@ class Hub:
             down["nats"] = "not connected"
         if self.crashed:
             down["task"] = f"{self.crashed} crashed"
+        problem = self.leadership.problem() if self.leadership is not None else "not started"
+        if problem:
+            down["leader_lease"] = problem
         if self.leadership is not None and self.leadership.is_leader:
             for u in self.upstreams:
                 if not u.authenticated:
@@ -190,6 +207,7 @@ class Hub:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._close_coros()
         if self.leadership is not None:
             await self.leadership.resign()
         if self.nc is not None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from raxx_contracts import (
@@ -62,6 +65,19 @@ class InterestStore:
             return LeaseTable(asset), 0
         return LeaseTable.from_json(asset, entry.value), entry.revision or 0
 
+    async def wait_usable(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Return once the lease bucket answers reads (JetStream can lag a just-created bucket:
+        its API answers `no responders` for a moment). Raises the last error after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.load(AssetClass.STOCKS)
+                return
+            except (NoRespondersError, TimeoutError, NatsTimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
     async def handle(self, req: InterestRequest) -> InterestReply:
         """Apply one request; retry on a concurrent update."""
         asset = req.asset_class
@@ -79,6 +95,9 @@ class InterestStore:
                     await self.kv.create(table_key(asset), table.to_json())
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(0.005)
+                continue
+            except NoRespondersError:  # JetStream momentarily not answering: retry shortly
+                await asyncio.sleep(0.1)
                 continue
             self.changed.set()
             exp = outcome.expires_ns

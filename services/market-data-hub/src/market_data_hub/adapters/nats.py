@@ -185,6 +185,10 @@ class Leadership:
         self.changed = asyncio.Event()
         self._rev = 0
         self._last_ok = 0.0
+        self._last_answer: float | None = None
+        """When the lease bucket last answered a round (a refused create counts: it was read)."""
+        self._last_error = "no election round has completed yet"
+        self._warned = False
 
     def _set(self, leader: bool) -> None:
         if leader != self.is_leader:
@@ -203,15 +207,33 @@ class Leadership:
             else:
                 op = self.kv.create(self.KEY, value)
             self._rev = await asyncio.wait_for(op, self.ttl / 4)
-            self._last_ok = time.monotonic()
+            self._last_ok = self._last_answer = time.monotonic()
+            self._warned = False
             self._set(True)
         except KeyWrongLastSequenceError:
+            self._last_answer = time.monotonic()
+            self._warned = False
             self._set(False)
         except Exception as exc:
             raise_if_cancelling()
+            why = str(exc) or f"no answer within {self.ttl / 4:.1f} s (permissions?)"
+            self._last_error = f"{type(exc).__name__}: {why}"[:200]
+            if not self._warned and self.problem():
+                self._warned = True
+                log.warning("leader lease bucket unusable (not ready): %s", self._last_error)
             if self.is_leader and time.monotonic() - self._last_ok > 0.6 * self.ttl:
                 log.warning("cannot renew leadership (%s): stepping down", exc)
                 self._set(False)
+
+    def problem(self) -> str | None:
+        """Why this replica cannot take part in the election (None while it can).
+
+        A follower standing by is fine; one whose lease bucket has not answered a round for a
+        whole TTL (no permission, bucket gone, JetStream down) could never take over.
+        """
+        if self._last_answer is None or time.monotonic() - self._last_answer > self.ttl:
+            return f"lease bucket unusable: {self._last_error}"
+        return None
 
     async def run(self) -> None:
         """Election loop."""
