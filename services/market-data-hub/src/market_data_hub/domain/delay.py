@@ -34,6 +34,7 @@ class DelayGate:
         publish: Callable[[str, bytes], Awaitable[None]],
         on_skip: Callable[[DelayItem], None] | None = None,
         flush: Callable[[], Awaitable[None]] | None = None,
+        min_wait_s: float = 0.01,
     ) -> None:
         self.clock = clock
         self.delay_ns = delay_ns
@@ -41,6 +42,10 @@ class DelayGate:
         self._publish = publish
         self._on_skip = on_skip
         self._flush = flush
+        self.min_wait_s = min_wait_s
+        """Shortest sleep: items due within it are released together after one wake-up (a few
+        ms late, never early), instead of one timer wake-up per message (at 10k msg/s that
+        alone cost the hub more than half a core)."""
         """Called before every wait and at the end of a release (for a batching `publish`)."""
         self.released_seq = 0
         self.head_due_ns: int | None = None
@@ -61,7 +66,7 @@ class DelayGate:
             if now < due and self._flush is not None:
                 await self._flush()
             while now < due:
-                await self.clock.sleep((due - now) / 1e9)
+                await self.clock.sleep(max((due - now) / 1e9, self.min_wait_s))
                 now = self.clock.now_ns()
             await self._publish(item.subject, item.data)
             self.released_seq = item.seq
