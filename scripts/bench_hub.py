@@ -49,7 +49,7 @@ from websockets.asyncio.client import connect
 OUT = Path(".bench")
 DELAY = 20
 SYMBOLS = ["AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "AMD", "INTC", "NFLX", "SPY", "QQQ", "IWM", "JPM", "BAC", "XOM", "CVX", "KO", "PEP", "WMT", "DIS", "BA", "CSCO", "ORCL", "IBM", "T", "VZ", "PFE", "MRK", "JNJ"]  # fmt: skip
-STEPS = (10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 80_000)
+STEPS = (10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 80_000, 100_000, 120_000)
 
 PUBLISHER = """
 import asyncio, sys, time, nats, json
@@ -311,6 +311,10 @@ async def run() -> dict[str, Any]:
             result["limited_by"] = "simulator"
         elif last and last["lost"]:
             result["limited_by"] = "hub (loss)"
+        elif last and last["ok"]:
+            result["limited_by"] = (
+                f"benchmark steps (every step up to {last['target']:,}/s passed: a floor)"
+            )
         if last:
             busiest = max(last["cpu_percent_of_one_core"].items(), key=lambda kv: kv[1])
             detail["last_step_busiest_process"] = {"name": busiest[0], "cpu_percent": busiest[1]}
