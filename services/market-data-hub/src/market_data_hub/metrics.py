@@ -64,7 +64,7 @@ class Metrics:
         )
         self.publish_latency = Histogram(
             "mdh_publish_latency_seconds",
-            "Upstream frame received -> published on md.rt (first message of each frame)",
+            "Upstream frame received -> all its messages handed to NATS on md.rt",
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
             registry=r,
         )
