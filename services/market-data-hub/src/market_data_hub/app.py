@@ -24,7 +24,7 @@ from raxx_contracts import AssetClass, TierPolicy, default_policy
 
 from market_data_hub.adapters import nats as nats_adapter
 from market_data_hub.adapters.alpaca import AlpacaRest
-from market_data_hub.adapters.vault import KeySource
+from market_data_hub.adapters.vault import KeySource, ServiceClients
 from market_data_hub.aio import raise_if_cancelling
 from market_data_hub.api import router
 from market_data_hub.auth import JwksVerifier
@@ -33,6 +33,8 @@ from market_data_hub.domain import Clock, SystemClock
 from market_data_hub.errors import HubError, RetryableError
 from market_data_hub.interest import InterestResponder, InterestStore
 from market_data_hub.metrics import Metrics
+from market_data_hub.passthrough import Passthrough
+from market_data_hub.passthrough import router as passthrough_router
 from market_data_hub.rest import RestGateway
 from market_data_hub.settings import Settings
 from market_data_hub.upstream import Upstream
@@ -47,6 +49,7 @@ class Deps:
     clock: Clock = field(default_factory=SystemClock)
     policy: TierPolicy = field(default_factory=default_policy)
     keys: KeySource | None = None
+    service_clients: ServiceClients | None = None
 
 
 class Hub:
@@ -58,6 +61,8 @@ class Hub:
         self.policy = deps.policy
         self.metrics = metrics
         self.keys = deps.keys or KeySource(settings.vault)
+        self.service_clients = deps.service_clients or ServiceClients(settings.vault)
+        self.passthrough: Passthrough | None = None
         self.delay_ns = int(settings.delay_seconds * 1e9)
         self.verifier = JwksVerifier(
             settings.tier_gate_jwks_url, settings.http_token_audience, settings.http_token_issuer
@@ -83,6 +88,8 @@ class Hub:
             AlpacaRest(s.alpaca_data_url, key, s.feed, s.options_feed),
             s.rest_rate_per_min, s.rest_cache_seconds, s.rest_max_retries, self.metrics,
         )  # fmt: skip
+        await self.service_clients.refresh()
+        self.passthrough = Passthrough(self)
         self.nc = await nats_adapter.connect(s, f"market-data-hub-{s.replica_id}")
         self.js = self.nc.jetstream(timeout=5)
         buckets = await nats_adapter.declare(self.js, s)
@@ -104,6 +111,7 @@ class Hub:
             buckets.leader, s.replica_id, s.leader_ttl_seconds, self.metrics
         )
         self._spawn(self.keys.watch(), "vault-watch")
+        self._spawn(self.service_clients.watch(), "service-clients-watch")
         self._spawn(self._on_rotation(key.version), "rest-rotation")
         self._spawn(self.leadership.run(), "election")
         self._spawn(self._follow_leadership(), "leader-tasks")
@@ -220,6 +228,9 @@ class Hub:
                 await asyncio.wait_for(self.nc.flush(), 2)
             await self.nc.close()
         self.keys.close()
+        self.service_clients.close()
+        if self.passthrough is not None:
+            await self.passthrough.close()
         if hasattr(self, "rest"):
             self.rest.client.close()
         log.info("stopped replica %s", self.settings.replica_id)
@@ -248,6 +259,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
     app = FastAPI(title="market-data-hub", version="0.1.0", lifespan=lifespan)
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(passthrough_router)
 
     @app.exception_handler(HubError)
     async def hub_error(_req: Request, exc: HubError) -> JSONResponse:

@@ -106,6 +106,12 @@ class Metrics:
             "mdh_rest_coalesced_total", "REST requests served by a cache or an in-flight twin",
             ["kind"], registry=r,
         )  # fmt: skip
+        self.passthrough_requests = Counter(
+            "mdh_passthrough_requests_total",
+            "Alpaca passthrough (/alpaca) requests by allow-list route template and outcome",
+            ["route", "outcome"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "mdh_http_requests_total", "HTTP API requests by route and status", ["route", "status"],
             registry=r,

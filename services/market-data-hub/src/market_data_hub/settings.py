@@ -20,6 +20,8 @@ class VaultSettings(BaseModel):
     role: str | None = None
     mount: str = "secret"
     path: str = "raxx/alpaca/market-data"
+    service_clients_path: str = "raxx/market-data-hub/service-clients"
+    """Map client id -> sha256 hex of its secret: who may use the `/alpaca` passthrough."""
     poll_seconds: float = Field(default=30.0, gt=0)
     """How often the secret's version is re-read; a new version triggers a reconnect."""
 
@@ -36,6 +38,8 @@ class Settings(BaseSettings):
 
     alpaca_data_url: str = "https://data.alpaca.markets"
     alpaca_stream_url: str = "wss://stream.data.alpaca.markets"
+    alpaca_trading_url: str = "https://paper-api.alpaca.markets"
+    """Trading API base for the passthrough's reference data (calendar, clock, contracts)."""
     feed: Literal["iex", "sip", "delayed_sip", "test"] = "iex"
     options_feed: Literal["indicative", "opra"] = "indicative"
     options_enabled: bool = True
