@@ -12,7 +12,12 @@ FaultPoint = Literal["", "after_write"]
 
 
 class VaultSettings(BaseModel):
-    """How to reach OpenBao/Vault (KV v2); the Alpaca key itself is read at run time."""
+    """How to reach OpenBao/Vault (KV v2); the REST credentials are read at run time.
+
+    `path` (`EOD_VAULT__PATH`): the Alpaca market-data key (default, direct to Alpaca), or the
+    settler's hub service client `raxx/eod-settler/hub-client` when the Alpaca URLs point at
+    the hub's `/alpaca` passthrough. Same fields either way: `key_id`, `secret_key`.
+    """
 
     addr: str | None = None
     token: SecretStr | None = None
