@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -35,6 +37,9 @@ def ports_from_env(env: Mapping[str, str]) -> dict[str, int]:
 
 
 ALPACA_KEY_PATH = "raxx/alpaca/market-data"
+HUB_SERVICE_CLIENTS_PATH = "raxx/market-data-hub/service-clients"
+SETTLER_HUB_CLIENT_PATH = "raxx/eod-settler/hub-client"
+SETTLER_CLIENT_ID = "eod-settler"
 DATABASES = ("tier_gate", "broker_handoff", "eod_settler")
 
 
@@ -217,6 +222,16 @@ def bring_up(stack: Stack) -> list[Service]:
         key_id, secret = "sim-key", "sim-secret"
         oauth_id, oauth_secret = "sim-client", "sim-client-secret"
     _vault_put(vault_addr, vault_token, ALPACA_KEY_PATH, {"key_id": key_id, "secret_key": secret})
+    # eod-settler reaches Alpaca only through the hub's /alpaca passthrough, as in the cluster:
+    # a fresh service-client secret each run; the hub keeps only its sha256.
+    client_secret = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(client_secret.encode()).hexdigest()
+    _vault_put(vault_addr, vault_token, HUB_SERVICE_CLIENTS_PATH, {SETTLER_CLIENT_ID: digest})
+    _vault_put(
+        vault_addr, vault_token, SETTLER_HUB_CLIENT_PATH,
+        {"key_id": SETTLER_CLIENT_ID, "secret_key": client_secret},
+    )  # fmt: skip
+    hub_alpaca = f"http://127.0.0.1:{hub}/alpaca"
     # NATS (operator/JWT mode, keys made by tier-gate's init)
     nats_dir = run / "nats"
     creds: dict[str, str] = {}
@@ -285,12 +300,14 @@ def bring_up(stack: Stack) -> list[Service]:
         } | ({"TG_NATS_SYS_CREDS": creds["tier-gate-sys"]} if "tier-gate-sys" in creds else {})),
         Service("market-data-hub", "market_data_hub", hub, common("MDH", "hub", hub) | {
             "MDH_ALPACA_DATA_URL": data_url, "MDH_ALPACA_STREAM_URL": stream_url,
+            "MDH_ALPACA_TRADING_URL": trading_url,
+            "MDH_VAULT__SERVICE_CLIENTS_PATH": HUB_SERVICE_CLIENTS_PATH,
             "MDH_DELAY_SECONDS": delay,
             "MDH_TIER_GATE_JWKS_URL": f"http://127.0.0.1:{tg}/.well-known/jwks.json",
         }),
         Service("eod-settler", "eod_settler", eod, common("EOD", "settler", eod) | {
-            "EOD_DATABASE_URL": dsns["eod_settler"], "EOD_ALPACA_DATA_URL": data_url,
-            "EOD_ALPACA_TRADING_URL": trading_url,
+            "EOD_DATABASE_URL": dsns["eod_settler"], "EOD_ALPACA_DATA_URL": hub_alpaca,
+            "EOD_ALPACA_TRADING_URL": hub_alpaca, "EOD_VAULT__PATH": SETTLER_HUB_CLIENT_PATH,
             "EOD_SYMBOLS": env.get("EOD_SYMBOLS", "AAPL,MSFT,SPY,QQQ,BRK.B"),
         }),
         Service("broker-handoff", "broker_handoff", bh, common("BH", "broker-handoff", bh) | {
