@@ -225,14 +225,53 @@ def test_network_policy_only_hub_and_broker_handoff_leave(rendered: list[Obj]) -
     check_network_policy(rendered, k.ALLOWED_EXTERNAL_EGRESS)
 
 
-def test_settler_egress_component_is_the_only_deviation() -> None:
-    example = k.render(k.K8S / "examples" / "prod-settler-egress")
-    check_network_policy(example, k.ALLOWED_EXTERNAL_EGRESS | {"eod-settler"})
-    prod = k.render(k.K8S / "overlays" / "prod")
-    settler = _pod_labels(_deployments(example)["eod-settler"])
-    assert settler.pop("raxx.io/egress-alpaca") == "true"
-    assert settler == _pod_labels(_deployments(prod)["eod-settler"])
-    assert len(example) == len(prod)
+def _configmap_env(objs: list[Obj], name: str) -> dict[str, str]:
+    maps = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(name)]
+    assert len(maps) == 1, name
+    return dict(maps[0]["data"])
+
+
+def test_settler_reaches_alpaca_only_through_the_hub(rendered: list[Obj]) -> None:
+    """The settler's Alpaca URLs are the hub's /alpaca passthrough, allowed both ways on the
+    hub's port; it reads its hub client from Vault, not the Alpaca key."""
+    ns = rendered[0]["metadata"]["namespace"]
+    env = _configmap_env(rendered, "eod-settler-config")
+    hub_svc = k.by_kind(rendered, "Service")["market-data-hub"]
+    port = hub_svc["spec"]["ports"][0]["port"]
+    url = f"http://market-data-hub.{ns}.svc:{port}/alpaca"
+    assert env["EOD_ALPACA_DATA_URL"] == env["EOD_ALPACA_TRADING_URL"] == url
+    assert env["EOD_VAULT__PATH"] == "raxx/eod-settler/hub-client"
+    hub_env = _configmap_env(rendered, "market-data-hub-config")
+    assert hub_env["MDH_ALPACA_TRADING_URL"].startswith("https://")
+    deps = _deployments(rendered)
+    settler, hub = deps["eod-settler"], deps["market-data-hub"]
+    to_hub = [
+        r for r in _egress_rules(rendered, settler)
+        for peer in r["to"]
+        if k.selects(peer.get("podSelector") or {"matchLabels": {"x": "none"}}, _pod_labels(hub))
+        and "namespaceSelector" not in peer
+        and {("TCP", port)} == {(p.get("protocol", "TCP"), p["port"]) for p in r["ports"]}
+    ]  # fmt: skip
+    assert to_hub, "no egress from eod-settler to market-data-hub"
+    from_settler = [
+        r for p in _policies_for(rendered, hub) if "Ingress" in p["spec"]["policyTypes"]
+        for r in p["spec"].get("ingress") or []
+        for peer in r["from"]
+        if k.selects(peer.get("podSelector") or {"matchLabels": {"x": "none"}},
+                     _pod_labels(settler))
+        and "namespaceSelector" not in peer
+        and {("TCP", port)} == {(p.get("protocol", "TCP"), p["port"]) for p in r["ports"]}
+    ]  # fmt: skip
+    assert from_settler, "no ingress to market-data-hub from eod-settler"
+
+
+def test_vault_policies_settler_has_no_alpaca_key() -> None:
+    settler = (k.ROOT / "deploy" / "vault" / "policies" / "eod-settler.hcl").read_text()
+    hub = (k.ROOT / "deploy" / "vault" / "policies" / "market-data-hub.hcl").read_text()
+    assert "raxx/alpaca/" not in settler
+    assert '"secret/data/raxx/eod-settler/hub-client"' in settler
+    assert '"secret/data/raxx/market-data-hub/service-clients"' in hub
+    assert '"secret/data/raxx/alpaca/market-data"' in hub
 
 
 def test_replicas_pdbs_and_autoscaling(rendered: list[Obj]) -> None:
