@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,6 +213,37 @@ def test_pro_plus_user_connects_a_broker_account_and_orders_once(stack: RunningS
     assert again.json()["order"]["id"] == first.json()["order"]["id"]
     assert httpx.delete(f"{bh}/v1/broker/alpaca", headers=auth).status_code < 300
     assert httpx.get(f"{bh}/v1/broker/alpaca", headers=auth).json()["connected"] is False
+
+
+def test_settle_cli_settles_the_last_session_through_the_hub(stack: RunningStack) -> None:
+    sim = f"http://127.0.0.1:{stack.ports['alpaca-sim']}"
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    week_ago = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 8 * 86400))
+    calendar = httpx.get(
+        f"{sim}/v2/calendar",
+        params={"start": week_ago, "end": today},
+        headers={"APCA-API-KEY-ID": "sim-key", "APCA-API-SECRET-KEY": "sim-secret"},
+    ).json()
+    date = next(d["date"] for d in reversed(calendar) if d["date"] < today)
+    env_file = stack.root / ".run" / "env" / "eod-settler.env"
+    run = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", "-c",
+         f". {env_file} && exec {sys.executable} -m eod_settler run --date {date}"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    settles = httpx.get(f"{stack.url('eod-settler')}/v1/settles/{date}").json()
+    assert settles["count"] >= 5
+    assert {s["symbol"] for s in settles["settles"]} >= {"AAPL", "BRK.B"}
+    # the settler has no Alpaca key of its own: it went through the hub's passthrough
+    env_text = env_file.read_text()
+    assert "/alpaca" in env_text
+    metrics = httpx.get(f"{stack.url('market-data-hub')}/metrics").text
+    bars = [
+        line for line in metrics.splitlines()
+        if line.startswith("mdh_passthrough_requests_total{") and "/v2/stocks/bars" in line
+    ]  # fmt: skip
+    assert any('outcome="ok"' in line and not line.endswith(" 0.0") for line in bars), bars
 
 
 def test_ctrl_c_stops_everything_it_started(stack: RunningStack) -> None:
