@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,8 @@ from market_data_hub.settings import Settings
 from market_data_hub.testing import TokenMinter, local_settings, running_hub, write_alpaca_key
 from nats.aio.client import Client
 from raxx_contracts import InterestRequest, encode, subjects
-from raxx_devstack import servers
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def hub_nats(tmp_path: Path) -> Iterator[str]:
-    srv = servers.start_nats(tmp_path / "nats")
-    yield srv.url
-    srv.stop()
 
 
 @pytest.fixture
@@ -41,9 +33,9 @@ def minter(tmp_path: Path) -> TokenMinter:
 
 
 @pytest.fixture
-def settings(hub_nats: str, vault: Any, sim: Any, minter: TokenMinter) -> Settings:
+def settings(own_nats: str, vault: Any, sim: Any, minter: TokenMinter) -> Settings:
     s = local_settings(
-        hub_nats, vault.addr, vault.token, sim.url, sim.ws_url, options_enabled=False,
+        own_nats, vault.addr, vault.token, sim.url, sim.ws_url, options_enabled=False,
         tier_gate_jwks_url=str(minter.jwks_path),
     )  # fmt: skip
     write_alpaca_key(vault.addr, vault.token, s.vault.path)
@@ -51,8 +43,8 @@ def settings(hub_nats: str, vault: Any, sim: Any, minter: TokenMinter) -> Settin
 
 
 @pytest_asyncio.fixture
-async def nc(hub_nats: str) -> AsyncIterator[Client]:
-    c = await nats.connect(hub_nats)
+async def nc(own_nats: str) -> AsyncIterator[Client]:
+    c = await nats.connect(own_nats)
     yield c
     await c.drain()
 

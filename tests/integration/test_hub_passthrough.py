@@ -28,11 +28,9 @@ from tests.integration.test_settler_helpers import (
     Consumer,
     make_settings,
     open_runtime,
-    own_nats,
 )
 
 pytestmark = pytest.mark.integration
-__all__ = ["own_nats"]
 D1 = dt.date(2025, 12, 23)
 SYMBOLS = ["AAPL", "MSFT", "BRK.B", "SPY"]
 

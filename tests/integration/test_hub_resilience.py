@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,6 @@ from raxx_devstack.ports import free_port
 from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def hub_nats(tmp_path: Path) -> Iterator[str]:
-    srv = servers.start_nats(tmp_path / "nats")
-    yield srv.url
-    srv.stop()
 
 
 @pytest.fixture
@@ -64,12 +57,12 @@ async def role(port: int) -> str | None:
 
 
 async def test_two_replicas_hold_one_upstream_and_fail_over_within_10s(
-    hub_nats: str, vault: Any, sim: Any, tmp_path: Path
+    own_nats: str, vault: Any, sim: Any, tmp_path: Path
 ) -> None:
     path = "raxx/alpaca/md-failover"
     write_alpaca_key(vault.addr, vault.token, path)
     env = {
-        "MDH_NATS_URL": hub_nats, "MDH_VAULT__ADDR": vault.addr, "MDH_VAULT__TOKEN": vault.token,
+        "MDH_NATS_URL": own_nats, "MDH_VAULT__ADDR": vault.addr, "MDH_VAULT__TOKEN": vault.token,
         "MDH_VAULT__PATH": path, "MDH_ALPACA_DATA_URL": sim.url,
         "MDH_ALPACA_STREAM_URL": sim.ws_url,
         "MDH_OPTIONS_ENABLED": "false", "MDH_LEADER_TTL_SECONDS": "4", "MDH_DELAY_SECONDS": "2",
@@ -112,9 +105,9 @@ async def test_two_replicas_hold_one_upstream_and_fail_over_within_10s(
 
 
 async def test_406_waits_out_the_slot_instead_of_hammering(
-    hub_nats: str, vault: Any, sim: Any
+    own_nats: str, vault: Any, sim: Any
 ) -> None:
-    s = local_settings(hub_nats, vault.addr, vault.token, sim.url, sim.ws_url,
+    s = local_settings(own_nats, vault.addr, vault.token, sim.url, sim.ws_url,
                        options_enabled=False, slot_busy_seconds=3)  # fmt: skip
     write_alpaca_key(vault.addr, vault.token, s.vault.path)
     squatter = await connect(f"{sim.ws_url}/v2/iex")
@@ -139,10 +132,10 @@ async def test_406_waits_out_the_slot_instead_of_hammering(
 
 
 async def test_rotated_key_is_picked_up_without_restart(
-    hub_nats: str, vault: Any, sim: Any
+    own_nats: str, vault: Any, sim: Any
 ) -> None:
     s = local_settings(
-        hub_nats, vault.addr, vault.token, sim.url, sim.ws_url, options_enabled=False
+        own_nats, vault.addr, vault.token, sim.url, sim.ws_url, options_enabled=False
     )
     write_alpaca_key(vault.addr, vault.token, s.vault.path, key_id="old-key", secret="revoked")
     async with running_hub(s) as app:

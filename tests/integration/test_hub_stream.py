@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -28,17 +27,8 @@ from raxx_contracts import (
     encode,
     subjects,
 )
-from raxx_devstack import servers
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def hub_nats(tmp_path: Path) -> Iterator[str]:
-    """A dedicated nats-server: the hub's capture stream owns `md.rt.>` on its server."""
-    srv = servers.start_nats(tmp_path / "nats")
-    yield srv.url
-    srv.stop()
 
 
 @pytest.fixture
@@ -47,17 +37,17 @@ def sim(alpaca_sim_factory: Callable[..., Any]) -> Any:
 
 
 @pytest.fixture
-def settings(hub_nats: str, vault: Any, sim: Any) -> Settings:
+def settings(own_nats: str, vault: Any, sim: Any) -> Settings:
     s = local_settings(
-        hub_nats, vault.addr, vault.token, sim.url, sim.ws_url, options_enabled=False
+        own_nats, vault.addr, vault.token, sim.url, sim.ws_url, options_enabled=False
     )
     write_alpaca_key(vault.addr, vault.token, s.vault.path)
     return s
 
 
 @pytest_asyncio.fixture
-async def nc(hub_nats: str) -> AsyncIterator[Client]:
-    c = await nats.connect(hub_nats)
+async def nc(own_nats: str) -> AsyncIterator[Client]:
+    c = await nats.connect(own_nats)
     yield c
     await c.drain()
 

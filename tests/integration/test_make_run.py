@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,12 +45,32 @@ class RunningStack:
         return f"http://127.0.0.1:{self.ports[service]}"
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _pick_offset() -> int:
-    for _ in range(50):
-        offset = random.randrange(20000, 40000, 10)
-        if not any(port_in_use(p + offset) for p in DEFAULT_PORTS.values()):
+    # Every shifted port stays below the ephemeral range (32768+) that port-0 servers of other
+    # tests and outgoing connections draw from, and must be bindable right now.
+    top = max(DEFAULT_PORTS.values())
+    for _ in range(100):
+        offset = random.randrange(1000, 32000 - top, 10)
+        if all(_bindable(p + offset) for p in DEFAULT_PORTS.values()):
             return offset
     raise RuntimeError("no free block of ports for a second stack")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _start(root: Path, offset: int) -> subprocess.Popen[str]:
@@ -86,13 +107,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         if line.strip() == "READY":
             break
     if not lines or lines[-1] != "READY":
-        proc.kill()
+        _stop(proc)
         pytest.fail("make run did not print READY:\n" + "\n".join(lines))
     ports = {name: port + offset for name, port in DEFAULT_PORTS.items()}
     running = RunningStack(proc, root, ports, offset, lines)
     yield running
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
+    _stop(proc)
 
 
 SERVICES = ("market-data-hub", "tier-gate", "broker-handoff", "eod-settler")

@@ -33,12 +33,10 @@ from tests.integration.test_settler_helpers import (
     Consumer,
     make_settings,
     open_runtime,
-    own_nats,
     stream_count,
 )
 
 pytestmark = pytest.mark.integration
-__all__ = ["own_nats"]
 NY = ZoneInfo("America/New_York")
 HALF_DAY = dt.date(2025, 12, 24)
 D1 = dt.date(2025, 12, 23)

@@ -20,12 +20,10 @@ from tests.integration.test_settler_helpers import (
     Consumer,
     make_settings,
     open_runtime,
-    own_nats,
     stream_count,
 )
 
 pytestmark = pytest.mark.integration
-__all__ = ["own_nats"]
 
 D1 = dt.date(2025, 12, 23)
 SYMBOLS = [f"T{i:03d}" for i in range(120)] + ["BRK.B"]

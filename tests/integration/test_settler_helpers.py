@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import nats
-import pytest
 from eod_settler.clock import FixedClock
 from eod_settler.metrics import Metrics
 from eod_settler.runtime import Deps, Runtime
@@ -18,19 +15,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import FetchTimeoutError
 from pydantic import SecretStr
 from raxx_contracts import Settle, SettleBatchDone, decode, subjects
-from raxx_devstack import servers
 
 NOW = dt.datetime(2026, 1, 6, 12, 0, tzinfo=dt.UTC)
 """Pinned 'now' for the settler: every test date is in the past relative to it."""
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[str]:
-    """A private nats-server with JetStream: stream SETTLES has a fixed name, so each test
-    gets its own server instead of sharing one stream with other tests."""
-    server = servers.start_nats(tmp_path / "nats")
-    yield server.url
-    server.stop()
 
 
 def make_settings(nats_url: str, dsn: str, sim_url: str, **kw: Any) -> Settings:

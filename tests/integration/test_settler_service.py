@@ -18,10 +18,9 @@ import pytest
 from raxx_devstack.ports import free_port
 
 from tests.integration.fixtures.servers import AlpacaSim, Vault
-from tests.integration.test_settler_helpers import Consumer, own_nats
+from tests.integration.test_settler_helpers import Consumer
 
 pytestmark = pytest.mark.integration
-__all__ = ["own_nats"]
 NY = ZoneInfo("America/New_York")
 
 
