@@ -298,7 +298,7 @@ async def run() -> dict[str, Any]:
                 f"step {rate}: sim sent {achieved:,.0f}/s, hub parsed {parsed}, received {got}, lost {lost}, cpu% {cpu_pct}"
             )
             if ok:
-                best = rate
+                best = int(achieved)  # what was measured through the hub, not the step's target
             if not ok:
                 break
         detail["steps"] = steps
