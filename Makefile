@@ -8,7 +8,7 @@ UV_HOME := .tools
 UV := $(shell command -v uv 2>/dev/null || echo $(UV_HOME)/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 # Trust the system's certificate store (as pip does), so a TLS-inspecting proxy's CA works too.
-export UV_NATIVE_TLS ?= 1
+export UV_SYSTEM_CERTS ?= 1
 RUN := $(UV) run --no-sync
 SRC := libs/contracts/src libs/md-client/src services/market-data-hub/src services/tier-gate/src \
        services/broker-handoff/src services/eod-settler/src tools/alpaca-sim/src tools/devstack/src
