@@ -8,7 +8,6 @@ import ctypes.util
 import functools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
+
+from raxx_devstack.ports import port_in_use
 
 
 class StartError(RuntimeError):
@@ -33,12 +34,7 @@ def venv_bin(name: str) -> str:
 def tcp_ready(host: str, port: int) -> Callable[[], bool]:
     """A probe that succeeds once host:port accepts connections."""
 
-    def probe() -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.settimeout(0.3)
-            return s.connect_ex((host, port)) == 0
-
-    return probe
+    return lambda: port_in_use(port, host)
 
 
 def http_ready(url: str) -> Callable[[], bool]:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+import psycopg
+from psycopg import sql
 
 from raxx_devstack import servers
 from raxx_devstack.ports import port_in_use
@@ -127,9 +129,6 @@ def _vault_put(addr: str, token: str, path: str, data: Mapping[str, str]) -> Non
 
 
 def _ensure_databases(admin_dsn: str) -> dict[str, str]:
-    import psycopg
-    from psycopg import sql
-
     dsns: dict[str, str] = {}
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         for db in DATABASES:
