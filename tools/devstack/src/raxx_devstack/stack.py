@@ -275,16 +275,21 @@ def bring_up(stack: Stack) -> list[Service]:
         )
         values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         # broker-handoff logs in with its own AppRole, so its policy is really exercised.
-        bh_login = {"BH_VAULT__AUTH": "approle", "BH_VAULT__ROLE_ID": values.get("role_id", "")}
-        bh_login["BH_VAULT__SECRET_ID"] = values.get("secret_id", "")
+        bh_login = {"VAULT__AUTH": "approle", "VAULT__ROLE_ID": values.get("role_id", "")}
+        bh_login["VAULT__SECRET_ID"] = values.get("secret_id", "")
         if token := values.get("admin_token"):
             (run / "broker-handoff-admin-token").write_text(token + "\n")
             (run / "broker-handoff-admin-token").chmod(0o600)
 
-    def common(prefix: str, creds_name: str, port: int) -> dict[str, str]:
-        out = {f"{prefix}_{k}": v for k, v in vault_env.items()}
-        if prefix == "BH" and bh_login:
-            del out["BH_VAULT__TOKEN"]  # it logs in with its AppRole, not the root token
+    def common(
+        prefix: str, creds_name: str, port: int, vault_login: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """Settings every service gets; `vault_login` replaces the root-token login."""
+        login = vault_login or {"VAULT__TOKEN": vault_env["VAULT__TOKEN"]}
+        out = {
+            f"{prefix}_{k}": v
+            for k, v in {"VAULT__ADDR": vault_env["VAULT__ADDR"], **login}.items()
+        }
         out |= {f"{prefix}_NATS_URL": nats_url, f"{prefix}_ENV": "dev"}
         out |= {f"{prefix}_HTTP_HOST": "127.0.0.1", f"{prefix}_HTTP_PORT": str(port)}
         if creds_name in creds:
@@ -309,12 +314,14 @@ def bring_up(stack: Stack) -> list[Service]:
             "EOD_ALPACA_TRADING_URL": hub_alpaca, "EOD_VAULT__PATH": SETTLER_HUB_CLIENT_PATH,
             "EOD_SYMBOLS": env.get("EOD_SYMBOLS", "AAPL,MSFT,SPY,QQQ,BRK.B"),
         }),
-        Service("broker-handoff", "broker_handoff", bh, common("BH", "broker-handoff", bh) | {
+        # broker-handoff logs in with its own AppRole, so its Vault policy is really exercised.
+        Service("broker-handoff", "broker_handoff", bh, common(
+            "BH", "broker-handoff", bh, bh_login) | {
             "BH_DATABASE_URL": dsns["broker_handoff"], "BH_ALPACA_OAUTH_URL": trading_url,
             "BH_ALPACA_TRADING_URL": trading_url, "BH_IDENTITY_JWKS_URL": identity_jwks,
             "BH_REDIRECT_URI": callback, "BH_OAUTH_CLIENT_ID": oauth_id,
             "BH_ALLOWED_REDIRECT_URIS": json.dumps([callback]),
-        } | bh_login),
+        }),
     ]  # fmt: skip
     return [s for s in candidates if _service_exists(s.module)]
 
