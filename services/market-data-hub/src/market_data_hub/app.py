@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +26,7 @@ from raxx_contracts import AssetClass, TierPolicy, default_policy
 
 from market_data_hub.adapters import nats as nats_adapter
 from market_data_hub.adapters.alpaca import AlpacaRest
+from market_data_hub.adapters.market_clock import MarketClock
 from market_data_hub.adapters.vault import KeySource, ServiceClients
 from market_data_hub.aio import raise_if_cancelling
 from market_data_hub.api import router
@@ -37,6 +40,7 @@ from market_data_hub.passthrough import Passthrough
 from market_data_hub.passthrough import router as passthrough_router
 from market_data_hub.rest import RestGateway
 from market_data_hub.settings import Settings
+from market_data_hub.supervisor import Supervisor
 from market_data_hub.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ class Deps:
     policy: TierPolicy = field(default_factory=default_policy)
     keys: KeySource | None = None
     service_clients: ServiceClients | None = None
+    market_clock: MarketClock | None = None
 
 
 class Hub:
@@ -62,27 +67,33 @@ class Hub:
         self.metrics = metrics
         self.keys = deps.keys or KeySource(settings.vault)
         self.service_clients = deps.service_clients or ServiceClients(settings.vault)
+        self.market_clock = deps.market_clock or MarketClock(settings.alpaca_trading_url, self.keys)
         self.passthrough: Passthrough | None = None
         self.delay_ns = int(settings.delay_seconds * 1e9)
         self.verifier = JwksVerifier(
             settings.tier_gate_jwks_url, settings.http_token_audience, settings.http_token_issuer
         )
         self.nc: Client | None = None
+        self.nats_status = nats_adapter.ConnectionStatus()
         self.js: JetStreamContext | None = None
         self.latest: nats_adapter.LatestStore | None = None
         self.leadership: nats_adapter.Leadership | None = None
         self.upstreams: list[Upstream] = []
         self.rest: RestGateway
-        self._tasks: list[asyncio.Task[None]] = []
-        self._leader_tasks: list[asyncio.Task[None]] = []
-        self._coros: list[object] = []
-        """Coroutines handed to tasks; closed on stop (a task cancelled before its first step
-        never starts its coroutine, which Python then reports as never awaited)."""
+        self.supervisor = Supervisor(
+            backoff_initial=settings.backoff_initial_seconds,
+            backoff_max=settings.backoff_max_seconds,
+            give_up_after=settings.task_give_up_after,
+            stale_after=settings.liveness_seconds / 3,
+        )
+        """Every background task, replica (group "replica") and leader (group "leader")."""
+        self._key_version = 0
 
     async def start(self) -> None:
         """Read the key, connect, declare, answer interest, join the election."""
         s = self.settings
         key = await self.keys.load()
+        self._key_version = key.version
         self.metrics.key_version.set(key.version)
         self.rest = RestGateway(
             AlpacaRest(s.alpaca_data_url, key, s.feed, s.options_feed),
@@ -90,7 +101,7 @@ class Hub:
         )  # fmt: skip
         await self.service_clients.refresh()
         self.passthrough = Passthrough(self)
-        self.nc = await nats_adapter.connect(s, f"market-data-hub-{s.replica_id}")
+        self.nc = await nats_adapter.connect(s, f"market-data-hub-{s.replica_id}", self.nats_status)
         self.js = self.nc.jetstream(timeout=5)
         buckets = await nats_adapter.declare(self.js, s)
         self.buckets = buckets
@@ -108,115 +119,94 @@ class Hub:
             for a in assets
         ]  # fmt: skip
         self.leadership = nats_adapter.Leadership(
-            buckets.leader, s.replica_id, s.leader_ttl_seconds, self.metrics
-        )
-        self._spawn(self.keys.watch(), "vault-watch")
-        self._spawn(self.service_clients.watch(), "service-clients-watch")
-        self._spawn(self._on_rotation(key.version), "rest-rotation")
-        self._spawn(self.leadership.run(), "election")
-        self._spawn(self._follow_leadership(), "leader-tasks")
+            buckets.leader, s.replica_id, s.leader_ttl_seconds, self.metrics,
+            self.nc, self.nats_status,
+        )  # fmt: skip
+        sup = self.supervisor
+        sup.start("vault-watch", self.keys.watch)
+        sup.start("service-clients-watch", self.service_clients.watch)
+        sup.start("rest-rotation", self._on_rotation)
+        sup.start("market-clock", self.market_clock.run)
+        sup.start("election", self.leadership.run)
+        sup.start("leader-tasks", self._follow_leadership)
 
-    def _spawn(self, coro: object, name: str) -> None:
-        async def supervised() -> None:
-            while True:
-                raise_if_cancelling()
-                try:
-                    await coro  # type: ignore[misc]
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("background task %s crashed; the hub is not ready", name)
-                    self.crashed = name
-                    return
-
-        self._tasks.append(asyncio.create_task(supervised(), name=name))
-        self._coros.append(coro)
-
-    crashed: str | None = None
-
-    async def _on_rotation(self, version: int) -> None:
+    async def _on_rotation(self) -> None:
         while True:
             raise_if_cancelling()
             await asyncio.sleep(0.5)
             key = self.keys.key
-            if key is not None and key.version != version:
-                version = key.version
+            if key is not None and key.version != self._key_version:
+                self._key_version = key.version
                 self.rest.client.set_key(key)
-                self.metrics.key_version.set(version)
+                self.metrics.key_version.set(key.version)
 
     async def _follow_leadership(self) -> None:
+        """Run the leader tasks exactly while this replica leads, any number of terms."""
         if self.leadership is None:
             raise RuntimeError("start() first")
         while True:
             raise_if_cancelling()
-            await self.leadership.changed.wait()
             self.leadership.changed.clear()
-            if self.leadership.is_leader and not self._leader_tasks:
+            leading = self.supervisor.running("leader")
+            if self.leadership.is_leader and not leading:
                 self._start_leader_tasks()
-            elif not self.leadership.is_leader and self._leader_tasks:
-                await self._stop_leader_tasks()
+            elif not self.leadership.is_leader and leading:
+                log.info("stepped down: stopping the leader tasks")
+                await self.supervisor.stop(group="leader")
+            await self.leadership.changed.wait()
 
     def _start_leader_tasks(self) -> None:
         if self.nc is None or self.js is None or self.latest is None:
             raise RuntimeError("start() first")
-        delay = DelayLine(self.nc, self.js, self.buckets, self.latest, self.settings,
-                          self.metrics, self.clock)  # fmt: skip
-        coros = [u.run() for u in self.upstreams] + [delay.run(), self.latest.run()]
-        self._leader_tasks = [asyncio.create_task(self._leader_guard(c)) for c in coros]
-        self._coros.extend(coros)
+        nc, js, latest = self.nc, self.js, self.latest
 
-    async def _leader_guard(self, coro: object) -> None:
-        while True:
-            raise_if_cancelling()
-            try:
-                await coro  # type: ignore[misc]
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("leader task crashed; restarting it in 1 s")
-                await asyncio.sleep(1)
-                return
+        def delay_line() -> Coroutine[Any, Any, None]:
+            line = DelayLine(nc, js, self.buckets, latest, self.settings, self.metrics, self.clock)
+            return line.run()
 
-    async def _stop_leader_tasks(self) -> None:
-        for t in self._leader_tasks:
-            t.cancel()
-        await asyncio.gather(*self._leader_tasks, return_exceptions=True)
-        self._leader_tasks = []
-        self._close_coros()
-
-    def _close_coros(self) -> None:
-        for c in self._coros:
-            close = getattr(c, "close", None)
-            if close is not None:
-                close()  # no-op once finished; silences a coroutine that never started
-        self._coros = []
+        sup = self.supervisor
+        for u in self.upstreams:
+            sup.start(f"upstream-{u.asset}", u.run, group="leader")
+        sup.start("delay-line", delay_line, group="leader")
+        sup.start("latest-flush", latest.run, group="leader")
 
     def readiness(self) -> dict[str, str]:
-        """What is down (empty when ready)."""
+        """What stops this replica serving (empty when ready); no I/O, answers at once."""
         down: dict[str, str] = {}
-        if self.nc is None or not self.nc.is_connected:
-            down["nats"] = "not connected"
-        if self.crashed:
-            down["task"] = f"{self.crashed} crashed"
+        if problem := self.nats_status.problem(self.nc):
+            down["nats"] = problem
+        for name, why in self.supervisor.problems().items():
+            down[f"task:{name}"] = why
         problem = self.leadership.problem() if self.leadership is not None else "not started"
         if problem:
             down["leader_lease"] = problem
         if self.leadership is not None and self.leadership.is_leader:
+            open_ = self.market_clock.is_open(self.clock.now_ns() / 1e9)
+            limit = self.settings.watchdog_seconds
             for u in self.upstreams:
                 if not u.authenticated:
-                    down[f"upstream_{u.asset}"] = "not authenticated"
+                    why = f" (last: {u.last_failure})" if u.last_failure else ""
+                    down[f"upstream_{u.asset}"] = f"not authenticated{why}"
+                elif open_ and (quiet := u.silent_for()) > limit:
+                    down[f"upstream_{u.asset}"] = (
+                        f"silent for {quiet:.0f} s during market hours (limit {limit:.0f} s)"
+                    )
         return down
+
+    def liveness(self) -> dict[str, str]:
+        """Why this process is wedged or useless (empty when alive); no I/O."""
+        out = self.supervisor.liveness()
+        if self.leadership is not None:
+            idle = time.monotonic() - self.leadership.last_round
+            if idle > self.settings.liveness_seconds:
+                out["election"] = f"no election round finished for {idle:.0f} s"
+        return out
 
     async def stop(self) -> None:
         """Stop leader work, resign, close NATS."""
         log.info("stopping replica %s", self.settings.replica_id)
-        await self._stop_leader_tasks()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._close_coros()
+        await self.supervisor.stop(group="leader")
+        await self.supervisor.stop()
         if self.leadership is not None:
             await self.leadership.resign()
         if self.nc is not None:
@@ -226,7 +216,10 @@ class Hub:
                     await asyncio.wait_for(self.latest.flush(), 2)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.flush(), 2)
-            await self.nc.close()
+            try:
+                await self.nc.close()
+            except Exception as exc:  # the server may be gone; nothing is left to hand over
+                log.warning("closing the NATS connection failed: %s", type(exc).__name__)
         self.keys.close()
         self.service_clients.close()
         if self.passthrough is not None:
@@ -284,8 +277,12 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
         return JSONResponse({"error": "internal", "message": "internal error"}, status_code=500)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(request: Request) -> JSONResponse:
+        h: Hub | None = getattr(request.app.state, "hub", None)
+        wedged = h.liveness() if h is not None else {}
+        if wedged:
+            return JSONResponse({"status": "wedged", "down": wedged}, 503)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:

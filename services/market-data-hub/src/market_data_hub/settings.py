@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     """Force a reconnect when an upstream socket with subscriptions is silent this long."""
     backoff_initial_seconds: float = Field(default=0.5, gt=0)
     backoff_max_seconds: float = Field(default=30.0, gt=0)
+    task_give_up_after: int = Field(default=20, gt=0)
+    """A background task that fails this many times in a row is given up (liveness fails)."""
+    liveness_seconds: float = Field(default=30.0, gt=0)
+    """`/healthz` fails when no election round finished for this long, or the event loop was
+    blocked (supervisor heartbeat stale) for a third of it."""
     slot_busy_seconds: float = Field(default=90.0, ge=0)
     """Wait out a stale upstream slot this long after a 406 (Alpaca reaps dead sockets at 90 s)."""
     reader_queue_frames: int = Field(default=100_000, gt=0)

@@ -92,11 +92,15 @@ class Upstream:
         )
         self.subs = Subscriptions()
         self.authenticated = False
+        self.last_failure: str | None = None
+        """Why the last session ended or failed to start (for `/readyz`)."""
         self.server_set: dict[str, list[str]] = {}
         self.publisher = FeedPublisher(
             nc, asset, self.feed, self.subs, latest, metrics, self._on_control
         )
         self._gap_from_ns: int | None = None
+        self._held_since_ns: int | None = None
+        """Wall time at which symbols became held (None while nothing is wanted)."""
         self._backfills: set[asyncio.Task[None]] = set()
         self._state("disconnected")
 
@@ -126,6 +130,7 @@ class Upstream:
                     reason = await self._session()
                 except StreamError as exc:
                     reason = f"error_{exc.stream_code}" if exc.stream_code else "protocol"
+                    self.last_failure = exc.message[:200]
                     log.warning("%s upstream: %s", a, exc.message)
                     if exc.slot_busy:
                         # Another socket (maybe our own stale one) holds the only slot: wait it
@@ -140,9 +145,11 @@ class Upstream:
                         backoff.attempt = 64  # max delay; a rotated key may fix it
                 except (OSError, ConnectionClosed, TimeoutError) as exc:
                     reason = type(exc).__name__
+                    self.last_failure = f"{reason}: {exc}"[:200]
                     log.warning("%s upstream connection failed: %s", a, exc)
                 except Session as exc:
                     reason = exc.reason
+                    self.last_failure = f"session ended: {reason}"
                 raise_if_cancelling()
                 self._mark_gap()
                 self.authenticated = False
@@ -153,9 +160,17 @@ class Upstream:
                 await asyncio.sleep(backoff.next())
         finally:
             self.authenticated = False
+            self._held_since_ns = None
             self._state("standby")
             for t in self._backfills:
                 t.cancel()
+
+    def silent_for(self) -> float:
+        """Seconds without upstream data while symbols are held (0 while nothing is held)."""
+        if self._held_since_ns is None:
+            return 0.0
+        since = max(self._held_since_ns, self.publisher.last_data_ns)
+        return max(0.0, (time.time_ns() - since) / 1e9)
 
     def _mark_gap(self) -> None:
         if self._gap_from_ns is None:
@@ -250,7 +265,12 @@ class Upstream:
         if plan.subscribe:
             await stream.send_action("subscribe", to_alpaca(plan.subscribe))
         self.subs.apply(plan)
-        self.metrics.symbols_subscribed.labels(str(self.asset)).set(len(self.subs.symbols()))
+        held = len(self.subs.symbols())
+        if not held:
+            self._held_since_ns = None
+        elif self._held_since_ns is None:
+            self._held_since_ns = time.time_ns()
+        self.metrics.symbols_subscribed.labels(str(self.asset)).set(held)
 
     async def _backfill(self, gap_from_ns: int) -> None:
         """Fetch the minute bars of the gap over REST; publish them with backfill=True."""

@@ -55,6 +55,9 @@ class AlpacaStream:
                     ping_interval=10,
                     ping_timeout=20,
                     open_timeout=timeout,
+                    # A cancelled session (step-down, shutdown) must let go within seconds:
+                    # the closing handshake waits at most this long, not websockets' 10 s.
+                    close_timeout=2,
                 ),
                 timeout,
             )

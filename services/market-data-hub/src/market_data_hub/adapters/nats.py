@@ -24,14 +24,75 @@ from market_data_hub.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def connect(settings: Settings, name: str) -> Client:
+class ConnectionStatus:
+    """What a NATS connection went through, from its callbacks: for `/readyz` reasons.
+
+    nats-py reports permission violations and protocol errors only through `error_cb`; a
+    readiness answer that says why must remember them.
+    """
+
+    def __init__(self) -> None:
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.disconnected_at: float | None = None
+
+    async def on_error(self, exc: Exception) -> None:
+        """`error_cb`."""
+        error = f"{type(exc).__name__}: {exc}"[:200]
+        if error != self.last_error:  # reconnect attempts repeat the same error every 0.5 s
+            log.warning("nats: %s", error)
+        self.last_error = error
+        self.last_error_at = time.monotonic()
+
+    async def on_disconnected(self) -> None:
+        """`disconnected_cb`."""
+        if self.disconnected_at is None:
+            self.disconnected_at = time.monotonic()
+        log.warning("nats: disconnected")
+
+    async def on_reconnected(self) -> None:
+        """`reconnected_cb`."""
+        self.disconnected_at = None
+        log.info("nats: reconnected")
+
+    def recent_error(self, within: float) -> str | None:
+        """The last error reported by the client if it came within `within` seconds."""
+        if self.last_error_at is not None and time.monotonic() - self.last_error_at <= within:
+            return self.last_error
+        return None
+
+    def problem(self, nc: Client | None) -> str | None:
+        """Why `nc` cannot be used right now (None while connected)."""
+        if nc is None:
+            return "not connected yet"
+        if nc.is_connected:
+            return None
+        since = ""
+        if self.disconnected_at is not None:
+            since = f" for {time.monotonic() - self.disconnected_at:.1f} s"
+        state = (
+            "closed" if nc.is_closed else "reconnecting" if nc.is_reconnecting else "disconnected"
+        )
+        err = f" (last error: {self.last_error})" if self.last_error else ""
+        return f"{state}{since}{err}"
+
+
+async def connect(settings: Settings, name: str, status: ConnectionStatus | None = None) -> Client:
     """Connect with reconnect forever; creds file when configured."""
     opts: dict[str, object] = {
         "name": name,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "pending_size": 64 * 1024 * 1024,
+        # A frozen server (or a dead TCP path) is noticed within ~4-6 s, not nats-py's default
+        # 2 x 120 s: the connection is then re-established and subscriptions replayed.
+        "ping_interval": 2,
+        "max_outstanding_pings": 2,
     }
+    if status is not None:
+        opts["error_cb"] = status.on_error
+        opts["disconnected_cb"] = status.on_disconnected
+        opts["reconnected_cb"] = status.on_reconnected
     if settings.nats_creds:
         opts["user_credentials"] = settings.nats_creds
     return await nats.connect(settings.nats_url, **opts)
@@ -176,8 +237,18 @@ class Leadership:
 
     KEY = "upstream"
 
-    def __init__(self, kv: KeyValue, replica_id: str, ttl: float, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        replica_id: str,
+        ttl: float,
+        metrics: Metrics,
+        nc: Client | None = None,
+        status: ConnectionStatus | None = None,
+    ) -> None:
         self.kv = kv
+        self.nc = nc
+        self.status = status or ConnectionStatus()
         self.replica_id = replica_id
         self.ttl = ttl
         self.metrics = metrics
@@ -189,6 +260,8 @@ class Leadership:
         """When the lease bucket last answered a round (a refused create counts: it was read)."""
         self._last_error = "no election round has completed yet"
         self._warned = False
+        self.last_round = time.monotonic()
+        """When the last election round finished (whatever its outcome): liveness."""
 
     def _set(self, leader: bool) -> None:
         if leader != self.is_leader:
@@ -216,14 +289,23 @@ class Leadership:
             self._set(False)
         except Exception as exc:
             raise_if_cancelling()
-            why = str(exc) or f"no answer within {self.ttl / 4:.1f} s (permissions?)"
-            self._last_error = f"{type(exc).__name__}: {why}"[:200]
+            self._last_error = self._why(exc)
             if not self._warned and self.problem():
                 self._warned = True
                 log.warning("leader lease bucket unusable (not ready): %s", self._last_error)
             if self.is_leader and time.monotonic() - self._last_ok > 0.6 * self.ttl:
                 log.warning("cannot renew leadership (%s): stepping down", exc)
                 self._set(False)
+
+    def _why(self, exc: Exception) -> str:
+        """The real reason a round failed: the exception, plus what the connection says."""
+        why = str(exc) or f"no answer from the KV bucket within {self.ttl / 4:.1f} s"
+        out = f"{type(exc).__name__}: {why}"
+        if self.nc is not None and not self.nc.is_connected:
+            out += f"; NATS {self.status.problem(self.nc)}"
+        elif err := self.status.recent_error(self.ttl * 2):
+            out += f"; NATS reported: {err}"
+        return out[:300]
 
     def problem(self) -> str | None:
         """Why this replica cannot take part in the election (None while it can).
@@ -240,6 +322,7 @@ class Leadership:
         while True:
             raise_if_cancelling()
             await self.step()
+            self.last_round = time.monotonic()
             await asyncio.sleep(self.ttl / 3 if self.is_leader else min(1.0, self.ttl / 4))
 
     async def resign(self) -> None:
