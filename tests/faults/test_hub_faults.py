@@ -302,6 +302,7 @@ async def ready_leader(port: int) -> bool:
         return False
 
 
+@pytest.mark.timeout(300)  # two hub processes start (imports are slow on a busy 2-core box)
 async def test_failover_on_a_frozen_leader_and_fail_back_when_the_other_dies(
     nats_server: servers.Server, vault: Any, sim: Any, tmp_path: Path
 ) -> None:
