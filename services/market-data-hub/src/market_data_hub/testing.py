@@ -83,6 +83,7 @@ def local_settings(
         "vault": VaultSettings(addr=vault_addr, token=vault_token, path=path, poll_seconds=0.5),
         "alpaca_data_url": sim_url,
         "alpaca_stream_url": sim_ws,
+        "alpaca_trading_url": sim_url,
         "delay_seconds": 2,
         "linger_seconds": 1,
         "leader_ttl_seconds": 3,
