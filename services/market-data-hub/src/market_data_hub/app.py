@@ -68,6 +68,8 @@ class Hub:
             settings.tier_gate_jwks_url, settings.http_token_audience, settings.http_token_issuer
         )
         self.nc: Client | None = None
+        self.responder_nc: Client | None = None
+        """User-facing connection (hub-responder identity); None = requests use `nc`."""
         self.js: JetStreamContext | None = None
         self.latest: nats_adapter.LatestStore | None = None
         self.leadership: nats_adapter.Leadership | None = None
@@ -95,8 +97,14 @@ class Hub:
         buckets = await nats_adapter.declare(self.js, s)
         self.buckets = buckets
         self.latest = nats_adapter.LatestStore(buckets.latest, s.latest_flush_seconds)
-        self.interest = InterestStore(buckets.interest, s, self.clock)
-        self.responder = InterestResponder(self.nc, self.interest, self.metrics)
+        self.interest = InterestStore(buckets.interest, s, self.clock, self.policy)
+        if s.nats_responder_creds:
+            self.responder_nc = await nats_adapter.connect(
+                s, f"market-data-hub-{s.replica_id}-responder", creds=s.nats_responder_creds
+            )
+        self.responder = InterestResponder(
+            self.responder_nc or self.nc, self.interest, self.metrics
+        )
         await self.interest.wait_usable()  # a request answered as soon as we subscribe works
         await self.responder.start()
         self.metrics.symbol_cap.labels("stocks").set(s.symbol_cap)
@@ -198,6 +206,8 @@ class Hub:
         down: dict[str, str] = {}
         if self.nc is None or not self.nc.is_connected:
             down["nats"] = "not connected"
+        if self.responder_nc is not None and not self.responder_nc.is_connected:
+            down["nats_responder"] = "not connected"
         if self.crashed:
             down["task"] = f"{self.crashed} crashed"
         problem = self.leadership.problem() if self.leadership is not None else "not started"
@@ -227,6 +237,10 @@ class Hub:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.flush(), 2)
             await self.nc.close()
+        if self.responder_nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.responder_nc.flush(), 2)
+            await self.responder_nc.close()
         self.keys.close()
         self.service_clients.close()
         if self.passthrough is not None:

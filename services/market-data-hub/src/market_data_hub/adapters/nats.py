@@ -24,16 +24,16 @@ from market_data_hub.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def connect(settings: Settings, name: str) -> Client:
-    """Connect with reconnect forever; creds file when configured."""
+async def connect(settings: Settings, name: str, creds: str | None = None) -> Client:
+    """Connect with reconnect forever; `creds` (default: `nats_creds`) when configured."""
     opts: dict[str, object] = {
         "name": name,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "pending_size": 64 * 1024 * 1024,
     }
-    if settings.nats_creds:
-        opts["user_credentials"] = settings.nats_creds
+    if creds := creds or settings.nats_creds:
+        opts["user_credentials"] = creds
     return await nats.connect(settings.nats_url, **opts)
 
 
