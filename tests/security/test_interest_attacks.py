@@ -159,6 +159,9 @@ async def test_a_reply_subject_is_never_a_write_primitive(
     text = await _metrics(hub)
     assert f'mdh_interest_requests_total{{outcome="foreign_reply"}} {len(targets)}.0' in text
     assert hub.state.hub.leadership.is_leader
+    # The narrowed hub identity still runs everything: upstream, delay line, state in KV.
+    await _eventually(lambda: not hub.state.hub.readiness(), 30)
+    await _eventually(lambda: any(s.startswith("md.delayed.stocks.") for s, _ in seen), 30)
     for c in (mallory.nc, bob.nc, admin):
         await c.close()
 
