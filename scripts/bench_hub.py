@@ -40,8 +40,8 @@ import nats
 import orjson
 import psutil
 from market_data_hub.normalize import parse_epoch_ns
-from market_data_hub.testing import write_alpaca_key
-from raxx_contracts import InterestRequest, encode, subjects
+from market_data_hub.testing import request_interest, write_alpaca_key
+from raxx_contracts import InterestRequest, encode
 from raxx_devstack import servers
 from raxx_devstack.ports import free_port
 from websockets.asyncio.client import connect
@@ -213,8 +213,10 @@ async def run() -> dict[str, Any]:
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.2)
-        req = InterestRequest(consumer_id="bench", symbols=SYMBOLS, lease_seconds=3600)
-        await nc.request(subjects.INTEREST, encode(req), timeout=5)
+        # one user may hold at most half the cap (pro_plus): two bench users lease the 30
+        for i, half in enumerate((SYMBOLS[:15], SYMBOLS[15:])):
+            req = InterestRequest(consumer_id="bench", symbols=tuple(half), lease_seconds=3600)
+            await request_interest(nc, encode(req), user=f"bench-{i}", tier="pro_plus")
         counter = Counter()
         sub = await nc.subscribe(
             "md.rt.>", cb=counter.on_msg, pending_msgs_limit=2_000_000, pending_bytes_limit=1024**3

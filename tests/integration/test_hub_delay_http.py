@@ -15,7 +15,13 @@ import pytest
 import pytest_asyncio
 from market_data_hub.normalize import event_ns
 from market_data_hub.settings import Settings
-from market_data_hub.testing import TokenMinter, local_settings, running_hub, write_alpaca_key
+from market_data_hub.testing import (
+    TokenMinter,
+    local_settings,
+    request_interest,
+    running_hub,
+    write_alpaca_key,
+)
 from nats.aio.client import Client
 from raxx_contracts import InterestRequest, encode, subjects
 
@@ -51,7 +57,7 @@ async def nc(own_nats: str) -> AsyncIterator[Client]:
 
 async def lease(nc: Client, *symbols: str) -> None:
     req = InterestRequest(consumer_id="t", symbols=symbols, lease_seconds=300)
-    await nc.request(subjects.INTEREST, encode(req), timeout=5)
+    await request_interest(nc, encode(req))
 
 
 async def test_delayed_path_is_never_early_and_survives_a_restart(

@@ -12,7 +12,12 @@ import nats
 import pytest
 import pytest_asyncio
 from market_data_hub.settings import Settings
-from market_data_hub.testing import local_settings, running_hub, write_alpaca_key
+from market_data_hub.testing import (
+    local_settings,
+    request_interest,
+    running_hub,
+    write_alpaca_key,
+)
 from nats.aio.client import Client
 from raxx_contracts import (
     AssetClass,
@@ -63,9 +68,10 @@ async def sim_fault(sim: Any, **body: Any) -> None:
         (await c.post(f"{sim.url}/sim/faults", json=body)).raise_for_status()
 
 
-async def interest(nc: Client, **kw: Any) -> InterestReply:
+async def interest(nc: Client, user: str = "test-user", **kw: Any) -> InterestReply:
+    tier = kw.pop("tier", "pro_plus")
     req = InterestRequest(consumer_id=kw.pop("consumer_id", "c1"), **kw)
-    msg = await nc.request(subjects.INTEREST, encode(req), timeout=5)
+    msg = await request_interest(nc, encode(req), user=user, tier=tier)
     return decode(InterestReply, msg.data)
 
 
@@ -136,8 +142,13 @@ async def test_cap_rejects_with_symbol_limit_and_bad_input_is_rejected(
 ) -> None:
     settings = settings.model_copy(update={"symbol_cap": 2})
     async with running_hub(settings):
-        r = await interest(nc, symbols=("AAPL", "MSFT", "AMZN", "bad sym", "SPY"))
-        assert r.accepted == ("AAPL", "MSFT")
+        # one pro_plus user may hold half the cap: two users fill it
+        r = await interest(nc, user="a", symbols=("AAPL", "MSFT"))
+        assert r.accepted == ("AAPL",)
+        assert r.rejected[0].reason == "user_symbol_quota"
+        assert (await interest(nc, user="b", symbols=("MSFT",))).accepted == ("MSFT",)
+        r = await interest(nc, user="c", symbols=("AMZN", "bad sym", "SPY", "MSFT"))
+        assert r.accepted == ("MSFT",)  # already held: no new slot
         reasons = {x.symbol: x.reason for x in r.rejected}
         assert reasons == {
             "AMZN": "symbol_limit",
@@ -148,9 +159,10 @@ async def test_cap_rejects_with_symbol_limit_and_bad_input_is_rejected(
         r = await interest(nc, asset_class=AssetClass.OPTIONS, symbols=("AAPL240315C00172500",),
                            channels=(Channel.BARS,))  # fmt: skip
         assert r.rejected[0].reason == "invalid_channel"
-        msg = await nc.request(subjects.INTEREST, b'{"nonsense": 1}', timeout=5)
+        msg = await request_interest(nc, b'{"nonsense": 1}')
         err = decode(ErrorReply, msg.data)
         assert err.error == "bad_request"
+        assert "nonsense" not in err.message  # a code and a safe message, details in the log
 
 
 async def test_lease_lapse_unsubscribes_after_linger(

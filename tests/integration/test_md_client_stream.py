@@ -71,18 +71,23 @@ async def test_free_client_gets_decoded_delayed_quotes_and_declares_interest(
 ) -> None:
     stack = tier_gate_stack
     hub = await stack.service("hub")
+    responder = await stack.service("hub-responder")
     requests: list[InterestRequest] = []
+    asked_on: list[str] = []
 
     async def answer(msg: Msg) -> None:
         req = decode(InterestRequest, msg.data)
         requests.append(req)
+        asked_on.append(msg.subject)
         await msg.respond(encode(InterestReply(accepted=req.symbols, subscribed=1, symbol_cap=10)))
 
-    await hub.subscribe(subjects.INTEREST, cb=answer)
-    await hub.flush()
-    client = await _client(stack, unique_user(), "free", lease_seconds=5)
+    await responder.subscribe(subjects.INTEREST_ANY, cb=answer)
+    await responder.flush()
+    user = unique_user()
+    client = await _client(stack, user, "free", lease_seconds=5)
     reply = await client.subscribe(["AAPL", "BRK.B"])
     assert isinstance(reply, InterestReply)
+    assert asked_on[0] == subjects.interest("free", subjects.user_token(user))
     assert requests[0].symbols == ("AAPL", "BRK.B")
     assert requests[0].consumer_id == client.consumer_id
     for sym in ("AAPL", "BRK.B"):
@@ -99,6 +104,7 @@ async def test_free_client_gets_decoded_delayed_quotes_and_declares_interest(
     await client.close()
     assert requests[-1].release
     await hub.close()
+    await responder.close()
 
 
 async def test_renewals_lose_no_messages(tier_gate_stack_factory: StackFactory) -> None:

@@ -135,7 +135,8 @@ async def test_interest_is_observed_without_replying_and_settled(
             req = InterestRequest(consumer_id="mbt-1", symbols=("NVDA", "AMD"))
             inbox = nc.new_inbox()
             replies = await nc.subscribe(inbox)
-            await nc.publish(subjects.INTEREST, encode(req), reply=inbox)
+            subject = subjects.interest("free", subjects.user_token("mbt"))
+            await nc.publish(subject, encode(req), reply=inbox)
             await nc.flush()
             rt: Runtime = app.state.runtime
             recorded: set[str] = set()

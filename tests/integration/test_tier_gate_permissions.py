@@ -135,15 +135,20 @@ async def test_user_may_use_only_its_own_inbox_and_the_interest_subject(
     assert prefix == subjects.user_inbox_prefix(alice)
     violations = Violations()
     nc = await stack.connect_user(tok["nats"]["creds"], violations, inbox_prefix=prefix)
-    hub = await stack.service("hub")
+    hub = await stack.service("hub-responder")
 
     async def answer(msg: Msg) -> None:
         await msg.respond(b'{"ok": true}')
 
-    await hub.subscribe(subjects.INTEREST, cb=answer)
+    await hub.subscribe(subjects.INTEREST_ANY, cb=answer)
     await hub.flush()
-    reply = await nc.request(subjects.INTEREST, b"{}", timeout=2)
+    own = subjects.interest("free", subjects.user_token(alice))
+    assert tok["subjects"]["interest"] == own
+    reply = await nc.request(own, b"{}", timeout=2)
     assert reply.data == b'{"ok": true}'
+    bobs = subjects.interest("free", subjects.user_token(bob))
+    for refused_pub in (bobs, subjects.INTEREST, subjects.interest("pro", own.rsplit(".", 1)[1])):
+        await nc.publish(refused_pub, b"{}")
 
     others = subjects.user_inbox_prefix(bob) + ".>"
     await nc.subscribe(others)
@@ -151,7 +156,7 @@ async def test_user_may_use_only_its_own_inbox_and_the_interest_subject(
     await nc.subscribe(f"{subjects.USER_INBOX_ROOT}.>")
     await nc.flush()
     await _settle()
-    for refused in (others, "_INBOX.>", f"{subjects.USER_INBOX_ROOT}.>"):
+    for refused in (others, "_INBOX.>", f"{subjects.USER_INBOX_ROOT}.>", bobs, subjects.INTEREST):
         assert violations.about(refused), (refused, violations.errors)
     await nc.close()
     await hub.close()

@@ -10,7 +10,21 @@ from raxx_contracts._base import Symbol, WireModel
 from raxx_contracts.enums import AssetClass, Channel
 from raxx_contracts.timestamps import NanoDatetime
 
-RejectReason = Literal["symbol_limit", "invalid_symbol", "invalid_channel", "not_entitled"]
+RejectReason = Literal[
+    "symbol_limit",
+    "invalid_symbol",
+    "invalid_channel",
+    "not_entitled",
+    "user_symbol_quota",
+    "user_consumer_quota",
+    "tier_share",
+]
+"""Why a symbol was refused: `symbol_limit` the plan's cap of distinct symbols is full;
+`user_symbol_quota` this user already holds its quota of symbols (the tier's
+`max_symbols_per_user`, or its `user_cap_share` of the cap, whichever is smaller);
+`user_consumer_quota` this user already has `max_consumers_per_user` consumer ids with leases;
+`tier_share` the user's tier as a whole holds its `tier_cap_share` of the cap;
+`invalid_symbol` / `invalid_channel` bad input; `not_entitled` reserved."""
 
 
 class InterestRequest(WireModel):
@@ -18,6 +32,8 @@ class InterestRequest(WireModel):
 
     schema_version: Literal[1] = 1
     consumer_id: str = Field(min_length=1, max_length=200)
+    """A name within the requesting user's own space (the owner is the authenticated user the
+    request subject names, never this id)."""
     asset_class: AssetClass = AssetClass.STOCKS
     channels: tuple[Channel, ...] = (Channel.QUOTES, Channel.TRADES)
     symbols: tuple[str, ...] = Field(min_length=1, max_length=1000)
@@ -48,7 +64,8 @@ class InterestReply(WireModel):
 
 
 class ErrorReply(WireModel):
-    """A typed error answer to a NATS request."""
+    """A typed error answer to a NATS request: a stable code and a message safe to show
+    (never internal exception text; the detail is in the responder's log)."""
 
     schema_version: Literal[1] = 1
     error: str

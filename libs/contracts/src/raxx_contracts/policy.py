@@ -17,6 +17,27 @@ from raxx_contracts.errors import UnknownTierError
 Access = Literal["realtime", "delayed"]
 
 
+class InterestQuota(WireModel):
+    """What one user of a tier may lease from the hub, per asset class (each has its own cap)."""
+
+    max_symbols_per_user: int = Field(gt=0)
+    """Distinct symbols one user may hold leases on (all its consumers together)."""
+    max_consumers_per_user: int = Field(gt=0)
+    """Distinct consumer ids with leases one user may have at a time."""
+    user_cap_share: float = Field(gt=0, le=1)
+    """Share of the plan's symbol cap one user may hold (at least one symbol)."""
+    tier_cap_share: float = Field(gt=0, le=1)
+    """Share of the plan's symbol cap all users of this tier together may hold."""
+
+    def user_limit(self, cap: int) -> int:
+        """Distinct symbols one user may hold under a plan cap of `cap`."""
+        return max(1, min(self.max_symbols_per_user, int(cap * self.user_cap_share)))
+
+    def tier_limit(self, cap: int) -> int:
+        """Distinct symbols the whole tier may hold under a plan cap of `cap`."""
+        return max(1, int(cap * self.tier_cap_share))
+
+
 class TierRule(WireModel):
     """What one tier may see and do."""
 
@@ -29,6 +50,7 @@ class TierRule(WireModel):
     """None means unlimited."""
     max_subscriptions: int = Field(gt=0)
     credential_ttl_seconds: int = Field(gt=0)
+    interest: InterestQuota
 
 
 class TierPolicy(WireModel):

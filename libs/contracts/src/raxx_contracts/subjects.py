@@ -17,7 +17,10 @@ from raxx_contracts.symbols import decode_symbol, encode_symbol
 
 MD_PREFIX = "md"
 INTEREST = "md.ctl.interest"
-"""Request/reply: a consumer declares interest in symbols (with a lease)."""
+"""Root of the interest request subjects; a credential publishes only on its own
+`md.ctl.interest.<tier>.<user token>` (see :func:`interest`), never on the bare root."""
+INTEREST_ANY = f"{INTEREST}.*.*"
+"""What the hub answers (queue group) and the settler observes: every user's request subject."""
 BILLING_TIER_CHANGED = "billing.tier.changed"
 BROKER_HANDOFF_EVENTS = "broker.handoff.events"
 
@@ -131,3 +134,64 @@ def user_token(user_id: str) -> str:
 def user_inbox_prefix(user_id: str) -> str:
     """The inbox prefix a user's client must use; its credential may read only below it."""
     return f"{USER_INBOX_ROOT}.{user_token(user_id)}"
+
+
+_TOKEN_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+_TIER_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _check_tier(tier: str) -> str:
+    if not tier or not set(tier) <= _TIER_ALPHABET:
+        raise ContractError(f"not a tier name usable in a subject: {tier!r}")
+    return tier
+
+
+def _check_user_token(token: str) -> str:
+    if len(token) != 24 or not set(token) <= _TOKEN_ALPHABET:
+        raise ContractError(f"not a user token: {token!r}")
+    return token
+
+
+def interest(tier: str, user_token_: str) -> str:
+    """`md.ctl.interest.<tier>.<user token>`: the one subject a credential may request on.
+
+    The tier's permission template lets a user publish only here, with its own token, so a
+    responder learns who asks (and at which tier) from the subject the server let through.
+    """
+    return f"{INTEREST}.{_check_tier(tier)}.{_check_user_token(user_token_)}"
+
+
+def interest_template(tier: str, tag: str) -> str:
+    """The subject of :func:`interest` with the user token as a NATS template tag
+    (`{{tag(<tag>)}}`), for a tier's scoped signing key."""
+    return f"{INTEREST}.{_check_tier(tier)}.{{{{tag({tag})}}}}"
+
+
+def user_inbox_template(tag: str) -> str:
+    """`_INBOX_U.{{tag(<tag>)}}.>`: a user's own inbox, for a tier's scoped signing key."""
+    return f"{USER_INBOX_ROOT}.{{{{tag({tag})}}}}.>"
+
+
+class InterestSubject(NamedTuple):
+    """A parsed interest request subject: who asks, at which tier."""
+
+    tier: str
+    user_token: str
+
+
+def parse_interest(subject: str) -> InterestSubject:
+    """Parse a subject built by :func:`interest`; raise ContractError for anything else."""
+    parts = subject.split(".")
+    if len(parts) != 5 or ".".join(parts[:3]) != INTEREST:
+        raise ContractError(f"not an interest subject: {subject!r}")
+    return InterestSubject(_check_tier(parts[3]), _check_user_token(parts[4]))
+
+
+def is_user_reply(reply: str, user_token_: str) -> bool:
+    """Whether `reply` lies inside the user's own inbox space (`_INBOX_U.<token>.` + more)."""
+    prefix = f"{USER_INBOX_ROOT}.{user_token_}."
+    return (
+        reply.startswith(prefix)
+        and len(reply) > len(prefix)
+        and not any(c in reply for c in " \t\r\n*>")
+    )

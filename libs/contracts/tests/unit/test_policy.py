@@ -1,7 +1,15 @@
 from __future__ import annotations
 
 import pytest
-from raxx_contracts import AssetClass, Path, UnknownTierError, default_policy, parse_policy
+from raxx_contracts import (
+    AssetClass,
+    ContractError,
+    Path,
+    UnknownTierError,
+    default_policy,
+    parse_policy,
+    subjects,
+)
 
 
 def test_default_policy_matches_the_published_tier_table() -> None:
@@ -43,5 +51,32 @@ def test_policy_document_is_validated() -> None:
             'schema_version = 1\ndefault_tier = "a"\ndelay_seconds = 1\ntier_order = ["a", "b"]\n'
             '[tiers.a]\nequities = "delayed"\noptions = "delayed"\nhttp = "delayed"\n'
             "historical_option_chains = false\nbroker_handoff = false\nmax_subscriptions = 1\n"
-            "credential_ttl_seconds = 1\n"
+            "credential_ttl_seconds = 1\n[tiers.a.interest]\nmax_symbols_per_user = 1\n"
+            "max_consumers_per_user = 1\nuser_cap_share = 1.0\ntier_cap_share = 1.0\n"
         )
+
+
+def test_interest_quota_limits_follow_the_cap() -> None:
+    free = default_policy().rule("free").interest
+    assert free.user_limit(30) == 6  # min(10, 0.2 x 30)
+    assert free.tier_limit(30) == 15
+    assert free.user_limit(200) == 10
+    assert free.user_limit(1) == 1
+
+
+def test_interest_subject_names_tier_and_user_and_parses_back() -> None:
+    token = subjects.user_token("alice")
+    subject = subjects.interest("free", token)
+    assert subject == f"md.ctl.interest.free.{token}"
+    assert subjects.parse_interest(subject) == ("free", token)
+    for bad in ("md.ctl.interest", "md.ctl.interest.free", f"md.ctl.interest.*.{token}",
+                "md.ctl.interest.free.>", f"md.rt.interest.free.{token}"):  # fmt: skip
+        with pytest.raises(ContractError):
+            subjects.parse_interest(bad)
+    with pytest.raises(ContractError):
+        subjects.interest("free", "*")
+    inbox = subjects.user_inbox_prefix("alice")
+    assert subjects.is_user_reply(f"{inbox}.abc.1", token)
+    for reply in (inbox, f"{inbox}.", "$KV.MDH_LEADER.upstream", f"{inbox}x.1",
+                  subjects.user_inbox_prefix("bob") + ".1", f"{inbox}.a b"):  # fmt: skip
+        assert not subjects.is_user_reply(reply, token)

@@ -307,7 +307,9 @@ class MdClient:
             release=release,
         )
         try:
-            msg = await self._require_nc().request(subjects.INTEREST, encode(request), timeout=2)
+            msg = await self._require_nc().request(
+                self.credential.interest_subject, encode(request), timeout=2
+            )
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError) as exc:
             log.warning("no answer to the interest request (is the hub running?): %s", exc)
             return None

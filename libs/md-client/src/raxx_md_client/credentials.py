@@ -31,6 +31,8 @@ class Credential:
     paths: dict[AssetClass, Path]
     inbox_prefix: str
     http_token: str
+    interest_subject: str
+    """The one subject this credential may send interest requests on (from tier-gate)."""
 
     def refresh_at(self, fraction: float) -> dt.datetime:
         """When to refresh: `fraction` of the lifetime after it was issued."""
@@ -100,6 +102,7 @@ class TierGateClient:
             paths={AssetClass(a): Path(p) for a, p in granted["paths"].items()},
             inbox_prefix=str(granted["inbox_prefix"]),
             http_token=str(body["http_token"]),
+            interest_subject=str(granted["interest"]),
         )
 
     async def dev_identity(self, user: str, tier: str) -> str:

@@ -23,7 +23,10 @@ def test_dedupe_window_drops_repeats_and_forgets_old_entries() -> None:
 
 def test_refresh_at_is_three_quarters_of_the_lifetime() -> None:
     exp = dt.datetime(2026, 1, 1, 0, 15, tzinfo=dt.UTC)
-    cred = Credential("free", "jwt", exp, 900, {AssetClass.STOCKS: Path.DELAYED}, "_INBOX_U.X", "h")
+    cred = Credential(
+        "free", "jwt", exp, 900, {AssetClass.STOCKS: Path.DELAYED}, "_INBOX_U.X", "h",
+        "md.ctl.interest.free.X",
+    )  # fmt: skip
     assert cred.refresh_at(0.75) == dt.datetime(2026, 1, 1, 0, 11, 15, tzinfo=dt.UTC)
 
 

@@ -44,7 +44,7 @@ def create_app(
             recorder = InterestRecorder(
                 rt.store, rt.deps.clock, ZoneInfo(settings.timezone), metrics
             )
-            sub = await bus.listen(rt.nc, subjects.INTEREST, recorder.on_request)
+            sub = await bus.listen(rt.nc, subjects.INTEREST_ANY, recorder.on_request)
             scheduler = Scheduler(settings, rt.settler, rt.store, rt.deps.clock, metrics)
             for name, factory in (
                 ("relay", rt.relay.run_forever),

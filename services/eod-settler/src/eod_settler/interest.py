@@ -1,4 +1,5 @@
-"""Observe `md.ctl.interest` (plain listener, never a replier) and record symbols per date."""
+"""Observe `md.ctl.interest.*.*` (every user's request subject; a plain listener, never a
+replier) and record symbols per date."""
 
 from __future__ import annotations
 

@@ -75,6 +75,9 @@ class Hub:
         )
         self.nc: Client | None = None
         self.nats_status = nats_adapter.ConnectionStatus()
+        self.responder_nc: Client | None = None
+        """User-facing connection (hub-responder identity); None = requests use `nc`."""
+        self.responder_status = nats_adapter.ConnectionStatus()
         self.js: JetStreamContext | None = None
         self.latest: nats_adapter.LatestStore | None = None
         self.leadership: nats_adapter.Leadership | None = None
@@ -106,8 +109,17 @@ class Hub:
         buckets = await nats_adapter.declare(self.js, s)
         self.buckets = buckets
         self.latest = nats_adapter.LatestStore(buckets.latest, s.latest_flush_seconds)
-        self.interest = InterestStore(buckets.interest, s, self.clock)
-        self.responder = InterestResponder(self.nc, self.interest, self.metrics)
+        self.interest = InterestStore(buckets.interest, s, self.clock, self.policy)
+        if s.nats_responder_creds:
+            self.responder_nc = await nats_adapter.connect(
+                s,
+                f"market-data-hub-{s.replica_id}-responder",
+                self.responder_status,
+                creds=s.nats_responder_creds,
+            )
+        self.responder = InterestResponder(
+            self.responder_nc or self.nc, self.interest, self.metrics
+        )
         await self.interest.wait_usable()  # a request answered as soon as we subscribe works
         await self.responder.start()
         self.metrics.symbol_cap.labels("stocks").set(s.symbol_cap)
@@ -175,6 +187,10 @@ class Hub:
         down: dict[str, str] = {}
         if problem := self.nats_status.problem(self.nc):
             down["nats"] = problem
+        if self.responder_nc is not None and (
+            problem := self.responder_status.problem(self.responder_nc)
+        ):
+            down["nats_responder"] = problem
         for name, why in self.supervisor.problems().items():
             down[f"task:{name}"] = why
         problem = self.leadership.problem() if self.leadership is not None else "not started"
@@ -220,6 +236,13 @@ class Hub:
                 await self.nc.close()
             except Exception as exc:  # the server may be gone; nothing is left to hand over
                 log.warning("closing the NATS connection failed: %s", type(exc).__name__)
+        if self.responder_nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.responder_nc.flush(), 2)
+            try:
+                await self.responder_nc.close()
+            except Exception as exc:
+                log.warning("closing the responder connection failed: %s", type(exc).__name__)
         self.keys.close()
         self.service_clients.close()
         if self.passthrough is not None:

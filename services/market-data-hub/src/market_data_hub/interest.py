@@ -1,8 +1,16 @@
-"""`md.ctl.interest`: consumers lease symbols; the table lives in NATS KV (one key per asset).
+"""Interest requests on `md.ctl.interest.<tier>.<user token>`: leases owned by the user.
 
-Every replica answers (queue group), so interest keeps working while leadership moves; the
-revision-checked update makes the cap hold across replicas. The leader reads the same table
-to decide what to hold upstream.
+The server lets a credential publish only on its own tier's subject with its own token (the
+tier's permission template), so the subject says who asks. The responder answers only inside
+that user's inbox (`_INBOX_U.<token>.`); any other reply subject is dropped and counted, never
+published to. It receives and replies on the user-facing connection (identity `hub-responder`,
+which may publish nothing but user-inbox replies) and keeps state over the hub's own
+connection (KV bucket `<prefix>_INTEREST`).
+
+KV layout per asset class: `owner.<asset>.<user token>` (one user's leases, bounded by its
+tier's quota) and `slots.<asset>` (the symbols held for anyone, bounded by the plan's cap).
+Every replica answers (queue group); the slot table's revision-checked update makes the cap and
+the tier shares hold across replicas. The leader reads the slot table to decide what to hold.
 """
 
 from __future__ import annotations
@@ -20,36 +28,57 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.js.kv import KeyValue
 from raxx_contracts import (
     AssetClass,
+    ContractError,
     DecodeError,
     ErrorReply,
     InterestReply,
     InterestRequest,
     NanoDatetime,
+    TierPolicy,
+    UnknownTierError,
     decode,
     encode,
     subjects,
 )
 
-from market_data_hub.domain import Clock, LeaseTable
+from market_data_hub.domain import Clock, Limits, OwnerLeases, SlotTable, apply_request
+from market_data_hub.domain.leases import InterestOutcome
 from market_data_hub.metrics import Metrics
 from market_data_hub.settings import Settings
 
 log = logging.getLogger(__name__)
 QUEUE = "market-data-hub"
+MAX_REQUEST_BYTES = 16 * 1024
+"""Larger requests are refused before decoding (1,000 symbols of a request fit easily)."""
 
 
-def table_key(asset: AssetClass) -> str:
-    """KV key of an asset class's lease table."""
-    return f"leases.{asset}"
+def slots_key(asset: AssetClass) -> str:
+    """KV key of an asset class's slot table."""
+    return f"slots.{asset}"
+
+
+def owner_key(asset: AssetClass, user_token: str) -> str:
+    """KV key of one user's leases in an asset class."""
+    return f"owner.{asset}.{user_token}"
+
+
+class RequestRefused(Exception):
+    """A request answered with a typed ErrorReply (its message is safe to show)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class InterestStore:
-    """Read and update lease tables in KV with optimistic concurrency."""
+    """Read and update owner records and slot tables in KV with optimistic concurrency."""
 
-    def __init__(self, kv: KeyValue, settings: Settings, clock: Clock) -> None:
+    def __init__(self, kv: KeyValue, settings: Settings, clock: Clock, policy: TierPolicy) -> None:
         self.kv = kv
         self.settings = settings
         self.clock = clock
+        self.policy = policy
         self.changed = asyncio.Event()
 
     def cap(self, asset: AssetClass) -> int:
@@ -57,13 +86,23 @@ class InterestStore:
         s = self.settings
         return s.symbol_cap if asset is AssetClass.STOCKS else s.option_symbol_cap
 
-    async def load(self, asset: AssetClass) -> tuple[LeaseTable, int]:
-        """The table and its KV revision (0 when absent)."""
+    async def _get(self, key: str) -> tuple[bytes | None, int]:
         try:
-            entry = await self.kv.get(table_key(asset))
+            entry = await self.kv.get(key)
         except (KeyNotFoundError, NotFoundError):
-            return LeaseTable(asset), 0
-        return LeaseTable.from_json(asset, entry.value), entry.revision or 0
+            return None, 0
+        return entry.value, entry.revision or 0
+
+    async def _put(self, key: str, value: bytes, rev: int) -> None:
+        if rev:
+            await self.kv.update(key, value, last=rev)
+        else:
+            await self.kv.create(key, value)
+
+    async def load(self, asset: AssetClass) -> tuple[SlotTable, int]:
+        """The slot table (what to hold upstream) and its KV revision (0 when absent)."""
+        data, rev = await self._get(slots_key(asset))
+        return SlotTable.from_json(asset, data), rev
 
     async def wait_usable(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Return once the lease bucket answers reads (JetStream can lag a just-created bucket:
@@ -78,41 +117,75 @@ class InterestStore:
                     raise
                 await asyncio.sleep(0.1)
 
-    async def handle(self, req: InterestRequest) -> InterestReply:
-        """Apply one request; retry on a concurrent update."""
+    async def handle(self, tier: str, user_token: str, req: InterestRequest) -> InterestReply:
+        """Apply one request of `user_token` at `tier`; retry on a concurrent update.
+
+        Write order: the slot table first (revision-checked: the serialization point of the cap
+        and the shares), then the owner record (revision-checked); when the owner record lost a
+        race, the slot moves are undone exactly and the request is applied again.
+        """
+        try:
+            quota = self.policy.rule(tier).interest
+        except UnknownTierError:
+            raise RequestRefused("not_entitled", "this credential's tier is not known") from None
         asset = req.asset_class
+        limits = Limits(self.cap(asset), quota, self.settings.lease_record_max_bytes)
         lease = min(req.lease_seconds, self.settings.max_lease_seconds)
+        okey = owner_key(asset, user_token)
         for _ in range(20):
-            table, rev = await self.load(asset)
-            outcome = table.apply(
-                req.consumer_id, req.symbols, req.channels, lease, self.clock.now_ns(),
-                self.cap(asset), release=req.release,
-            )  # fmt: skip
             try:
-                if rev:
-                    await self.kv.update(table_key(asset), table.to_json(), last=rev)
-                else:
-                    await self.kv.create(table_key(asset), table.to_json())
+                (odata, orev), (slots, srev) = await asyncio.gather(
+                    self._get(okey), self.load(asset)
+                )
+                outcome = apply_request(
+                    OwnerLeases.from_json(odata), slots, tier=tier, consumer=req.consumer_id,
+                    symbols=req.symbols, channels=req.channels, lease_seconds=lease,
+                    release=req.release, now_ns=self.clock.now_ns(), limits=limits,
+                )  # fmt: skip
+                if outcome.changed:
+                    await self._put(slots_key(asset), outcome.slots.to_json(), srev)
+                    try:
+                        await self._put(okey, outcome.owner.to_json(), orev)
+                    except KeyWrongLastSequenceError:
+                        await self._undo(asset, outcome)
+                        raise
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(0.005)
                 continue
             except NoRespondersError:  # JetStream momentarily not answering: retry shortly
                 await asyncio.sleep(0.1)
                 continue
-            self.changed.set()
-            exp = outcome.expires_ns
-            return InterestReply(
-                accepted=outcome.accepted,
-                rejected=outcome.rejected,
-                lease_expires_at=NanoDatetime.from_epoch_ns(exp) if exp else None,
-                subscribed=outcome.subscribed,
-                symbol_cap=self.cap(asset),
-            )
-        raise RuntimeError("lease table too contended")
+            if outcome.changed:
+                self.changed.set()
+            return self._reply(asset, outcome)
+        raise RuntimeError("lease records too contended")
+
+    async def _undo(self, asset: AssetClass, outcome: InterestOutcome) -> None:
+        inverse = [d.inverse() for d in outcome.deltas]
+        for _ in range(50):
+            slots, rev = await self.load(asset)
+            slots.apply(inverse, self.clock.now_ns())
+            try:
+                await self._put(slots_key(asset), slots.to_json(), rev)
+                return
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(0.005)
+        log.error("could not undo slot moves (%d); they lapse with their leases", len(inverse))
+
+    def _reply(self, asset: AssetClass, outcome: InterestOutcome) -> InterestReply:
+        exp = outcome.expires_ns
+        return InterestReply(
+            accepted=outcome.accepted,
+            rejected=outcome.rejected,
+            lease_expires_at=NanoDatetime.from_epoch_ns(exp) if exp else None,
+            subscribed=outcome.subscribed,
+            symbol_cap=self.cap(asset),
+        )
 
 
 class InterestResponder:
-    """Answers `md.ctl.interest` with InterestReply, or ErrorReply for a malformed request."""
+    """Answers `md.ctl.interest.<tier>.<user>` with InterestReply, or ErrorReply (a code and a
+    safe message; details only in the log). Replies only inside the requester's own inbox."""
 
     def __init__(self, nc: Client, store: InterestStore, metrics: Metrics) -> None:
         self.nc = nc
@@ -122,7 +195,7 @@ class InterestResponder:
 
     async def start(self) -> None:
         """Subscribe in the hub's queue group."""
-        self._sub = await self.nc.subscribe(subjects.INTEREST, queue=QUEUE, cb=self._on_msg)
+        self._sub = await self.nc.subscribe(subjects.INTEREST_ANY, queue=QUEUE, cb=self._on_msg)
         await self.nc.flush()  # registered on the server before anyone is told we are up
 
     async def stop(self) -> None:
@@ -131,24 +204,45 @@ class InterestResponder:
             await self._sub.unsubscribe()
 
     async def _on_msg(self, msg: Msg) -> None:
-        if not msg.reply:
+        try:
+            who = subjects.parse_interest(msg.subject)
+        except ContractError:
+            self.metrics.interest_requests.labels("foreign_subject").inc()
+            return
+        if not msg.reply or not subjects.is_user_reply(msg.reply, who.user_token):
+            # Never publish where the requester points unless it is its own inbox: a reply
+            # subject is not checked by the server against the requester's rights.
+            self.metrics.interest_requests.labels("foreign_reply").inc()
+            log.warning("interest request with a reply outside the requester's inbox dropped")
             return
         try:
-            req = decode(InterestRequest, msg.data)
+            body = await self._answer(who.tier, who.user_token, msg.data)
+        except RequestRefused as exc:
+            body = encode(ErrorReply(error=exc.code, message=exc.message))
+        await self.nc.publish(msg.reply, body)
+
+    async def _answer(self, tier: str, user_token: str, data: bytes) -> bytes:
+        if len(data) > MAX_REQUEST_BYTES:
+            self.metrics.interest_requests.labels("malformed").inc()
+            raise RequestRefused("bad_request", f"request larger than {MAX_REQUEST_BYTES} bytes")
+        try:
+            req = decode(InterestRequest, data)
         except DecodeError as exc:
             self.metrics.interest_requests.labels("malformed").inc()
-            reply = encode(ErrorReply(error="bad_request", message=str(exc)[:500]))
-            await self.nc.publish(msg.reply, reply)
-            return
+            log.debug("malformed interest request: %s", exc)
+            raise RequestRefused(
+                "bad_request", "not a valid InterestRequest (see the raxx_contracts model)"
+            ) from None
         try:
-            out = await self.store.handle(req)
-        except Exception as exc:
+            out = await self.store.handle(tier, user_token, req)
+        except RequestRefused:
+            self.metrics.interest_requests.labels("refused").inc()
+            raise
+        except Exception:
             log.exception("interest request failed")
             self.metrics.interest_requests.labels("error").inc()
-            err = ErrorReply(error="unavailable", message=f"interest not recorded: {exc}")
-            await self.nc.publish(msg.reply, encode(err))
-            return
+            raise RequestRefused("unavailable", "interest not recorded; retry shortly") from None
         self.metrics.interest_requests.labels("ok").inc()
         for r in out.rejected:
             self.metrics.rejections.labels(r.reason).inc()
-        await self.nc.publish(msg.reply, encode(out))
+        return encode(out)

@@ -85,7 +85,11 @@ class Metrics:
         )
         self.symbol_cap = Gauge("mdh_symbol_cap", "Configured symbol cap", ["asset"], registry=r)
         self.interest_requests = Counter(
-            "mdh_interest_requests_total", "Interest requests by outcome", ["outcome"], registry=r
+            "mdh_interest_requests_total",
+            "Interest requests by outcome (ok, malformed, refused, error; foreign_reply and "
+            "foreign_subject were dropped unanswered)",
+            ["outcome"],
+            registry=r,
         )
         self.rejections = Counter(
             "mdh_interest_rejections_total", "Rejected symbols by reason", ["reason"], registry=r

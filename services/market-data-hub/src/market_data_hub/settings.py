@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     env: Literal["dev", "prod"] = "dev"
     nats_url: str = "nats://127.0.0.1:4222"
     nats_creds: str | None = None
+    """Data and state identity (`hub`): publishes md.rt/md.delayed, owns the hub's stream and KV."""
+    nats_responder_creds: str | None = None
+    """User-facing identity (`hub-responder`): receives interest requests, may publish only
+    into user inboxes. A second connection; unset = the requests use the first connection
+    (tests and unauthenticated servers; required in prod when `nats_creds` is set)."""
     vault: VaultSettings = VaultSettings()
 
     alpaca_data_url: str = "https://data.alpaca.markets"
@@ -49,6 +54,9 @@ class Settings(BaseSettings):
     delay_seconds: float = Field(default=900, ge=0)
     linger_seconds: float = Field(default=30, ge=0)
     max_lease_seconds: int = Field(default=3600, gt=0)
+    lease_record_max_bytes: int = Field(default=256 * 1024, ge=4096)
+    """No lease record (one user's, or an asset's slot table) is written larger than this;
+    keep it under the server's max_payload (1 MiB by default)."""
 
     rest_rate_per_min: int = Field(default=200, gt=0)
     rest_cache_seconds: float = Field(default=1.0, ge=0)
@@ -82,3 +90,12 @@ class Settings(BaseSettings):
     """Prefix of the hub's JetStream stream and KV buckets (tests use a unique one)."""
     latest_flush_seconds: float = Field(default=0.25, gt=0)
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _responder_identity(self) -> Settings:
+        if self.env == "prod" and self.nats_creds and not self.nats_responder_creds:
+            raise ValueError(
+                "MDH_NATS_RESPONDER_CREDS is required in prod: user requests are answered "
+                "only by the hub-responder identity"
+            )
+        return self

@@ -4,7 +4,9 @@ and an in-process hub runner. Used by the hub's tests and its benchmark; never b
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -17,6 +19,9 @@ import hvac
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from raxx_contracts import subjects
 
 from market_data_hub.app import Deps, Hub, create_app
 from market_data_hub.settings import Settings, VaultSettings
@@ -110,3 +115,30 @@ async def running_hub(settings: Settings, deps: Deps | None = None) -> AsyncIter
         yield app
     finally:
         await h.stop()
+
+
+async def request_interest(
+    nc: Client,
+    data: bytes,
+    *,
+    user: str = "test-user",
+    tier: str = "pro",
+    timeout: float = 5,  # noqa: ASYNC109
+) -> Msg:
+    """Send an interest request as `user` at `tier` (its own subject, a reply in its own inbox),
+    as a tier-gate credential would on an unauthenticated test server."""
+    subject = subjects.interest(tier, subjects.user_token(user))
+    deadline = time.monotonic() + timeout
+    while True:
+        inbox = f"{subjects.user_inbox_prefix(user)}.{uuid.uuid4().hex}"
+        sub = await nc.subscribe(inbox, max_msgs=1)
+        try:
+            await nc.publish(subject, data, reply=inbox)
+            msg = await sub.next_msg(max(0.1, deadline - time.monotonic()))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        # A 503 status is the server's "no responders" (a hub still subscribing): retry.
+        if (msg.headers or {}).get("Status") != "503" or time.monotonic() > deadline:
+            return msg
+        await asyncio.sleep(0.1)

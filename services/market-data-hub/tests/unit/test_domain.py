@@ -3,42 +3,157 @@
 from __future__ import annotations
 
 import msgpack
-from market_data_hub.domain import Backoff, LeaseTable, Subscriptions, plan_changes
+from market_data_hub.domain import (
+    Backoff,
+    InterestOutcome,
+    Limits,
+    OwnerLeases,
+    SlotTable,
+    Subscriptions,
+    apply_request,
+    plan_changes,
+)
 from market_data_hub.domain.ratelimit import TokenBucket
 from market_data_hub.normalize import convert, event_ns, parse_epoch_ns
-from raxx_contracts import AssetClass, Bar, Channel, NanoDatetime, Quote, decode, dumps, encode
+from raxx_contracts import (
+    AssetClass,
+    Bar,
+    Channel,
+    InterestQuota,
+    NanoDatetime,
+    Quote,
+    decode,
+    dumps,
+    encode,
+)
 
 S = 1_000_000_000
 
 
-def test_lease_table_caps_distinct_symbols_and_renews_existing_ones() -> None:
-    t = LeaseTable(AssetClass.STOCKS)
-    out = t.apply("a", ["AAPL", "MSFT"], [Channel.QUOTES], 10, 0, cap=2)
+QUOTA = InterestQuota(
+    max_symbols_per_user=10, max_consumers_per_user=2, user_cap_share=1.0, tier_cap_share=1.0
+)
+
+
+def _req(
+    owners: dict[str, OwnerLeases],
+    slots: SlotTable,
+    owner: str,
+    symbols: list[str],
+    *,
+    consumer: str = "c",
+    tier: str = "pro",
+    channels: tuple[Channel, ...] = (Channel.QUOTES,),
+    lease: int = 10,
+    now: int = 0,
+    cap: int = 30,
+    quota: InterestQuota = QUOTA,
+    release: bool = False,
+) -> tuple[InterestOutcome, SlotTable]:
+    out = apply_request(
+        owners.get(owner, OwnerLeases()), slots, tier=tier, consumer=consumer, symbols=symbols,
+        channels=channels, lease_seconds=lease, release=release, now_ns=now,
+        limits=Limits(cap, quota, 256 * 1024),
+    )  # fmt: skip
+    if out.changed:
+        owners[owner] = out.owner
+        return out, out.slots
+    return out, slots
+
+
+def test_cap_counts_distinct_symbols_across_owners_and_renewals() -> None:
+    owners: dict[str, OwnerLeases] = {}
+    t = SlotTable(AssetClass.STOCKS)
+    out, t = _req(owners, t, "a", ["AAPL", "MSFT"], cap=2)
     assert out.accepted == ("AAPL", "MSFT")
-    out = t.apply("b", ["MSFT", "AMZN"], [Channel.TRADES], 10, 0, cap=2)
+    out, t = _req(owners, t, "b", ["MSFT", "AMZN"], channels=(Channel.TRADES,), cap=2)
     assert out.accepted == ("MSFT",)
     assert [r.reason for r in out.rejected] == ["symbol_limit"]
     assert t.union(1) == {Channel.QUOTES: {"AAPL", "MSFT"}, Channel.TRADES: {"MSFT"}}
+    assert SlotTable.from_json(AssetClass.STOCKS, t.to_json()) == t
+    assert OwnerLeases.from_json(owners["a"].to_json()) == owners["a"]
 
 
 def test_lapsed_lease_frees_cap_and_leaves_union() -> None:
-    t = LeaseTable(AssetClass.STOCKS)
-    t.apply("a", ["AAPL"], [Channel.QUOTES], 5, 0, cap=1)
+    owners: dict[str, OwnerLeases] = {}
+    t = SlotTable(AssetClass.STOCKS)
+    _, t = _req(owners, t, "a", ["AAPL"], lease=5, cap=1)
     assert t.union(4 * S) == {Channel.QUOTES: {"AAPL"}}
     assert t.union(5 * S) == {}
-    assert t.apply("b", ["MSFT"], [Channel.QUOTES], 5, 6 * S, cap=1).accepted == ("MSFT",)
+    out, t = _req(owners, t, "b", ["MSFT"], lease=5, now=6 * S, cap=1)
+    assert out.accepted == ("MSFT",)
 
 
-def test_release_invalid_symbol_and_channel() -> None:
-    t = LeaseTable(AssetClass.OPTIONS)
-    out = t.apply("a", ["AAPL240315C00172500", "nope"], [Channel.QUOTES], 5, 0, cap=5)
+def test_release_frees_the_slot_at_once_but_only_the_owners_own_lease() -> None:
+    owners: dict[str, OwnerLeases] = {}
+    t = SlotTable(AssetClass.STOCKS)
+    _, t = _req(owners, t, "a", ["AAPL"], lease=3600, cap=1)
+    _, t = _req(owners, t, "b", ["AAPL"], lease=3600, cap=1)
+    # b "releases" under a's consumer name: only b's own record changes
+    _, t = _req(owners, t, "b", ["AAPL"], release=True, cap=1)
+    assert t.held(1) == {"AAPL"}
+    out, t = _req(owners, t, "c", ["MSFT"], cap=1)
+    assert out.rejected[0].reason == "symbol_limit"
+    _, t = _req(owners, t, "a", ["AAPL"], release=True, cap=1)
+    assert t.held(1) == set()
+    out, t = _req(owners, t, "c", ["MSFT"], cap=1)
+    assert out.accepted == ("MSFT",)
+
+
+def test_user_quota_consumer_quota_and_tier_share() -> None:
+    owners: dict[str, OwnerLeases] = {}
+    t = SlotTable(AssetClass.STOCKS)
+    free = InterestQuota(
+        max_symbols_per_user=10, max_consumers_per_user=2, user_cap_share=0.2, tier_cap_share=0.5
+    )
+    syms = [f"S{i}" for i in range(10)]
+    out, t = _req(owners, t, "f1", syms, tier="free", quota=free, cap=10)
+    assert out.accepted == ("S0", "S1")  # 0.2 x 10
+    assert {r.reason for r in out.rejected} == {"user_symbol_quota"}
+    out, t = _req(owners, t, "f1", ["S0"], consumer="d", tier="free", quota=free, cap=10)
+    assert out.accepted == ("S0",)  # a second consumer renewing a held symbol
+    out, t = _req(owners, t, "f1", ["S1"], consumer="e", tier="free", quota=free, cap=10)
+    assert out.rejected[0].reason == "user_consumer_quota"
+    for i, u in enumerate(["f2", "f3"]):
+        _, t = _req(owners, t, u, syms[2 + 2 * i : 4 + 2 * i], tier="free", quota=free, cap=10)
+    out, t = _req(owners, t, "f4", ["S9"], tier="free", quota=free, cap=10)
+    assert out.rejected[0].reason == "tier_share"  # free holds 5 of 10
+    out, t = _req(owners, t, "f4", ["S0"], tier="free", quota=free, cap=10)
+    assert out.accepted == ("S0",)  # already held by the tier: no new share used
+    out, t = _req(owners, t, "p1", ["AAPL"], cap=10)
+    assert out.accepted == ("AAPL",)
+
+
+def test_invalid_symbol_and_channel() -> None:
+    owners: dict[str, OwnerLeases] = {}
+    t = SlotTable(AssetClass.OPTIONS)
+    out, t = _req(owners, t, "a", ["AAPL240315C00172500", "nope"])
     assert out.accepted == ("AAPL240315C00172500",)
     assert out.rejected[0].reason == "invalid_symbol"
-    out = t.apply("a", ["AAPL240315C00172500"], [Channel.BARS], 5, 0, cap=5)
+    out, t = _req(owners, t, "a", ["AAPL240315C00172500"], channels=(Channel.BARS,))
     assert out.rejected[0].reason == "invalid_channel"
-    t.apply("a", ["AAPL240315C00172500"], [Channel.QUOTES], 5, 0, cap=5, release=True)
+    _, t = _req(owners, t, "a", ["AAPL240315C00172500"], release=True)
     assert t.union(0) == {}
-    assert LeaseTable.from_json(AssetClass.OPTIONS, t.to_json()).leases == t.leases
+
+
+def test_records_never_exceed_the_byte_limit() -> None:
+    owners: dict[str, OwnerLeases] = {}
+    t = SlotTable(AssetClass.STOCKS)
+    big = InterestQuota(
+        max_symbols_per_user=1000, max_consumers_per_user=1000, user_cap_share=1.0,
+        tier_cap_share=1.0,
+    )  # fmt: skip
+    for i in range(300):
+        out = apply_request(
+            owners.get("a", OwnerLeases()), t, tier="pro", consumer=f"c{i}" * 20,
+            symbols=[f"S{j}" for j in range(20)], channels=(Channel.QUOTES,),
+            lease_seconds=60, release=False, now_ns=0, limits=Limits(1000, big, 8192),
+        )  # fmt: skip
+        if out.changed:
+            owners["a"], t = out.owner, out.slots
+        assert len(owners["a"].to_json()) <= 8192
+        assert len(t.to_json()) <= 8192
+    assert out.rejected
 
 
 def test_plan_subscribes_new_and_unsubscribes_only_after_linger() -> None:

@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raxx_contracts import AssetClass, TierPolicy, subjects
+from raxx_contracts import AssetClass, Path, TierPolicy, subjects
 
 INBOX_TAG = "inbox"
 """User JWT tag carrying the user's inbox token; scoped templates expand `{{tag(inbox)}}`."""
 
-_INBOX_TEMPLATE = f"{subjects.USER_INBOX_ROOT}.{{{{tag({INBOX_TAG})}}}}.>"
+_INBOX_TEMPLATE = subjects.user_inbox_template(INBOX_TAG)
 
 ACCOUNT_LIMITS: dict[str, Any] = {
     "subs": -1,
@@ -51,15 +51,55 @@ class Permissions:
 
 
 _JS_CLIENT = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
-# The hub's own KV buckets (interest leases, latest values, upstream state, leader lease).
-_HUB_KV = tuple(f"$KV.MDH_{name}.>" for name in ("INTEREST", "LATEST", "STATE", "LEADER"))
+HUB_BUCKET_PREFIX = "MDH"
+"""market-data-hub's `MDH_BUCKET_PREFIX` in every deployment: its rights name these streams."""
+_HUB_BUCKETS = tuple(f"{HUB_BUCKET_PREFIX}_{n}" for n in ("INTEREST", "LATEST", "STATE", "LEADER"))
+_HUB_STREAMS = (f"{HUB_BUCKET_PREFIX}_DELAY", *(f"KV_{b}" for b in _HUB_BUCKETS))
+
+
+def _js_stream_rights(stream: str) -> tuple[str, ...]:
+    """JetStream API subjects that act on one stream (and its consumers) only."""
+    return (
+        f"$JS.API.STREAM.*.{stream}",  # CREATE, UPDATE, INFO (DELETE/PURGE: own stream only)
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.CONSUMER.*.{stream}",  # LIST, NAMES
+        f"$JS.API.CONSUMER.*.{stream}.>",  # CREATE, INFO, DELETE
+        f"$JS.API.CONSUMER.*.*.{stream}.>",  # DURABLE.CREATE, MSG.NEXT
+        f"$JS.ACK.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    )
+
+
+_HUB_JS = (
+    "$JS.API.INFO",
+    *(r for stream in _HUB_STREAMS for r in _js_stream_rights(stream)),
+    *(f"$KV.{b}.>" for b in _HUB_BUCKETS),
+)
+
+HUB_RESPONDER = "hub-responder"
+"""market-data-hub's user-facing identity: it only receives interest requests and replies."""
 
 SERVICE_PERMISSIONS: dict[str, Permissions] = {
-    # market-data-hub: publishes every md.* path, answers interest requests (replies go to the
-    # requester's user inbox), runs the delay buffer (reads md.rt.>) and reads MBT's KV bucket.
+    # market-data-hub, data and state: publishes the real-time and delayed paths, keeps its own
+    # stream and KV buckets (JetStream rights name them), reads MBT's held-options bucket. No
+    # publish right on user inboxes, md.ctl, md.settle or any other service's stream: a reply
+    # subject a user chose can never reach this identity's rights (it answers nobody).
     "hub": Permissions(
-        pub=("md.>", f"{subjects.USER_INBOX_ROOT}.>", "_INBOX.>", *_JS_CLIENT, *_HUB_KV),
-        sub=("md.>", "_INBOX.>", f"$KV.{subjects.HELD_OPTIONS_BUCKET}.>"),
+        pub=(
+            subjects.path_root(Path.RT),
+            subjects.path_root(Path.DELAYED),
+            *_HUB_JS,
+        ),
+        sub=("_INBOX.>", f"$KV.{subjects.HELD_OPTIONS_BUCKET}.>"),
+    ),
+    # market-data-hub, user-facing: receives `md.ctl.interest.<tier>.<user>` and may publish
+    # only into user inboxes (the hub checks each reply lies in the requester's own inbox).
+    # No JetStream, no KV, no md.* data.
+    HUB_RESPONDER: Permissions(
+        pub=(f"{subjects.USER_INBOX_ROOT}.>",),
+        sub=(f"{subjects.INTEREST}.>",),
     ),
     # eod-settler: publishes settles into SETTLES (JetStream API for declare/publish/ack), may
     # read the market-data paths and its own settles back.
@@ -123,7 +163,7 @@ def tier_template(policy: TierPolicy, tier: str) -> dict[str, Any]:
     rule = policy.rule(tier)
     return {
         "sub": {"allow": [*policy.subscribe_allow(tier), _INBOX_TEMPLATE]},
-        "pub": {"allow": [subjects.INTEREST, _INBOX_TEMPLATE]},
+        "pub": {"allow": [subjects.interest_template(tier, INBOX_TAG), _INBOX_TEMPLATE]},
         "subs": rule.max_subscriptions,
         "data": -1,
         "payload": USER_MAX_PAYLOAD,
@@ -206,9 +246,11 @@ def user_claims(
 def granted(policy: TierPolicy, tier: str, user_id: str) -> dict[str, Any]:
     """The `subjects` part of a token response: what the credential allows."""
     inbox = subjects.user_inbox_prefix(user_id)
+    interest = subjects.interest(tier, subjects.user_token(user_id))
     return {
         "subscribe": [*policy.subscribe_allow(tier), f"{inbox}.>"],
-        "publish": [subjects.INTEREST, f"{inbox}.>"],
+        "publish": [interest, f"{inbox}.>"],
+        "interest": interest,
         "inbox_prefix": inbox,
         "max_subscriptions": policy.rule(tier).max_subscriptions,
         "paths": {str(a): str(policy.stream_path(tier, a)) for a in AssetClass},

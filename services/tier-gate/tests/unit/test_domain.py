@@ -16,7 +16,10 @@ def test_free_template_allows_only_delayed_paths_and_its_inbox() -> None:
         "md.delayed.options.>",
         "_INBOX_U.{{tag(inbox)}}.>",
     ]
-    assert tpl["pub"]["allow"] == [subjects.INTEREST, "_INBOX_U.{{tag(inbox)}}.>"]
+    assert tpl["pub"]["allow"] == [
+        "md.ctl.interest.free.{{tag(inbox)}}",
+        "_INBOX_U.{{tag(inbox)}}.>",
+    ]
     assert tpl["subs"] == POLICY.rule("free").max_subscriptions
 
 
@@ -45,6 +48,22 @@ def test_granted_matches_the_template_for_that_user() -> None:
     g = domain.granted(POLICY, "pro_plus", "bob")
     assert g["paths"] == {"stocks": "rt", "options": "rt"}
     assert f"{subjects.user_inbox_prefix('bob')}.>" in g["subscribe"]
+    assert g["interest"] == subjects.interest("pro_plus", subjects.user_token("bob"))
+    assert g["publish"] == [g["interest"], f"{subjects.user_inbox_prefix('bob')}.>"]
+
+
+def test_only_the_responder_may_publish_into_user_inboxes_and_only_the_settler_settles() -> None:
+    for name, perms in domain.SERVICE_PERMISSIONS.items():
+        inbox = any(p.startswith(subjects.USER_INBOX_ROOT) for p in perms.pub)
+        assert inbox == (name == domain.HUB_RESPONDER), name
+        settles = any(p in ("md.>", ">") or p.startswith("md.settle") for p in perms.pub)
+        assert settles == (name == "settler"), name
+    responder = domain.SERVICE_PERMISSIONS[domain.HUB_RESPONDER]
+    assert responder.pub == ("_INBOX_U.>",)
+    assert responder.sub == ("md.ctl.interest.>",)
+    hub = domain.SERVICE_PERMISSIONS["hub"]
+    assert "$JS.API.>" not in hub.pub
+    assert not any(p.startswith("md.ctl") or p.startswith("_INBOX") for p in hub.pub)
 
 
 def test_downgrade_revokes_credentials_of_higher_tiers() -> None:

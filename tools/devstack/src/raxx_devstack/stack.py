@@ -262,7 +262,10 @@ def bring_up(stack: Stack) -> list[Service]:
         )
         stack.started.append(nats)
         nats_url = nats.url
-        creds = {n: str(nats_dir / f"{n}.creds") for n in ("hub", "settler", "broker-handoff")}
+        creds = {
+            n: str(nats_dir / f"{n}.creds")
+            for n in ("hub", "hub-responder", "settler", "broker-handoff")
+        }
         creds["tier-gate"] = str(nats_dir / "tier-gate.creds")
         creds["tier-gate-sys"] = str(nats_dir / "tier-gate-sys.creds")
     if _service_exists("broker_handoff"):
@@ -308,7 +311,8 @@ def bring_up(stack: Stack) -> list[Service]:
             "MDH_VAULT__SERVICE_CLIENTS_PATH": HUB_SERVICE_CLIENTS_PATH,
             "MDH_DELAY_SECONDS": delay,
             "MDH_TIER_GATE_JWKS_URL": f"http://127.0.0.1:{tg}/.well-known/jwks.json",
-        }),
+        } | ({"MDH_NATS_RESPONDER_CREDS": creds["hub-responder"]}
+             if "hub-responder" in creds else {})),
         Service("eod-settler", "eod_settler", eod, common("EOD", "settler", eod) | {
             "EOD_DATABASE_URL": dsns["eod_settler"], "EOD_ALPACA_DATA_URL": hub_alpaca,
             "EOD_ALPACA_TRADING_URL": hub_alpaca, "EOD_VAULT__PATH": SETTLER_HUB_CLIENT_PATH,

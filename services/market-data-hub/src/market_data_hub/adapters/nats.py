@@ -77,8 +77,13 @@ class ConnectionStatus:
         return f"{state}{since}{err}"
 
 
-async def connect(settings: Settings, name: str, status: ConnectionStatus | None = None) -> Client:
-    """Connect with reconnect forever; creds file when configured."""
+async def connect(
+    settings: Settings,
+    name: str,
+    status: ConnectionStatus | None = None,
+    creds: str | None = None,
+) -> Client:
+    """Connect with reconnect forever; `creds` (default: `nats_creds`) when configured."""
     opts: dict[str, object] = {
         "name": name,
         "max_reconnect_attempts": -1,
@@ -93,8 +98,8 @@ async def connect(settings: Settings, name: str, status: ConnectionStatus | None
         opts["error_cb"] = status.on_error
         opts["disconnected_cb"] = status.on_disconnected
         opts["reconnected_cb"] = status.on_reconnected
-    if settings.nats_creds:
-        opts["user_credentials"] = settings.nats_creds
+    if creds := creds or settings.nats_creds:
+        opts["user_credentials"] = creds
     return await nats.connect(settings.nats_url, **opts)
 
 

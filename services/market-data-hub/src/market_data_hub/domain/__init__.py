@@ -3,7 +3,14 @@
 from market_data_hub.domain.backoff import Backoff
 from market_data_hub.domain.clock import Clock, FakeClock, SystemClock
 from market_data_hub.domain.delay import DelayGate, DelayItem
-from market_data_hub.domain.leases import InterestOutcome, LeaseTable
+from market_data_hub.domain.leases import (
+    Delta,
+    InterestOutcome,
+    Limits,
+    OwnerLeases,
+    SlotTable,
+    apply_request,
+)
 from market_data_hub.domain.subscriptions import SubscriptionPlan, Subscriptions, plan_changes
 from market_data_hub.domain.symbols import SymbolCheck, check_symbol
 
@@ -12,13 +19,17 @@ __all__ = [
     "Clock",
     "DelayGate",
     "DelayItem",
+    "Delta",
     "FakeClock",
     "InterestOutcome",
-    "LeaseTable",
+    "Limits",
+    "OwnerLeases",
+    "SlotTable",
     "SubscriptionPlan",
     "Subscriptions",
     "SymbolCheck",
     "SystemClock",
+    "apply_request",
     "check_symbol",
     "plan_changes",
 ]
