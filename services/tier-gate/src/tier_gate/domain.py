@@ -72,8 +72,12 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
         pub=(subjects.BROKER_HANDOFF_EVENTS, *_JS_CLIENT, "_INBOX.>"),
         sub=(subjects.BROKER_HANDOFF_EVENTS, subjects.BILLING_TIER_CHANGED, "_INBOX.>"),
     ),
-    # tier-gate itself (MD account): owns the BILLING stream and its durable consumer.
-    "tier-gate": Permissions(pub=(*_JS_CLIENT,), sub=(subjects.BILLING_TIER_CHANGED, "_INBOX.>")),
+    # tier-gate itself (MD account): owns the BILLING stream and its durable consumer, and
+    # writes each user's current tier into its KV bucket (read by the hub's HTTP API).
+    "tier-gate": Permissions(
+        pub=(*_JS_CLIENT, f"$KV.{subjects.USER_TIERS_BUCKET}.>"),
+        sub=(subjects.BILLING_TIER_CHANGED, "_INBOX.>"),
+    ),
     # dev stand-in for billing: publishes tier changes into the BILLING stream.
     "billing": Permissions(
         pub=(subjects.BILLING_TIER_CHANGED, "$JS.API.STREAM.INFO.>", "_INBOX.>"),
