@@ -61,7 +61,7 @@ async def _recovers(stack: TierGateStack, ident: str, since: float) -> tuple[flo
 
 
 async def test_postgres_stopped_is_a_fast_503_and_heals_without_restart(
-    tier_gate_stack_factory: StackFactory, private_pg: PrivatePostgres
+    private_pg: PrivatePostgres, tier_gate_stack_factory: StackFactory
 ) -> None:
     stack = await tier_gate_stack_factory(database_url=private_pg.dsn)
     ident = await stack.identity(unique_user(), "pro")
@@ -89,7 +89,7 @@ async def test_postgres_stopped_is_a_fast_503_and_heals_without_restart(
 
 
 async def test_postgres_frozen_is_a_fast_503_and_heals_when_it_thaws(
-    tier_gate_stack_factory: StackFactory, private_pg: PrivatePostgres
+    private_pg: PrivatePostgres, tier_gate_stack_factory: StackFactory
 ) -> None:
     stack = await tier_gate_stack_factory(database_url=private_pg.dsn)
     ident = await stack.identity(unique_user(), "free")
