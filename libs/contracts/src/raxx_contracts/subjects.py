@@ -40,6 +40,12 @@ HELD_OPTIONS_BUCKET = "MBT_HELD_OPTIONS"
 
 USER_INBOX_ROOT = "_INBOX_U"
 
+USER_TIERS_BUCKET = "TG_USER_TIERS"
+"""KV bucket tier-gate owns (writes) and the hub watches: key = :func:`user_tier_key`, value =
+the `TierChanged` tier-gate applied last for that user. The hub refuses an HTTP token whose
+tier ranks above the user's current tier (a downgrade supersedes it at once). Entries expire
+after the longest credential lifetime (a token issued before a change is dead by then)."""
+
 
 def market(path: Path, asset: AssetClass, channel: Channel, symbol: str) -> str:
     """Subject of one market-data message, e.g. `md.rt.stocks.quotes.BRK_2EB`."""
@@ -129,6 +135,11 @@ def user_token(user_id: str) -> str:
     """A stable subject token for a user id (any characters), unguessable from outside."""
     digest = hashlib.sha256(user_id.encode()).digest()[:15]
     return base64.b32encode(digest).decode().rstrip("=")
+
+
+def user_tier_key(user_id: str) -> str:
+    """Key of a user's entry in :data:`USER_TIERS_BUCKET` (a valid KV key for any user id)."""
+    return user_token(user_id)
 
 
 def user_inbox_prefix(user_id: str) -> str:

@@ -40,11 +40,14 @@ async def readyz(request: Request, rt: RuntimeDep) -> JSONResponse | dict[str, A
     if rt is None:
         return _error(503, "not_ready", "starting")
     checks: dict[str, str] = {}
-    try:
-        await rt.store.ping()
-        checks["postgres"] = "ok"
-    except Exception as exc:
-        checks["postgres"] = f"down: {type(exc).__name__}"
+    if rt.store.outage is not None:
+        checks["postgres"] = f"down: {rt.store.outage}"  # known without waiting
+    else:
+        try:
+            await rt.store.ping()  # bounded (the store's operation deadline)
+            checks["postgres"] = "ok"
+        except Exception as exc:
+            checks["postgres"] = f"down: {type(exc).__name__}: {exc}"[:200]
     checks["nats"] = "ok" if rt.nc.is_connected else "down"
     tasks: dict[str, str] = getattr(request.app.state, "tasks", {})
     checks.update({f"task:{k}": v for k, v in tasks.items()})

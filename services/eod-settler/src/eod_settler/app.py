@@ -16,7 +16,7 @@ from raxx_contracts import subjects
 
 from eod_settler.adapters import nats as bus
 from eod_settler.api import router
-from eod_settler.errors import SettlerError
+from eod_settler.errors import DatabaseUnavailableError, RetryableError, SettlerError
 from eod_settler.interest import InterestRecorder
 from eod_settler.metrics import Metrics
 from eod_settler.runtime import Deps, Runtime
@@ -77,7 +77,20 @@ def create_app(
 
     @app.exception_handler(SettlerError)
     async def _settler_error(_r: Request, exc: SettlerError) -> JSONResponse:
-        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, 503)
+        if isinstance(exc, DatabaseUnavailableError):
+            log.warning("request refused, database unavailable: %s", exc)
+            return JSONResponse(
+                {
+                    "error": "database_unavailable",
+                    "message": "the settle store is unavailable; retry after Retry-After",
+                },
+                503,
+                headers={"Retry-After": str(max(1, round(exc.retry_after or 2)))},
+            )
+        headers = None
+        if isinstance(exc, RetryableError):
+            headers = {"Retry-After": str(max(1, round(exc.retry_after or 2)))}
+        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, 503, headers)
 
     @app.exception_handler(Exception)
     async def _internal(_r: Request, exc: Exception) -> JSONResponse:

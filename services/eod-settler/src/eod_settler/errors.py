@@ -25,6 +25,13 @@ class RetryableError(SettlerError):
         self.retry_after = retry_after
 
 
+class DatabaseUnavailableError(RetryableError):
+    """PostgreSQL is down, frozen or too slow right now (HTTP 503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float = 2.0) -> None:
+        super().__init__(message, retry_after)
+
+
 class PermanentError(SettlerError):
     """A request that will fail the same way again (4xx other than 429, bad data)."""
 

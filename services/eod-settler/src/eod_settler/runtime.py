@@ -53,7 +53,16 @@ class Runtime:
     ) -> Runtime:
         """Connect (retrying while dependencies come up), migrate, declare stream SETTLES."""
         deps = deps or Deps()
-        store = await _retry(lambda: Store.open(settings.database_url), "postgres", attempts)
+        store = await _retry(
+            lambda: Store.open(
+                settings.database_url,
+                pool_timeout=settings.db_pool_timeout,
+                operation_timeout=settings.db_operation_timeout,
+                statement_timeout=settings.db_statement_timeout,
+            ),
+            "postgres",
+            attempts,
+        )
         try:
             await store.migrate()
             nc = await _retry(

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_creds: str | None = None
     database_url: str = "postgresql://127.0.0.1:5432/raxx"
+    db_pool_timeout: float = Field(default=2.0, gt=0)
+    """Seconds to wait for a pooled connection before a request gets 503."""
+    db_operation_timeout: float = Field(default=3.0, gt=0)
+    """Client-side deadline of an API read or readiness ping (a frozen server never answers)."""
+    db_statement_timeout: float = Field(default=30.0, gt=0)
+    """PostgreSQL `statement_timeout` of every session (a settle run's COPY included)."""
     vault: VaultSettings = Field(default_factory=VaultSettings)
     # Dev only: a key without Vault (tests, alpaca-sim).
     alpaca_key_id: SecretStr | None = None

@@ -41,6 +41,7 @@ async def caller(request: Request, authorization: Annotated[str | None, Header()
         h.policy.rule(who.tier)
     except UnknownTierError:
         raise UnauthorizedError(f"unknown tier {who.tier!r} in token") from None
+    await h.tiers.check(who)  # a downgrade supersedes the token (tier-gate's KV bucket)
     return who
 
 

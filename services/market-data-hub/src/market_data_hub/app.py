@@ -33,6 +33,7 @@ from market_data_hub.api import router
 from market_data_hub.auth import JwksVerifier
 from market_data_hub.delay_line import DelayLine
 from market_data_hub.domain import Clock, SystemClock
+from market_data_hub.entitlements import TierView
 from market_data_hub.errors import HubError, RetryableError
 from market_data_hub.interest import InterestResponder, InterestStore
 from market_data_hub.metrics import Metrics
@@ -83,6 +84,7 @@ class Hub:
         self.leadership: nats_adapter.Leadership | None = None
         self.upstreams: list[Upstream] = []
         self.rest: RestGateway
+        self.tiers: TierView
         self.supervisor = Supervisor(
             backoff_initial=settings.backoff_initial_seconds,
             backoff_max=settings.backoff_max_seconds,
@@ -106,6 +108,7 @@ class Hub:
         self.passthrough = Passthrough(self)
         self.nc = await nats_adapter.connect(s, f"market-data-hub-{s.replica_id}", self.nats_status)
         self.js = self.nc.jetstream(timeout=5)
+        self.tiers = TierView(self.js, self.policy)
         buckets = await nats_adapter.declare(self.js, s)
         self.buckets = buckets
         self.latest = nats_adapter.LatestStore(buckets.latest, s.latest_flush_seconds)

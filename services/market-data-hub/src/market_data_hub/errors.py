@@ -84,3 +84,15 @@ class StreamError(HubError):
     def fatal(self) -> bool:
         """Bad credentials or a feed outside the plan: retrying fast will not help."""
         return self.stream_code in (402, 409, 411)
+
+
+class TokenSupersededError(UnauthorizedError):
+    """The HTTP token's tier is above the user's current tier (a downgrade superseded it)."""
+
+    code = "token_superseded"
+
+
+class EntitlementsUnavailableError(RetryableError):
+    """The users' current tiers cannot be read, so a paid-tier token is not honoured (fail safe)."""
+
+    code = "entitlements_unavailable"

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import hvac
+import nats
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import KeyValueConfig
 from raxx_contracts import subjects
 
 from market_data_hub.app import Deps, Hub, create_app
@@ -104,9 +106,28 @@ def local_settings(
     return Settings(**base)
 
 
+async def declare_user_tiers_bucket(nats_url: str) -> None:
+    """Create tier-gate's user-tier KV bucket on a no-auth server, as tier-gate would.
+
+    The hub only reads it; without it a paid-tier HTTP token is refused (fail safe).
+    """
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().create_key_value(
+            KeyValueConfig(bucket=subjects.USER_TIERS_BUCKET, history=1)
+        )
+    finally:
+        await nc.close()
+
+
 @asynccontextmanager
 async def running_hub(settings: Settings, deps: Deps | None = None) -> AsyncIterator[FastAPI]:
-    """Start a hub in this event loop (lifespan included); yields its ASGI app."""
+    """Start a hub in this event loop (lifespan included); yields its ASGI app.
+
+    On a no-auth server (no creds) the user-tier bucket tier-gate owns is declared first.
+    """
+    if settings.nats_creds is None:
+        await declare_user_tiers_bucket(settings.nats_url)
     app = create_app(settings, deps)
     h = Hub(settings, deps or Deps(), app.state.metrics)
     app.state.hub = h

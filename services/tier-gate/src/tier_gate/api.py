@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from raxx_contracts import TierChanged, encode, subjects, utc_now
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tier_gate import identity, keys
 from tier_gate.deps import Runtime
-from tier_gate.errors import AuthError, BadRequestError, NotFoundError, TierGateError
+from tier_gate.errors import (
+    AuthError,
+    BadRequestError,
+    NotFoundError,
+    TierGateError,
+    UnavailableError,
+)
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -66,7 +76,9 @@ async def issue_token(
             try:
                 public_key = TokenRequest.model_validate_json(body).public_key
             except ValueError as exc:
-                raise BadRequestError(f"body must be {{'public_key': 'U...'}}: {exc}") from exc
+                raise BadRequestError(
+                    'body must be a JSON object {"public_key": "U..."} or empty'
+                ) from exc
         response = await rt.gate.issue(claims["sub"], public_key)
     except AuthError as exc:
         rt.metrics.failures.labels(exc.reason).inc()
@@ -128,12 +140,26 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(rt: RuntimeDep) -> Response:
-    """200 only when PostgreSQL, OpenBao and NATS answer and background tasks run."""
-    down = await rt.down()
+    """200 while this replica can issue credentials; 503 only for what stops issuing.
+
+    Answers from cached background probes (never waits on a dependency). `degraded` lists
+    what is wrong but does not stop issuance (NATS, OpenBao), each with its real reason.
+    """
+    down, degraded = rt.state()
     if down:
         return JSONResponse(
-            {"error": "not_ready", "message": f"down: {', '.join(down)}", "down": down}, 503
+            {
+                "status": "unavailable",
+                "error": "not_ready",
+                "message": "cannot issue credentials: " + ", ".join(sorted(down)),
+                "down": down,
+                "degraded": degraded,
+            },
+            503,
+            headers={"Retry-After": "2"},
         )
+    if degraded:
+        return JSONResponse({"status": "degraded", "degraded": degraded})
     return JSONResponse({"status": "ready"})
 
 
@@ -144,19 +170,41 @@ async def metrics(rt: RuntimeDep) -> Response:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map typed errors to `{"error", "message"}` JSON, never a stack trace."""
+    """Map errors to `{"error": code, "message": safe text}`; details go to the log only."""
 
     async def _typed(_: Request, exc: Exception) -> Response:
         if not isinstance(exc, TierGateError):
             raise exc
-        body: dict[str, Any] = {"error": exc.code, "message": str(exc)}
+        if exc.status >= 500:
+            log.warning("%s: %s", exc.code, exc)
+        body: dict[str, Any] = {"error": exc.code, "message": exc.public_message}
         if isinstance(exc, AuthError):
             body["reason"] = exc.reason
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(body, exc.status, headers=headers)
+        headers: dict[str, str] = {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, UnavailableError):
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return JSONResponse(body, exc.status, headers=headers or None)
+
+    async def _invalid(_: Request, exc: Exception) -> Response:
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in errors]
+        message = "; ".join(parts)[:300] or "invalid request"
+        return JSONResponse({"error": "bad_request", "message": message}, 400)
+
+    async def _http(_: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(status, f"http_{status}")
+        message = {404: "no such route", 405: "method not allowed"}.get(status, "request refused")
+        return JSONResponse({"error": code, "message": message}, status)
 
     async def _unexpected(_: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": "internal", "message": type(exc).__name__}, 500)
+        log.error("unhandled error", exc_info=exc)
+        return JSONResponse({"error": "internal", "message": "internal error"}, 500)
 
     app.add_exception_handler(TierGateError, _typed)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

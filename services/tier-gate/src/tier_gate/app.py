@@ -13,16 +13,17 @@ from fastapi import FastAPI
 from joserfc.jwk import KeySet
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from raxx_contracts import default_policy, subjects
+from raxx_contracts import TierChanged, default_policy, subjects
 
 from tier_gate import api, domain, handlers, keys, natsjwt
 from tier_gate.adapters import nats as nats_adapter
-from tier_gate.adapters.postgres import Database
+from tier_gate.adapters.postgres import Database, DbTimeouts
 from tier_gate.adapters.vault import Vault
 from tier_gate.deps import Deps, Runtime
 from tier_gate.errors import ConfigError
 from tier_gate.identity import IdentityVerifier
 from tier_gate.metrics import Metrics
+from tier_gate.readiness import Check, Readiness
 from tier_gate.service import GroupCommitter, RevocationPusher, TierGate
 from tier_gate.settings import Settings
 
@@ -47,7 +48,15 @@ async def build_runtime(settings: Settings, deps: Deps | None = None) -> Runtime
     policy = default_policy()
     metrics = Metrics()
     vault = deps.vault or Vault(settings.vault)
-    db = deps.db or Database(settings.database_url, max_size=settings.db_pool_max)
+    timeouts = DbTimeouts(
+        pool=settings.db_pool_timeout,
+        operation=settings.db_operation_timeout,
+        statement=settings.db_statement_timeout,
+        connect=settings.db_connect_timeout,
+    )
+    db = deps.db or Database(
+        settings.database_url, max_size=settings.db_pool_max, timeouts=timeouts
+    )
     await db.open()
     signing = await keys.load_signing(vault, policy.tier_order)
     http_key = keys.okp_from_secret(await vault.read(keys.PATH_HTTP_KEY), keys.PATH_HTTP_KEY)
@@ -73,6 +82,15 @@ async def build_runtime(settings: Settings, deps: Deps | None = None) -> Runtime
     nc = await _service_client(settings, vault, "tier-gate", sys=False)
     sys_nc = await _service_client(settings, vault, domain.SYS_SERVICE, sys=True)
     await nats_adapter.ensure_billing_stream(nc)
+    # Entries must outlive every token issued before the change they record.
+    longest = max(
+        [policy.rule(t).credential_ttl_seconds for t in policy.tier_order]
+        + [settings.credential_ttl or 0]
+    )
+    tiers_kv = await nats_adapter.user_tiers_bucket(nc, max_age=longest + 120)
+
+    async def announce(event: TierChanged) -> None:
+        await nats_adapter.announce_tier(tiers_kv, event)
 
     async def push(account: str, jwt: str) -> str:
         return await nats_adapter.push_account_jwt(sys_nc, account, jwt)
@@ -91,6 +109,7 @@ async def build_runtime(settings: Settings, deps: Deps | None = None) -> Runtime
         pusher=pusher,
         credential_ttl=settings.credential_ttl,
         cache_seconds=settings.entitlement_cache_seconds,
+        announce=announce,
     )
     rt = Runtime(
         settings=settings,
@@ -130,11 +149,47 @@ async def build_runtime(settings: Settings, deps: Deps | None = None) -> Runtime
             await asyncio.sleep(3600)
             await db.prune(int(time.time()))
 
+    rt.readiness = _readiness(rt)
+    await rt.readiness.tick()
+    rt.supervise("readiness", rt.readiness.run)
     rt.supervise("group-commit", committer.run)
     rt.supervise("revocation-push", pusher.run)
     rt.supervise("billing", billing)
     rt.supervise("housekeeping", housekeeping)
     return rt
+
+
+def _readiness(rt: Runtime) -> Readiness:
+    """What `/readyz` reports: PostgreSQL and identity keys are essential (issuance stops
+    without them); NATS, its system account and OpenBao only degrade this replica."""
+
+    async def nats_ok(nc: Client) -> None:
+        if not nc.is_connected:
+            state = "reconnecting" if nc.is_reconnecting else "closed" if nc.is_closed else "down"
+            last = f", last error: {nc.last_error!r}" if nc.last_error else ""
+            raise ConnectionError(f"{state}{last}")
+        await nc.flush(timeout=1)
+
+    async def vault_ok() -> None:
+        if not await rt.vault.ping():
+            raise ConnectionError("OpenBao did not answer, or is sealed")
+
+    async def identity_ok() -> None:
+        await rt.verifier.load()
+
+    checks = [
+        Check("postgres", lambda: rt.db.ping(timeout=2.0), True, "credentials cannot be recorded"),
+        Check("identity-keys", identity_ok, True, "identity tokens cannot be verified"),
+        Check(
+            "nats",
+            lambda: nats_ok(rt.nc),
+            False,
+            "tier changes not received or announced to the hub until it is back",
+        ),
+        Check("nats-system", lambda: nats_ok(rt.sys_nc), False, "revocations not pushed"),
+        Check("openbao", vault_ok, False, "keys already loaded; only a restart needs it"),
+    ]
+    return Readiness(checks, interval=rt.settings.readiness_interval, extra=rt.live_conditions)
 
 
 def create_app(settings: Settings | None = None, deps: Deps | None = None) -> FastAPI:

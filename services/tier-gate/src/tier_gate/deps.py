@@ -15,10 +15,14 @@ from tier_gate.adapters.postgres import Database
 from tier_gate.adapters.vault import Vault
 from tier_gate.identity import IdentityVerifier
 from tier_gate.metrics import Metrics
+from tier_gate.readiness import Readiness
 from tier_gate.service import TierGate
 from tier_gate.settings import Settings
 
 log = logging.getLogger(__name__)
+
+ESSENTIAL_TASKS = frozenset({"group-commit"})
+"""Background tasks issuance cannot do without (the others only degrade the replica)."""
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Runtime:
     dev_identity_key: OKPKey | None
     nc: Client
     sys_nc: Client
+    readiness: Readiness | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     failing: dict[str, str] = field(default_factory=dict)
 
@@ -65,22 +70,26 @@ class Runtime:
 
         self.tasks[name] = asyncio.create_task(_loop(), name=f"tier-gate:{name}")
 
-    async def down(self) -> list[str]:
-        """Names of dependencies or tasks that are not healthy right now."""
-        down: list[str] = []
-        if not await self.db.ping():
-            down.append("postgres")
-        if not await self.vault.ping():
-            down.append("openbao")
-        if not self.nc.is_connected:
-            down.append("nats")
-        if not self.sys_nc.is_connected:
-            down.append("nats-system")
-        down.extend(f"task:{name}" for name in self.failing)
-        return down
+    def state(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(down, degraded) right now, from cached probes plus live conditions; never waits."""
+        if self.readiness is None:
+            return {"readiness": "not started"}, {}
+        return self.readiness.snapshot()
+
+    def live_conditions(self) -> dict[str, tuple[bool, str]]:
+        """Conditions known without probing: the database outage flag and failing tasks."""
+        found: dict[str, tuple[bool, str]] = {}
+        if self.db.outage is not None:
+            found["postgres"] = (True, f"{self.db.outage} (credentials cannot be recorded)")
+        for name, reason in self.failing.items():
+            essential = name in ESSENTIAL_TASKS
+            found[f"task:{name}"] = (essential, f"failing, restarting: {reason}")
+        return found
 
     async def stop(self) -> None:
         """Cancel tasks, drain clients, close the pool."""
+        if self.readiness is not None:
+            self.readiness.stop()
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)

@@ -72,10 +72,16 @@ def _js_stream_rights(stream: str) -> tuple[str, ...]:
     )
 
 
+_USER_TIERS_STREAM = f"KV_{subjects.USER_TIERS_BUCKET}"
 _HUB_JS = (
     "$JS.API.INFO",
     *(r for stream in _HUB_STREAMS for r in _js_stream_rights(stream)),
     *(f"$KV.{b}.>" for b in _HUB_BUCKETS),
+    # tier-gate's current-tier bucket, read only (the HTTP API refuses superseded tokens).
+    f"$JS.API.STREAM.INFO.{_USER_TIERS_STREAM}",
+    f"$JS.API.STREAM.MSG.GET.{_USER_TIERS_STREAM}",
+    f"$JS.API.DIRECT.GET.{_USER_TIERS_STREAM}",
+    f"$JS.API.DIRECT.GET.{_USER_TIERS_STREAM}.>",
 )
 
 HUB_RESPONDER = "hub-responder"
@@ -112,8 +118,12 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
         pub=(subjects.BROKER_HANDOFF_EVENTS, *_JS_CLIENT, "_INBOX.>"),
         sub=(subjects.BROKER_HANDOFF_EVENTS, subjects.BILLING_TIER_CHANGED, "_INBOX.>"),
     ),
-    # tier-gate itself (MD account): owns the BILLING stream and its durable consumer.
-    "tier-gate": Permissions(pub=(*_JS_CLIENT,), sub=(subjects.BILLING_TIER_CHANGED, "_INBOX.>")),
+    # tier-gate itself (MD account): owns the BILLING stream and its durable consumer, and
+    # writes each user's current tier into its KV bucket (read by the hub's HTTP API).
+    "tier-gate": Permissions(
+        pub=(*_JS_CLIENT, f"$KV.{subjects.USER_TIERS_BUCKET}.>"),
+        sub=(subjects.BILLING_TIER_CHANGED, "_INBOX.>"),
+    ),
     # dev stand-in for billing: publishes tier changes into the BILLING stream.
     "billing": Permissions(
         pub=(subjects.BILLING_TIER_CHANGED, "$JS.API.STREAM.INFO.>", "_INBOX.>"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 import warnings
@@ -23,6 +24,8 @@ from joserfc.errors import (
 from joserfc.jwk import KeySet, OKPKey
 
 from tier_gate.errors import AuthError, UnavailableError
+
+log = logging.getLogger(__name__)
 
 HTTP_TOKEN_ISSUER = "raxx-tier-gate"  # noqa: S105 (a name, not a secret)
 HTTP_TOKEN_AUDIENCE = "raxx-md-http"  # noqa: S105
@@ -121,7 +124,8 @@ class IdentityVerifier:
         except MissingClaimError as exc:
             raise AuthError("missing_claim", f"identity token lacks {exc.claim!r}") from exc
         except (ValueError, JoseError) as exc:
-            raise AuthError("malformed", f"identity token rejected: {exc}") from exc
+            log.info("identity token rejected as malformed: %r", exc)
+            raise AuthError("malformed", "identity token is not a valid signed JWT") from exc
         claims: dict[str, Any] = decoded.claims
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise AuthError("missing_claim", "identity token has no usable 'sub'")

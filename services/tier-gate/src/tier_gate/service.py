@@ -6,16 +6,16 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from joserfc.jwk import OKPKey
-from raxx_contracts import TierPolicy
+from raxx_contracts import TierChanged, TierPolicy, utc_now
 
 from tier_gate import domain, identity, natsjwt
 from tier_gate.adapters.postgres import Database, IssuedCredential, StoredTier, TierApplied
-from tier_gate.errors import BadRequestError
+from tier_gate.errors import BadRequestError, PublicKeyTakenError
 from tier_gate.keys import SigningMaterial
 from tier_gate.metrics import Metrics
 
@@ -54,15 +54,19 @@ class GroupCommitter:
             if not batch:
                 continue
             try:
-                stored = await self._db.record_credentials([c for c, _ in batch])
+                recorded = await self._db.record_credentials([c for c, _ in batch])
             except Exception as exc:
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
             for cred, fut in batch:
-                if not fut.done():
-                    fut.set_result(stored.get(cred.user_id))
+                if fut.done():
+                    continue
+                if (cred.user_pub, cred.user_id) in recorded.taken:
+                    fut.set_exception(PublicKeyTakenError())
+                else:
+                    fut.set_result(recorded.stored.get(cred.user_id))
 
 
 @dataclass
@@ -136,6 +140,8 @@ class TierGate:
     pusher: RevocationPusher
     credential_ttl: int | None = None
     cache_seconds: float = 30.0
+    announce: Callable[[TierChanged], Awaitable[Any]] | None = None
+    """async (TierChanged) -> None: publish the user's current tier for the hub (NATS KV)."""
     _cache: dict[str, tuple[str, int, float]] = field(default_factory=dict)
     """user -> (tier, version, fresh until); an expired entry still bounds the version."""
 
@@ -193,6 +199,7 @@ class TierGate:
         ttl = self.credential_ttl or self.policy.rule(tier).credential_ttl_seconds
         expires_at = now + ttl
         seed = None
+        client_key = public_key is not None
         if public_key is None:
             seed = natsjwt.new_seed("user")
             public_key = natsjwt.public_key(seed)
@@ -215,7 +222,7 @@ class TierGate:
             },
             "http_token": identity.http_token(self.http_key, user_id, tier, expires_at, now),
         }
-        return response, IssuedCredential(public_key, user_id, tier, now, expires_at)
+        return response, IssuedCredential(public_key, user_id, tier, now, expires_at, client_key)
 
     async def apply_tier(self, user_id: str, tier: str, version: int | None) -> TierApplied:
         """Apply a tier change (version None = next, dev); revoke and push on a downgrade."""
@@ -228,13 +235,28 @@ class TierGate:
             default_tier=self.policy.default_tier,
             now=int(time.time()),
         )
+        current: tuple[str, int] | None = None
         if result.applied:
-            self.observe(user_id, tier, result.version)
+            current = (tier, result.version)
         elif result.old_tier is not None and result.old_version is not None:
-            self.observe(user_id, result.old_tier, result.old_version)
+            current = (result.old_tier, result.old_version)
+        if current is not None:
+            self.observe(user_id, *current)
+        jobs: list[Awaitable[Any]] = []
+        if current is not None and self.announce is not None:
+            # Every time, applied or not: a redelivered event re-announces what is stored,
+            # so an announcement lost to a NATS outage is made good by the retry.
+            event = TierChanged(
+                user_id=user_id, tier=current[0], version=current[1], timestamp=utc_now()
+            )
+            jobs.append(self.announce(event))
         if result.revoked:
             self.metrics.credentials_revoked.inc(len(result.revoked))
-            await self.pusher.push_now()
+            jobs.append(self.pusher.push_now())
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return result
 
     def _known(self, tier: str) -> str:

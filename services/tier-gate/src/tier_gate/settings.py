@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     """tier-gate's system-account user (revocation pushes); else read from OpenBao."""
     database_url: str = "postgresql://127.0.0.1:15432/raxx"
     db_pool_max: int = 8
+    db_pool_timeout: float = Field(default=2.0, gt=0)
+    """Seconds to wait for a pooled connection before answering 503."""
+    db_operation_timeout: float = Field(default=3.0, gt=0)
+    """Client-side deadline of one database operation (a frozen server never answers)."""
+    db_statement_timeout: float = Field(default=2.5, gt=0)
+    """PostgreSQL `statement_timeout` for every session (lock waits included)."""
+    db_connect_timeout: int = Field(default=2, ge=2)
+    """libpq `connect_timeout` in whole seconds (libpq's minimum is 2)."""
     vault: VaultSettings = VaultSettings()
     http_host: str = "127.0.0.1"
     http_port: int = 8082
@@ -47,4 +55,6 @@ class Settings(BaseSettings):
     revocation_repush_seconds: float = 30.0
     """Re-push the revocation set this often (survives a nats-server restart)."""
     billing_durable: str = "tier-gate"
+    readiness_interval: float = Field(default=1.0, gt=0)
+    """Seconds between background dependency probes (`/readyz` reads their cached result)."""
     log_level: str = "INFO"

@@ -1,23 +1,39 @@
-"""Postgres (psycopg 3 async): migrations, settles, the outbox, the per-date universe."""
+"""Postgres (psycopg 3 async): migrations, settles, the outbox, the per-date universe.
+
+Outages are bounded: a pooled connection is waited for at most `pool_timeout`, sessions run
+with `statement_timeout`, the API's reads and the readiness ping have a client-side deadline
+(a frozen server never answers), and a failed connection marks the database down: reads
+then fail at once with `DatabaseUnavailableError` (HTTP 503 + Retry-After) while a probe
+tries a fresh connection every 0.25 s and, when PostgreSQL answers, replaces the pool, so
+the first request after recovery is fast and no restart is needed.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
+import psycopg.errors
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from raxx_contracts import AssetClass, SettleSource
 
 from eod_settler.domain import Stored, Target
-from eod_settler.errors import RetryableError, RunInProgressError
+from eod_settler.errors import DatabaseUnavailableError, RetryableError, RunInProgressError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_CONNECTIVITY = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 _MIGRATION_LOCK = 0x0E0D5E77
 _RELAY_LOCK = 0x0E0D5E78
@@ -61,30 +77,161 @@ def _date_lock_key(date: dt.date) -> int:
 class Store:
     """All SQL of the settler; every method is one short transaction unless it says otherwise."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        dsn: str,
+        max_size: int = 8,
+        *,
+        pool_timeout: float = 2.0,
+        operation_timeout: float = 3.0,
+        statement_timeout: float = 30.0,
+    ) -> None:
+        self._dsn = dsn
+        self._max_size = max_size
+        self._pool_timeout = pool_timeout
+        self._operation_timeout = operation_timeout
+        self._kwargs: dict[str, Any] = {
+            "autocommit": False,
+            "connect_timeout": 2,
+            "options": f"-c statement_timeout={int(statement_timeout * 1000)}",
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+        }
+        self._pool = self._new_pool()
+        self._outage: tuple[str, float] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def _new_pool(self) -> AsyncConnectionPool[Any]:
+        return AsyncConnectionPool(
+            self._dsn,
+            min_size=1,
+            max_size=self._max_size,
+            open=False,
+            kwargs=self._kwargs,
+            timeout=self._pool_timeout,
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=30,
+        )
 
     @classmethod
-    async def open(cls, dsn: str, max_size: int = 8) -> Store:
+    async def open(cls, dsn: str, max_size: int = 8, **timeouts: float) -> Store:
         """Open a pool and check it answers."""
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            dsn, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False}
-        )
+        store = cls(dsn, max_size, **timeouts)
         try:
-            await pool.open(wait=True, timeout=15)
+            await store._pool.open(wait=True, timeout=15)
         except Exception as exc:
-            await pool.close()
+            await store._pool.close()
             raise RetryableError(f"postgres unreachable: {type(exc).__name__}") from exc
-        return cls(pool)
+        return store
 
     async def close(self) -> None:
-        """Close the pool."""
-        await self._pool.close()
+        """Stop the recovery probe, abandon stuck work, close the pool."""
+        for task in [*self._background, *([self._recovery] if self._recovery else [])]:
+            task.cancel()
+        await self._pool.close(timeout=2)
+
+    @property
+    def outage(self) -> str | None:
+        """Why PostgreSQL is considered down right now (None: up)."""
+        return self._outage[0] if self._outage else None
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _trip(self, reason: str) -> None:
+        if self._outage is None:
+            log.warning("postgres marked down: %s", reason)
+            self._outage = (reason, time.monotonic())
+        else:
+            self._outage = (reason, self._outage[1])
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover(), name="eod:db-recovery")
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection within `pool_timeout`; connectivity failures are typed."""
+        if self._outage is not None:
+            raise DatabaseUnavailableError(f"postgres down ({self._outage[0]})")
+        try:
+            async with self._pool.connection(timeout=self._pool_timeout) as conn:
+                yield conn
+        except psycopg.errors.QueryCanceled as exc:
+            raise RetryableError("postgres statement timeout", 2) from exc
+        except _CONNECTIVITY as exc:
+            self._trip(f"{type(exc).__name__}: {str(exc).strip() or 'no detail'}"[:200])
+            raise DatabaseUnavailableError(f"postgres: {exc}") from exc
+
+    async def _bounded(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run `op` with the operation deadline; past it, answer now and abandon the work."""
+        task = asyncio.ensure_future(op())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self._operation_timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            self._keep(task)
+            raise
+        if not done:
+            task.cancel()  # psycopg cancels server-side or drops the connection
+            self._keep(task)
+            self._trip(f"no answer within {self._operation_timeout:.1f} s")
+            raise DatabaseUnavailableError(
+                f"postgres: no answer within {self._operation_timeout:.1f} s"
+            )
+        return task.result()
+
+    async def _probe_once(self) -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            self._dsn, **{**self._kwargs, "autocommit": True}
+        )
+        try:
+            await conn.execute("SELECT 1")
+        finally:
+            await conn.close()
+
+    async def _recover(self) -> None:
+        """While down: probe a fresh connection every 0.25 s; when it answers, swap the pool."""
+        while self._outage is not None:
+            probe = asyncio.ensure_future(self._probe_once())
+            done, _ = await asyncio.wait({probe}, timeout=3.0)
+            reason: str
+            if not done:
+                probe.cancel()
+                self._keep(probe)
+                reason = "no answer within 3.0 s"
+            elif (exc := probe.exception()) is not None:
+                reason = f"{type(exc).__name__}: {str(exc).strip() or 'no detail'}"[:200]
+            else:
+                new = self._new_pool()
+                try:
+                    await new.open(wait=True, timeout=3.0)
+                except Exception as err:
+                    self._keep(asyncio.ensure_future(new.close(timeout=1)))
+                    reason = f"pool did not open: {err}"[:200]
+                else:
+                    old, self._pool = self._pool, new
+                    log.warning(
+                        "postgres back after %.1f s; connection pool replaced",
+                        time.monotonic() - self._outage[1],
+                    )
+                    self._outage = None
+                    self._keep(asyncio.ensure_future(old.close(timeout=5)))
+                    return
+            self._outage = (reason, self._outage[1])
+            await asyncio.sleep(0.25)
 
     async def ping(self) -> None:
-        """Raise when the database does not answer."""
-        async with self._pool.connection(timeout=3) as conn:
-            await conn.execute("SELECT 1")
+        """Raise (DatabaseUnavailableError) when the database does not answer in time."""
+
+        async def _ping() -> None:
+            async with self._connection() as conn:
+                await conn.execute("SELECT 1")
+                await conn.rollback()
+
+        await self._bounded(_ping)
 
     async def migrate(self) -> list[str]:
         """Apply pending versioned migrations (serialised by an advisory lock)."""
@@ -97,7 +244,7 @@ class Store:
             key=lambda f: f.name,
         )
         applied: list[str] = []
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS eod_schema_migrations ("
@@ -119,7 +266,7 @@ class Store:
     @asynccontextmanager
     async def date_lock(self, date: dt.date) -> AsyncIterator[None]:
         """Hold a session advisory lock for `date`; RunInProgressError if another run has it."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.set_autocommit(True)
             key = _date_lock_key(date)
             cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
@@ -138,7 +285,7 @@ class Store:
         rows = [(date, t.symbol, str(t.asset_class), origin) for t in targets]
         if not rows:
             return
-        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO settle_universe (date, symbol, asset_class, origin)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -147,7 +294,7 @@ class Store:
 
     async def universe(self, date: dt.date) -> list[Target]:
         """Symbols recorded for `date`."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "SELECT symbol, asset_class FROM settle_universe WHERE date = %s", (date,)
             )
@@ -155,7 +302,7 @@ class Store:
 
     async def latest_for_date(self, date: dt.date, symbols: Sequence[str]) -> dict[str, Stored]:
         """Latest stored revision per symbol for `date`."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "SELECT DISTINCT ON (symbol) symbol, price, source, stale, revision"
                 " FROM settles WHERE date = %s AND symbol = ANY(%s)"
@@ -169,7 +316,7 @@ class Store:
 
     async def previous_prices(self, date: dt.date, symbols: Sequence[str]) -> dict[str, Decimal]:
         """The most recent settle price before `date`, per symbol (latest revision)."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "SELECT DISTINCT ON (symbol) symbol, price FROM settles"
                 " WHERE symbol = ANY(%s) AND date < %s"
@@ -186,7 +333,7 @@ class Store:
         if not rows:
             return
         try:
-            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
                 async with cur.copy(
                     "COPY settles (date, symbol, revision, asset_class, price, source, stale,"
                     " session_close, computed_at) FROM STDIN"
@@ -208,7 +355,7 @@ class Store:
 
     async def latest_revisions(self, date: dt.date) -> dict[str, tuple[int, bool]]:
         """{symbol: (latest revision, stale)} for `date`: the date's complete set."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "SELECT DISTINCT ON (symbol) symbol, revision, stale FROM settles"
                 " WHERE date = %s ORDER BY symbol, revision DESC",
@@ -228,7 +375,7 @@ class Store:
     ) -> bool:
         """Enqueue the batch marker (unless this exact content was enqueued) and mark the date
         complete, in one transaction. Returns True when a new marker was enqueued."""
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "INSERT INTO settle_outbox (date, kind, subject, msg_id, payload)"
                 " VALUES (%s, 'done', %s, %s, %s) ON CONFLICT (msg_id) DO NOTHING",
@@ -247,14 +394,14 @@ class Store:
 
     async def is_complete(self, date: dt.date) -> bool:
         """Whether `date` has a completed run."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute("SELECT 1 FROM settle_runs WHERE date = %s", (date,))
             row = await cur.fetchone()
             return row is not None
 
     async def last_complete_close(self) -> dt.datetime | None:
         """Session close of the latest completed date."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute("SELECT max(session_close) FROM settle_runs")
             row = await cur.fetchone()
             return row[0] if row else None
@@ -268,7 +415,7 @@ class Store:
         publishes them and appends acked ids to the yielded list; those are marked published
         when the block exits, in the same transaction.
         """
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_RELAY_LOCK,))
             got = await cur.fetchone()
             rows: list[OutboxRow] = []
@@ -289,7 +436,7 @@ class Store:
 
     async def outbox_depth(self, date: dt.date | None = None) -> int:
         """Unpublished outbox rows (for one date, or all)."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             if date is None:
                 cur = await conn.execute(
                     "SELECT count(*) FROM settle_outbox WHERE published_at IS NULL"
@@ -303,12 +450,18 @@ class Store:
             return int(row[0]) if row else 0
 
     async def settles_for_date(self, date: dt.date) -> list[dict[str, Any]]:
-        """Latest revision of every settle of `date`, ordered by symbol."""
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                "SELECT DISTINCT ON (symbol) date, symbol, asset_class, price, source, revision,"
-                " stale, session_close, computed_at FROM settles WHERE date = %s"
-                " ORDER BY symbol, revision DESC",
-                (date,),
-            )
-            return list(await cur.fetchall())
+        """Latest revision of every settle of `date`, ordered by symbol (bounded wait)."""
+
+        async def _read() -> list[dict[str, Any]]:
+            async with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    "SELECT DISTINCT ON (symbol) date, symbol, asset_class, price, source,"
+                    " revision, stale, session_close, computed_at FROM settles WHERE date = %s"
+                    " ORDER BY symbol, revision DESC",
+                    (date,),
+                )
+                rows = list(await cur.fetchall())
+                await conn.rollback()
+                return rows
+
+        return await self._bounded(_read)

@@ -14,12 +14,19 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
-from raxx_contracts import subjects
+from nats.js.errors import (
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
+from raxx_contracts import DecodeError, TierChanged, decode, encode, subjects
 
 from tier_gate.errors import UnavailableError
 
@@ -114,3 +121,57 @@ async def push_account_jwt(sys_nc: Client, account_pub: str, account_jwt: str) -
         raise UnavailableError(f"claims update refused: {reply['error']}")
     data = reply.get("data", {})
     return str(data.get("message", ""))
+
+
+async def user_tiers_bucket(nc: Client, max_age: float) -> KeyValue:
+    """Declare `USER_TIERS_BUCKET` (tier-gate owns it): one entry per user, `max_age` TTL."""
+    js = nc.jetstream(timeout=3)
+    cfg = KeyValueConfig(
+        bucket=subjects.USER_TIERS_BUCKET,
+        history=1,
+        ttl=max_age,
+        storage=StorageType.FILE,
+        description="tier-gate: each user's current tier (the hub refuses superseded tokens)",
+    )
+    try:
+        return await js.create_key_value(cfg)
+    except BadRequestError:
+        # Exists with another TTL (a changed credential lifetime): adopt ours.
+        info = await js.stream_info(f"KV_{subjects.USER_TIERS_BUCKET}")
+        info.config.max_age = max_age
+        await js.update_stream(info.config)
+        return await js.key_value(subjects.USER_TIERS_BUCKET)
+
+
+async def announce_tier(kv: KeyValue, event: TierChanged) -> bool:
+    """Make the user's entry carry `event` unless it already holds a newer version.
+
+    Compare-and-set on the entry's revision, so replicas announcing concurrently (or out of
+    order) never move an entry back. Returns whether this call wrote. Raises
+    UnavailableError when NATS does not answer.
+    """
+    key = subjects.user_tier_key(event.user_id)
+    data = encode(event)
+    try:
+        for _ in range(10):
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:
+                entry = None
+            try:
+                if entry is None or entry.value is None:
+                    await kv.create(key, data)
+                    return True
+                try:
+                    current: TierChanged | None = decode(TierChanged, entry.value)
+                except DecodeError:
+                    current = None
+                if current is not None and current.version >= event.version:
+                    return False
+                await kv.update(key, data, last=entry.revision)
+                return True
+            except KeyWrongLastSequenceError:
+                continue  # another writer got there first: read it again
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise UnavailableError(f"tier announcement for a user not written: {exc!r}") from exc
+    raise UnavailableError("tier announcement kept conflicting; will retry")
