@@ -40,7 +40,7 @@ class Route:
 
 def _route(template: str, api: str) -> Route:
     regex = re.sub(r"\\\{[a-z_]+\\\}", r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.escape(template))
-    return Route(template, api, re.compile(f"^{regex}$"))
+    return Route(template, api, re.compile(regex))
 
 
 ALLOWED: tuple[Route, ...] = (
@@ -61,9 +61,13 @@ ALLOWED: tuple[Route, ...] = (
 
 
 def match(path: str) -> Route | None:
-    """The allow-list entry for `path` (leading `/`, below `/alpaca`), or None."""
+    """The allow-list entry for `path` (leading `/`, below `/alpaca`), or None.
+
+    `fullmatch`, never `match(...$)`: `$` also matches before a trailing newline, so
+    `/v2/clock\n` (`%0a` in the URL) would pass and reach the upstream URL as is.
+    """
     for route in ALLOWED:
-        if route.pattern.match(path):
+        if route.pattern.fullmatch(path):
             return route
     return None
 
