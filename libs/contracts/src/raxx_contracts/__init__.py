@@ -22,7 +22,7 @@ from raxx_contracts.market import (
     Trade,
     TradingStatus,
 )
-from raxx_contracts.policy import TierPolicy, TierRule, default_policy, parse_policy
+from raxx_contracts.policy import HttpRate, TierPolicy, TierRule, default_policy, parse_policy
 from raxx_contracts.settle import HeldOptionContract, Settle, SettleBatchDone
 from raxx_contracts.symbols import decode_symbol, encode_symbol
 from raxx_contracts.timestamps import NanoDatetime, utc_now
@@ -38,6 +38,7 @@ __all__ = [
     "ErrorReply",
     "HandoffEvent",
     "HeldOptionContract",
+    "HttpRate",
     "InterestReply",
     "InterestRequest",
     "InvalidSymbolError",
