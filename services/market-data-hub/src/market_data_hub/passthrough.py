@@ -3,8 +3,10 @@
 Internal services (eod-settler) point alpaca-py's `url_override` at `http://<hub>/alpaca` and
 send a hub service-client id and secret as `APCA-API-KEY-ID` / `APCA-API-SECRET-KEY`. The hub
 checks them against its Vault map (client id -> sha256 hex of the secret), then forwards an
-allow-listed GET with its own Alpaca key, through the same token bucket as its own REST calls
-(Alpaca's REST budget is per account). Status, body and `X-RateLimit-*` come back as is.
+allow-listed GET with its own Alpaca key, taking its budget from the share of the Alpaca REST
+budget reserved for internal clients (users of the HTTP API cannot spend it; Alpaca's budget is
+per account). Status, body and `X-RateLimit-*` come back as is, except upstream 5xx bodies and
+non-Alpaca error bodies, which are replaced by a fixed message (the body is logged).
 """
 
 from __future__ import annotations
@@ -121,11 +123,20 @@ class Passthrough:
             "APCA-API-SECRET-KEY": key.secret_key.get_secret_value(),
             "Accept": "application/json",
         }
-        bucket, retries = h.rest.bucket, h.settings.rest_max_retries
+        budget, retries = h.rest.budget, h.settings.rest_max_retries
         resp: httpx.Response | None = None
         retry_after = 1.0
         for attempt in range(retries + 1):
-            h.metrics.rest_limiter_wait.observe(await bucket.acquire())
+            try:
+                async with asyncio.timeout(h.settings.passthrough_max_wait_seconds):
+                    waited = await budget.acquire_internal()
+            except TimeoutError:
+                self.calls.labels(route.template, "budget_timeout").inc()
+                h.metrics.rate_limited.labels("passthrough_wait").inc()
+                return _alpaca_error(
+                    429, 42910000, "hub REST budget busy; retry", **{"Retry-After": "5"}
+                )
+            h.metrics.rest_limiter_wait.observe(waited)
             try:
                 resp = await self.http.get(url, headers=headers)
             except httpx.HTTPError as exc:
@@ -138,7 +149,7 @@ class Passthrough:
             if resp.status_code != 429:
                 break
             retry_after = _reset_in(resp) or min(2.0**attempt, 8.0)
-            bucket.drain(retry_after)
+            budget.drain(retry_after)
             h.metrics.rest_calls.labels("passthrough", "429").inc()
             if attempt < retries:
                 await asyncio.sleep(min(retry_after, 10.0))
@@ -150,7 +161,29 @@ class Passthrough:
         out_headers = {k: v for k in PASSED_HEADERS if (v := resp.headers.get(k)) is not None}
         if status == 429:
             out_headers["Retry-After"] = str(max(1, round(retry_after)))
+        if status >= 500 or (status >= 400 and not _alpaca_shaped(resp)):
+            # A failing upstream (or a proxy in front of it) may answer with stack traces or
+            # internal addresses: the caller gets a code and a fixed message, the log the body.
+            log.warning("passthrough %s: upstream answered %d: %r", route.template, status,
+                        resp.content[:300])  # fmt: skip
+            kept = {k: v for k, v in out_headers.items() if k != "content-type"}
+            return _alpaca_error(status, status * 100_000, "Alpaca upstream error", **kept)
         return Response(content=resp.content, status_code=status, headers=out_headers)
+
+
+def _alpaca_shaped(resp: httpx.Response) -> bool:
+    """An Alpaca error body: a JSON object with an int `code` and a short str `message`."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return (
+        isinstance(body, dict)
+        and set(body) <= {"code", "message"}
+        and isinstance(body.get("code"), int)
+        and isinstance(body.get("message"), str)
+        and len(body["message"]) <= 200
+    )
 
 
 def _reset_in(resp: httpx.Response) -> float | None:
