@@ -5,8 +5,8 @@ send a hub service-client id and secret as `APCA-API-KEY-ID` / `APCA-API-SECRET-
 checks them against its Vault map (client id -> sha256 hex of the secret), then forwards an
 allow-listed GET with its own Alpaca key, taking its budget from the share of the Alpaca REST
 budget reserved for internal clients (users of the HTTP API cannot spend it; Alpaca's budget is
-per account). Status, body and `X-RateLimit-*` come back as is, except upstream 5xx bodies and
-non-Alpaca error bodies, which are replaced by a fixed message (the body is logged).
+per account). Status, body and `X-RateLimit-*` come back as is, except that an error body is
+replaced by Alpaca's numeric code and a fixed message (the upstream body is logged).
 """
 
 from __future__ import annotations
@@ -161,29 +161,38 @@ class Passthrough:
         out_headers = {k: v for k in PASSED_HEADERS if (v := resp.headers.get(k)) is not None}
         if status == 429:
             out_headers["Retry-After"] = str(max(1, round(retry_after)))
-        if status >= 500 or (status >= 400 and not _alpaca_shaped(resp)):
-            # A failing upstream (or a proxy in front of it) may answer with stack traces or
-            # internal addresses: the caller gets a code and a fixed message, the log the body.
+        if status >= 400:
+            # An upstream (or a proxy in front of it) may answer with stack traces or internal
+            # addresses: the caller gets Alpaca's numeric code and a fixed message (alpaca-py
+            # acts on the status), the log gets the body.
             log.warning("passthrough %s: upstream answered %d: %r", route.template, status,
                         resp.content[:300])  # fmt: skip
             kept = {k: v for k, v in out_headers.items() if k != "content-type"}
-            return _alpaca_error(status, status * 100_000, "Alpaca upstream error", **kept)
+            return _alpaca_error(status, _alpaca_code(resp), _safe_message(status), **kept)
         return Response(content=resp.content, status_code=status, headers=out_headers)
 
 
-def _alpaca_shaped(resp: httpx.Response) -> bool:
-    """An Alpaca error body: a JSON object with an int `code` and a short str `message`."""
+def _alpaca_code(resp: httpx.Response) -> int:
+    """Alpaca's numeric error code from its body, else the status x 100000."""
     try:
-        body = resp.json()
-    except ValueError:
-        return False
-    return (
-        isinstance(body, dict)
-        and set(body) <= {"code", "message"}
-        and isinstance(body.get("code"), int)
-        and isinstance(body.get("message"), str)
-        and len(body["message"]) <= 200
-    )
+        code = resp.json().get("code")
+    except (ValueError, AttributeError):
+        code = None
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    return resp.status_code * 100_000
+
+
+def _safe_message(status: int) -> str:
+    if status == 429:
+        return "rate limited by Alpaca; retry"
+    if status in (401, 403):
+        return "Alpaca refused the hub's request (key or plan)"
+    if status == 404:
+        return "not found at Alpaca"
+    if status < 500:
+        return "Alpaca rejected the request (check its parameters)"
+    return "Alpaca upstream error"
 
 
 def _reset_in(resp: httpx.Response) -> float | None:
@@ -200,7 +209,9 @@ def _reset_in(resp: httpx.Response) -> float | None:
 async def passthrough(path: str, request: Request) -> Response:
     """Alpaca REST for internal clients: allow-listed GETs only, service-client auth."""
     h: Hub = request.app.state.hub
-    full = "/" + path
+    # The decoded request path, not the `path` parameter: Starlette's route regex ends in `$`
+    # too, so a trailing newline (`%0a`) is silently cut from the parameter.
+    full = str(request.scope.get("path", "")).removeprefix(router.prefix)
     route = match(full)
     if route is None:
         h.metrics.passthrough_requests.labels("other", "not_allowed").inc()
