@@ -59,7 +59,9 @@ async def test_free_token_gets_nothing_younger_than_the_delay_on_any_endpoint(
 ) -> None:
     sim = alpaca_sim_factory(env={"SIM_RATE": "300", "SIM_REST_RATE_LIMIT": "0"})
     minter = TokenMinter(tmp_path)
-    async with hub_env(own_nats, vault, sim.url, sim.ws_url, minter, delay_seconds=DELAY) as env:
+    async with hub_env(
+        own_nats, vault, sim.url, sim.ws_url, minter, delay_seconds=DELAY, rest_rate_per_min=1000
+    ) as env:
         free, pro = env.user("u-free", "free"), env.user("u-pro", "pro")
         checked = 0
         for who in (free, pro):  # options are delayed for pro too

@@ -25,7 +25,7 @@ from tests.integration.fixtures.servers import Vault
 from tests.security.hub_env import HubEnv, hub_env
 
 pytestmark = pytest.mark.integration
-RATE = 120  # Alpaca REST budget per minute: users' pool 90/min, reserve 30/min
+RATE = 120  # Alpaca REST budget per minute: users' pool 90/min (burst 15), reserve 30/min
 
 
 def bars_params(i: int) -> dict[str, str]:
@@ -108,8 +108,8 @@ async def test_one_user_cannot_starve_the_budget_and_the_passthrough_keeps_its_s
             assert r.json()["error"] == "budget_exhausted", r.text
             assert int(r.headers["Retry-After"]) >= 1
         assert all(s == 200 for s, _ in passthrough), passthrough
-        # 4 calls from a 30/min reserve (burst 1) take about 6 s; the users' 90 calls would
-        # have queued it for a minute on one shared, waiting bucket
+        # 4 calls fit the 30/min reserve's burst (5); on one shared bucket that waits they
+        # would have queued behind the crowd's 90 calls for about a minute
         assert sum(t for _, t in passthrough) < 20, passthrough
 
         text = (await env.client.get("/metrics")).text

@@ -36,7 +36,7 @@ class RestGateway:
         self.user_quota = KeyedBuckets()
         per_user = self.budget.users_rate_per_min * settings.rest_user_max_share
         self.user_quota_per_min = max(1.0, per_user)
-        self.user_quota_burst = max(1, int(self.user_quota_per_min // 20))
+        self.user_quota_burst = max(1, int(self.user_quota_per_min // 6))  # ten seconds' worth
         self.cache_seconds = settings.rest_cache_seconds
         self.max_retries = settings.rest_max_retries
         self.metrics = metrics

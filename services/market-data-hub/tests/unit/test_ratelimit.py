@@ -20,22 +20,23 @@ class Clock:
 
 def test_users_never_wait_and_never_take_the_reserve() -> None:
     clock = Clock()
-    budget = SharedBudget(120, 0.25, monotonic=clock)  # users 90/min (burst 4), reserve 30/min
+    budget = SharedBudget(120, 0.25, monotonic=clock)  # users 90/min (burst 15), reserve 30/min
     taken = 0
     while budget.try_user() == 0.0:
         taken += 1
-    assert taken == 4
+    assert taken == 15
     wait = budget.try_user()
     assert 0 < wait <= 60 / 90 + 1e-9  # refused at once, told when the pool refills
-    assert budget.try_internal() == 0.0  # the reserve is untouched by users
-    assert budget.try_internal() > 0  # reserve (burst 1) spent, users' pool empty
+    for _ in range(5):
+        assert budget.try_internal() == 0.0  # the reserve (burst 5) is untouched by users
+    assert budget.try_internal() > 0  # reserve spent, users' pool empty
 
 
 def test_internal_borrows_an_idle_users_pool() -> None:
     clock = Clock()
     budget = SharedBudget(120, 0.25, monotonic=clock)
-    got = sum(1 for _ in range(10) if budget.try_internal() == 0.0)
-    assert got == 1 + 4  # its reserve, then what users left
+    got = sum(1 for _ in range(30) if budget.try_internal() == 0.0)
+    assert got == 5 + 15  # its reserve, then what users left
 
 
 @settings(max_examples=100, deadline=None)

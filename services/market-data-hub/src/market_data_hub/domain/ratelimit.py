@@ -127,8 +127,10 @@ class SharedBudget:
         if not 0 < reserved_share < 1:
             raise ValueError("reserved_share must be between 0 and 1 (exclusive)")
         self.rate_per_min = rate_per_min
-        self.reserved = TokenBucket(rate_per_min * reserved_share, monotonic=monotonic)
-        self.users = TokenBucket(rate_per_min * (1 - reserved_share), monotonic=monotonic)
+        # bursts of ten seconds' worth: Alpaca counts per minute, so short bursts are safe
+        reserved, users = rate_per_min * reserved_share, rate_per_min * (1 - reserved_share)
+        self.reserved = TokenBucket(reserved, max(1, int(reserved // 6)), monotonic)
+        self.users = TokenBucket(users, max(1, int(users // 6)), monotonic)
         self._lock = asyncio.Lock()
 
     @property
