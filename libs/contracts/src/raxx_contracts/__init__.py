@@ -23,6 +23,7 @@ from raxx_contracts.market import (
     TradingStatus,
 )
 from raxx_contracts.policy import (
+    HttpRate,
     InterestQuota,
     TierPolicy,
     TierRule,
@@ -44,6 +45,7 @@ __all__ = [
     "ErrorReply",
     "HandoffEvent",
     "HeldOptionContract",
+    "HttpRate",
     "InterestQuota",
     "InterestReply",
     "InterestRequest",

@@ -53,6 +53,13 @@ class TierRule(WireModel):
     interest: InterestQuota
 
 
+class HttpRate(WireModel):
+    """Per-user request rate of one tier at the hub's HTTP API (`[http_rate.<tier>]`)."""
+
+    requests_per_minute: int = Field(gt=0)
+    burst: int = Field(gt=0)
+
+
 class TierPolicy(WireModel):
     """All tiers, their order (lowest first) and the delay of the delayed path."""
 
@@ -61,6 +68,8 @@ class TierPolicy(WireModel):
     delay_seconds: int = Field(ge=0)
     tier_order: tuple[str, ...]
     tiers: dict[str, TierRule]
+    http_rate: dict[str, HttpRate] = Field(default_factory=dict)
+    """Per-user HTTP API rate of every tier at market-data-hub."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TierPolicy:
@@ -69,6 +78,17 @@ class TierPolicy(WireModel):
         if self.default_tier not in self.tiers:
             raise ValueError("default_tier must be a defined tier")
         return self
+
+    @model_validator(mode="after")
+    def _every_tier_has_a_rate(self) -> TierPolicy:
+        if set(self.http_rate) != set(self.tiers):
+            raise ValueError("http_rate must define exactly the defined tiers")
+        return self
+
+    def http_rate_of(self, tier: str) -> HttpRate:
+        """The per-user HTTP API rate of `tier`; UnknownTierError for a tier the policy lacks."""
+        self.rule(tier)
+        return self.http_rate[tier]
 
     def rule(self, tier: str) -> TierRule:
         """The rule of `tier`; raise UnknownTierError for a tier the policy lacks."""

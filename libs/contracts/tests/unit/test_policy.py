@@ -27,6 +27,23 @@ def test_default_policy_matches_the_published_tier_table() -> None:
     assert p.rule("pro").paper_history_retention_days == 1095
     assert p.rule("pro_plus").paper_history_retention_days is None
     assert p.rank("free") < p.rank("pro") < p.rank("pro_plus")
+    rates = [p.http_rate_of(t).requests_per_minute for t in ("free", "pro", "pro_plus")]
+    assert rates == sorted(rates)
+
+
+def test_every_tier_needs_an_http_rate() -> None:
+    head = (
+        'schema_version = 1\ndefault_tier = "a"\ndelay_seconds = 1\ntier_order = ["a"]\n'
+        '[tiers.a]\nequities = "delayed"\noptions = "delayed"\nhttp = "delayed"\n'
+        "historical_option_chains = false\nbroker_handoff = false\nmax_subscriptions = 1\n"
+        "credential_ttl_seconds = 1\n"
+    )
+    with pytest.raises(ValueError, match="http_rate"):
+        parse_policy(head)
+    ok = parse_policy(head + "[http_rate.a]\nrequests_per_minute = 5\nburst = 2\n")
+    assert ok.http_rate_of("a").burst == 2
+    with pytest.raises(UnknownTierError):
+        ok.http_rate_of("b")
 
 
 def test_free_allow_list_contains_no_real_time_subject() -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -33,8 +34,9 @@ from market_data_hub.api import router
 from market_data_hub.auth import JwksVerifier
 from market_data_hub.delay_line import DelayLine
 from market_data_hub.domain import Clock, SystemClock
+from market_data_hub.domain.ratelimit import KeyedBuckets
 from market_data_hub.entitlements import TierView
-from market_data_hub.errors import HubError, RetryableError
+from market_data_hub.errors import HubError
 from market_data_hub.interest import InterestResponder, InterestStore
 from market_data_hub.metrics import Metrics
 from market_data_hub.passthrough import Passthrough
@@ -70,6 +72,7 @@ class Hub:
         self.service_clients = deps.service_clients or ServiceClients(settings.vault)
         self.market_clock = deps.market_clock or MarketClock(settings.alpaca_trading_url, self.keys)
         self.passthrough: Passthrough | None = None
+        self.user_rates = KeyedBuckets()  # per-user HTTP API rate ([http_rate] in the policy)
         self.delay_ns = int(settings.delay_seconds * 1e9)
         self.verifier = JwksVerifier(
             settings.tier_gate_jwks_url, settings.http_token_audience, settings.http_token_issuer
@@ -101,9 +104,8 @@ class Hub:
         self._key_version = key.version
         self.metrics.key_version.set(key.version)
         self.rest = RestGateway(
-            AlpacaRest(s.alpaca_data_url, key, s.feed, s.options_feed),
-            s.rest_rate_per_min, s.rest_cache_seconds, s.rest_max_retries, self.metrics,
-        )  # fmt: skip
+            AlpacaRest(s.alpaca_data_url, key, s.feed, s.options_feed), s, self.metrics
+        )
         await self.service_clients.refresh()
         self.passthrough = Passthrough(self)
         self.nc = await nats_adapter.connect(s, f"market-data-hub-{s.replica_id}", self.nats_status)
@@ -281,11 +283,14 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
     app.include_router(passthrough_router)
 
     @app.exception_handler(HubError)
-    async def hub_error(_req: Request, exc: HubError) -> JSONResponse:
+    async def hub_error(req: Request, exc: HubError) -> JSONResponse:
         metrics.http_requests.labels("api", str(exc.status)).inc()
+        if exc.detail:  # never in the reply: upstream text and internal addresses stay here
+            level = logging.WARNING if exc.status >= 500 else logging.INFO
+            log.log(level, "%s %s -> %s: %s", req.method, req.url.path, exc.code, exc.detail)
         headers = {}
-        if isinstance(exc, RetryableError):
-            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         return JSONResponse(
             {"error": exc.code, "message": exc.message}, status_code=exc.status, headers=headers
         )

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 
 class HubError(Exception):
-    """Base class of every hub error."""
+    """Base class of every hub error.
+
+    `message` is what a caller sees: fixed text about its own request, never upstream bodies,
+    exception text or internal addresses. `detail` is for the log only (the edge logs it).
+    """
 
     code = "internal"
     status = 500
+    retry_after: float | None = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail
 
 
 class ConfigError(HubError):
@@ -54,9 +60,35 @@ class RetryableError(HubError):
     code = "upstream_unavailable"
     status = 503
 
-    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+    def __init__(
+        self, message: str, retry_after: float = 5.0, *, detail: str | None = None
+    ) -> None:
+        super().__init__(message, detail=detail)
+        self.retry_after = retry_after
+
+
+class BudgetExhaustedError(RetryableError):
+    """The users' share of the hub's Alpaca REST budget is spent for now (by all users)."""
+
+    code = "budget_exhausted"
+
+
+class TooManyRequestsError(HubError):
+    """This caller exceeded its own limit (`rate_limited`: its tier's request rate;
+    `upstream_quota`: its share of uncached upstream calls). Never waits: 429 + Retry-After."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: float, code: str = "rate_limited") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.code = code
+
+
+class HorizonError(HubError):
+    """A delayed-path response held something younger than the horizon: refused, never sent."""
+
+    code = "internal"
 
 
 class UpstreamError(HubError):

@@ -116,6 +116,12 @@ class Metrics:
             ["route", "outcome"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "mdh_rate_limited_total",
+            "Requests refused by a rate limit or budget, by typed code",
+            ["code"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "mdh_http_requests_total", "HTTP API requests by route and status", ["route", "status"],
             registry=r,

@@ -3,8 +3,10 @@
 Internal services (eod-settler) point alpaca-py's `url_override` at `http://<hub>/alpaca` and
 send a hub service-client id and secret as `APCA-API-KEY-ID` / `APCA-API-SECRET-KEY`. The hub
 checks them against its Vault map (client id -> sha256 hex of the secret), then forwards an
-allow-listed GET with its own Alpaca key, through the same token bucket as its own REST calls
-(Alpaca's REST budget is per account). Status, body and `X-RateLimit-*` come back as is.
+allow-listed GET with its own Alpaca key, taking its budget from the share of the Alpaca REST
+budget reserved for internal clients (users of the HTTP API cannot spend it; Alpaca's budget is
+per account). Status, body and `X-RateLimit-*` come back as is, except that an error body is
+replaced by Alpaca's numeric code and a fixed message (the upstream body is logged).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Route:
 
 def _route(template: str, api: str) -> Route:
     regex = re.sub(r"\\\{[a-z_]+\\\}", r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.escape(template))
-    return Route(template, api, re.compile(f"^{regex}$"))
+    return Route(template, api, re.compile(regex))
 
 
 ALLOWED: tuple[Route, ...] = (
@@ -61,9 +63,13 @@ ALLOWED: tuple[Route, ...] = (
 
 
 def match(path: str) -> Route | None:
-    """The allow-list entry for `path` (leading `/`, below `/alpaca`), or None."""
+    """The allow-list entry for `path` (leading `/`, below `/alpaca`), or None.
+
+    `fullmatch`, never `match(...$)`: `$` also matches before a trailing newline, so
+    `/v2/clock\n` (`%0a` in the URL) would pass and reach the upstream URL as is.
+    """
     for route in ALLOWED:
-        if route.pattern.match(path):
+        if route.pattern.fullmatch(path):
             return route
     return None
 
@@ -117,11 +123,20 @@ class Passthrough:
             "APCA-API-SECRET-KEY": key.secret_key.get_secret_value(),
             "Accept": "application/json",
         }
-        bucket, retries = h.rest.bucket, h.settings.rest_max_retries
+        budget, retries = h.rest.budget, h.settings.rest_max_retries
         resp: httpx.Response | None = None
         retry_after = 1.0
         for attempt in range(retries + 1):
-            h.metrics.rest_limiter_wait.observe(await bucket.acquire())
+            try:
+                async with asyncio.timeout(h.settings.passthrough_max_wait_seconds):
+                    waited = await budget.acquire_internal()
+            except TimeoutError:
+                self.calls.labels(route.template, "budget_timeout").inc()
+                h.metrics.rate_limited.labels("passthrough_wait").inc()
+                return _alpaca_error(
+                    429, 42910000, "hub REST budget busy; retry", **{"Retry-After": "5"}
+                )
+            h.metrics.rest_limiter_wait.observe(waited)
             try:
                 resp = await self.http.get(url, headers=headers)
             except httpx.HTTPError as exc:
@@ -134,7 +149,7 @@ class Passthrough:
             if resp.status_code != 429:
                 break
             retry_after = _reset_in(resp) or min(2.0**attempt, 8.0)
-            bucket.drain(retry_after)
+            budget.drain(retry_after)
             h.metrics.rest_calls.labels("passthrough", "429").inc()
             if attempt < retries:
                 await asyncio.sleep(min(retry_after, 10.0))
@@ -146,7 +161,38 @@ class Passthrough:
         out_headers = {k: v for k in PASSED_HEADERS if (v := resp.headers.get(k)) is not None}
         if status == 429:
             out_headers["Retry-After"] = str(max(1, round(retry_after)))
+        if status >= 400:
+            # An upstream (or a proxy in front of it) may answer with stack traces or internal
+            # addresses: the caller gets Alpaca's numeric code and a fixed message (alpaca-py
+            # acts on the status), the log gets the body.
+            log.warning("passthrough %s: upstream answered %d: %r", route.template, status,
+                        resp.content[:300])  # fmt: skip
+            kept = {k: v for k, v in out_headers.items() if k != "content-type"}
+            return _alpaca_error(status, _alpaca_code(resp), _safe_message(status), **kept)
         return Response(content=resp.content, status_code=status, headers=out_headers)
+
+
+def _alpaca_code(resp: httpx.Response) -> int:
+    """Alpaca's numeric error code from its body, else the status x 100000."""
+    try:
+        code = resp.json().get("code")
+    except (ValueError, AttributeError):
+        code = None
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    return resp.status_code * 100_000
+
+
+def _safe_message(status: int) -> str:
+    if status == 429:
+        return "rate limited by Alpaca; retry"
+    if status in (401, 403):
+        return "Alpaca refused the hub's request (key or plan)"
+    if status == 404:
+        return "not found at Alpaca"
+    if status < 500:
+        return "Alpaca rejected the request (check its parameters)"
+    return "Alpaca upstream error"
 
 
 def _reset_in(resp: httpx.Response) -> float | None:
@@ -163,7 +209,9 @@ def _reset_in(resp: httpx.Response) -> float | None:
 async def passthrough(path: str, request: Request) -> Response:
     """Alpaca REST for internal clients: allow-listed GETs only, service-client auth."""
     h: Hub = request.app.state.hub
-    full = "/" + path
+    # The decoded request path, not the `path` parameter: Starlette's route regex ends in `$`
+    # too, so a trailing newline (`%0a`) is silently cut from the parameter.
+    full = str(request.scope.get("path", "")).removeprefix(router.prefix)
     route = match(full)
     if route is None:
         h.metrics.passthrough_requests.labels("other", "not_allowed").inc()

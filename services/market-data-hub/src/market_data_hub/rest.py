@@ -1,4 +1,11 @@
-"""Every Alpaca REST call passes here: shared token bucket, coalescing, a short cache, 429 retry."""
+"""Every Alpaca REST call passes here: the shared budget, coalescing, a short cache, 429 retry.
+
+The budget (`SharedBudget`) has a users' pool and a reserve for internal service clients. A
+user's call (`caller` set) never waits: the answer is cached or in flight for an identical
+request (free), or it takes a token from the caller's own upstream quota and from the users'
+pool at once, or it is refused (`upstream_quota` 429 / `budget_exhausted` 503, Retry-After).
+Internal calls (`caller` None: the hub's backfill) wait for the reserve, then borrow.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +16,44 @@ from typing import Any
 
 from market_data_hub.adapters.alpaca import AlpacaRest, RateLimitedError
 from market_data_hub.domain import Backoff
-from market_data_hub.domain.ratelimit import TokenBucket
-from market_data_hub.errors import HubError, RetryableError
+from market_data_hub.domain.ratelimit import KeyedBuckets, SharedBudget
+from market_data_hub.errors import (
+    BudgetExhaustedError,
+    HubError,
+    RetryableError,
+    TooManyRequestsError,
+)
 from market_data_hub.metrics import Metrics
+from market_data_hub.settings import Settings
 
 
 class RestGateway:
     """Budgeted, coalesced, briefly cached access to Alpaca REST."""
 
-    def __init__(
-        self,
-        client: AlpacaRest,
-        rate_per_min: int,
-        cache_seconds: float,
-        max_retries: int,
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, client: AlpacaRest, settings: Settings, metrics: Metrics) -> None:
         self.client = client
-        self.bucket = TokenBucket(rate_per_min)
-        self.cache_seconds = cache_seconds
-        self.max_retries = max_retries
+        self.budget = SharedBudget(settings.rest_rate_per_min, settings.rest_reserved_share)
+        self.user_quota = KeyedBuckets()
+        per_user = self.budget.users_rate_per_min * settings.rest_user_max_share
+        self.user_quota_per_min = max(1.0, per_user)
+        self.user_quota_burst = max(1, int(self.user_quota_per_min // 6))  # ten seconds' worth
+        self.cache_seconds = settings.rest_cache_seconds
+        self.max_retries = settings.rest_max_retries
         self.metrics = metrics
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
         self._cache: dict[Hashable, tuple[float, Any]] = {}
 
     async def call(
-        self, endpoint: str, key: Hashable, fn: Callable[[AlpacaRest], Awaitable[Any]]
+        self,
+        endpoint: str,
+        key: Hashable,
+        fn: Callable[[AlpacaRest], Awaitable[Any]],
+        caller: str | None = None,
     ) -> Any:
-        """Run `fn` once for all concurrent callers with the same `key`; cache the answer."""
+        """Run `fn` once for all concurrent callers with the same `key`; cache the answer.
+
+        `caller`: the user on whose behalf (never waits), or None for the hub's own work.
+        """
         full = (endpoint, key)
         hit = self._cache.get(full)
         if hit is not None and hit[0] > time.monotonic():
@@ -46,10 +63,15 @@ class RestGateway:
         if fut is not None:
             self.metrics.rest_coalesced.labels("inflight").inc()
             return await asyncio.shield(fut)
+        if caller is not None:
+            self._admit_user(caller)
         fut = asyncio.get_running_loop().create_future()
         self._inflight[full] = fut
         try:
-            result = await self._attempts(endpoint, fn)
+            if caller is None:
+                result = await self._attempts(endpoint, fn, self.max_retries, admitted=False)
+            else:
+                result = await self._attempts(endpoint, fn, 0, admitted=True)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved: waiters re-raise it themselves
@@ -63,19 +85,43 @@ class RestGateway:
             self._cache[full] = (time.monotonic() + self.cache_seconds, result)
         return result
 
-    async def _attempts(self, endpoint: str, fn: Callable[[AlpacaRest], Awaitable[Any]]) -> Any:
+    def _admit_user(self, caller: str) -> None:
+        """Take the caller's upstream quota and a users' pool token now, or refuse at once."""
+        mine = self.user_quota.bucket(caller, self.user_quota_per_min, self.user_quota_burst)
+        wait = mine.try_take()
+        if wait > 0:
+            self.metrics.rate_limited.labels("upstream_quota").inc()
+            raise TooManyRequestsError(
+                "too many uncached market-data requests from this user; "
+                "repeat identical requests (they are cached) or slow down",
+                retry_after=wait, code="upstream_quota",
+            )  # fmt: skip
+        wait = self.budget.try_user()
+        if wait > 0:
+            mine.give_back()
+            self.metrics.rate_limited.labels("budget_exhausted").inc()
+            raise BudgetExhaustedError(
+                "the hub's market-data budget for user requests is spent for now; "
+                "try again shortly",
+                retry_after=wait,
+            )
+
+    async def _attempts(
+        self, endpoint: str, fn: Callable[[AlpacaRest], Awaitable[Any]], retries: int,
+        admitted: bool,
+    ) -> Any:  # fmt: skip
         backoff = Backoff(1.0, 8.0)
         retry_after = 1.0
-        for attempt in range(self.max_retries + 1):
-            waited = await self.bucket.acquire()
-            self.metrics.rest_limiter_wait.observe(waited)
+        for attempt in range(retries + 1):
+            if not admitted or attempt > 0:
+                self.metrics.rest_limiter_wait.observe(await self.budget.acquire_internal())
             try:
                 result = await fn(self.client)
             except RateLimitedError as exc:
                 self.metrics.rest_calls.labels(endpoint, "429").inc()
                 retry_after = exc.reset_in or backoff.next()
-                self.bucket.drain(retry_after)
-                if attempt < self.max_retries:
+                self.budget.drain(retry_after)
+                if attempt < retries:
                     await asyncio.sleep(min(retry_after, 10.0))
                 continue
             except HubError as exc:
@@ -84,6 +130,6 @@ class RestGateway:
             self.metrics.rest_calls.labels(endpoint, "ok").inc()
             return result
         raise RetryableError(
-            "Alpaca is rate limiting market-data requests; try again shortly",
+            "the market-data provider is rate limiting the hub; try again shortly",
             retry_after=max(1.0, retry_after),
         )

@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     keep it under the server's max_payload (1 MiB by default)."""
 
     rest_rate_per_min: int = Field(default=200, gt=0)
+    """Alpaca REST requests per minute this replica may make (the plan's budget / replicas)."""
+    rest_reserved_share: float = Field(default=0.25, gt=0, lt=1)
+    """Share of the REST budget only internal service clients (the `/alpaca` passthrough, the
+    hub's backfill) may use; users' HTTP requests get the rest and never touch it."""
+    rest_user_max_share: float = Field(default=0.5, gt=0, le=1)
+    """Most of the users' pool one user's uncached requests may take (429 `upstream_quota`)."""
+    passthrough_max_wait_seconds: float = Field(default=30.0, gt=0)
+    """How long a passthrough request waits for the budget before a 429 with Retry-After."""
+    http_max_bars: int = Field(default=1000, gt=0, le=10_000)
+    """Largest `limit` the bars endpoint accepts (one upstream page)."""
     rest_cache_seconds: float = Field(default=1.0, ge=0)
     rest_max_retries: int = Field(default=3, ge=0)
 

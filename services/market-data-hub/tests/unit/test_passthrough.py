@@ -20,6 +20,12 @@ def test_allow_list_matches_templates_only() -> None:
         "/v2/calendar/",
         "/v2/stocks/a/b/bars",
         "/v1beta1/options/quotes/latest/x",
+        "/v2/clock\n",
+        "/v2/calendar\n",
+        "/v2/stocks/AAPL/bars\n",
+        "/v2/options/contracts/AAPL240315C00172500\n",
+        "\n/v2/clock",
+        "/v2/clock\r\n",
     ):
         assert match(path) is None, path
 

@@ -29,7 +29,9 @@ from alpaca.data.requests import (
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
 from market_data_hub.adapters.vault import AlpacaKey
-from market_data_hub.errors import BadRequestError, RetryableError, UpstreamError
+from market_data_hub.domain.horizon import Timeframe, Unit
+from market_data_hub.domain.horizon import parse_timeframe as parse_hub_timeframe
+from market_data_hub.errors import BadRequestError, NotFoundError, RetryableError, UpstreamError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,20 +46,19 @@ class RateLimitedError(Exception):
         self.reset_in = reset_in
 
 
+_UNITS = {Unit.MINUTE: TimeFrameUnit.Minute, Unit.HOUR: TimeFrameUnit.Hour,
+          Unit.DAY: TimeFrameUnit.Day, Unit.WEEK: TimeFrameUnit.Week,
+          Unit.MONTH: TimeFrameUnit.Month}  # fmt: skip
+
+
+def alpaca_timeframe(tf: Timeframe) -> TimeFrame:
+    """The hub's Timeframe as alpaca-py's TimeFrame."""
+    return TimeFrame(tf.amount, _UNITS[tf.unit])
+
+
 def parse_timeframe(text: str) -> TimeFrame:
     """`1Min`, `5Min`, `1Hour`, `1Day`, `1Week`, `1Month` -> alpaca-py TimeFrame (validated)."""
-    units = {"Min": TimeFrameUnit.Minute, "T": TimeFrameUnit.Minute, "Hour": TimeFrameUnit.Hour,
-             "H": TimeFrameUnit.Hour, "Day": TimeFrameUnit.Day, "D": TimeFrameUnit.Day,
-             "Week": TimeFrameUnit.Week, "W": TimeFrameUnit.Week, "Month": TimeFrameUnit.Month,
-             "M": TimeFrameUnit.Month}  # fmt: skip
-    num = "".join(ch for ch in text if ch.isdigit())
-    unit = text[len(num) :]
-    if not num or unit not in units:
-        raise BadRequestError(f"bad timeframe {text!r}: use e.g. 1Min, 15Min, 1Hour, 1Day")
-    try:
-        return TimeFrame(int(num), units[unit])
-    except ValueError as exc:
-        raise BadRequestError(f"bad timeframe {text!r}: {exc}") from None
+    return alpaca_timeframe(parse_hub_timeframe(text))
 
 
 class AlpacaRest:
@@ -103,13 +104,31 @@ class AlpacaRest:
                     if resp is not None and resp.headers.get("Retry-After"):
                         reset = _float(resp.headers["Retry-After"])
                     raise RateLimitedError(reset) from None
-                if status in (400, 404, 422):
-                    raise BadRequestError(f"Alpaca rejected the request: {_msg(exc)}") from None
+                # Callers see a fixed message; Alpaca's text (or a proxy's page) goes to the log.
+                detail = f"Alpaca REST answered {status}: {_msg(exc)}"
+                if status in (400, 422):
+                    raise BadRequestError(
+                        "the market-data provider rejected the request "
+                        "(check the symbol, timeframe and dates)",
+                        detail=detail,
+                    ) from None
+                if status == 404:
+                    raise NotFoundError(
+                        "the market-data provider has no such data", detail=detail
+                    ) from None
                 if status is not None and status >= 500:
-                    raise RetryableError(f"Alpaca REST answered {status}", 5.0) from None
-                raise UpstreamError(f"Alpaca REST answered {status}: {_msg(exc)}") from None
+                    raise RetryableError(
+                        "the market-data provider is failing; try again shortly", 5.0,
+                        detail=detail,
+                    ) from None  # fmt: skip
+                raise UpstreamError(
+                    "the market-data provider refused the hub's request", detail=detail
+                ) from None
             except (OSError, ValueError) as exc:
-                raise RetryableError(f"Alpaca REST unreachable: {type(exc).__name__}") from None
+                raise RetryableError(
+                    "the market-data provider is unreachable; try again shortly", 5.0,
+                    detail=f"Alpaca REST unreachable: {type(exc).__name__}: {exc}"[:500],
+                ) from None  # fmt: skip
 
         return await asyncio.to_thread(run)
 
@@ -150,6 +169,20 @@ class AlpacaRest:
         out = await self._call(lambda: self.options.get_option_chain(req))
         return dict(out) if out else {}
 
+    async def option_daily_bars(
+        self, symbols: Sequence[str], day: date
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Daily bars of option contracts on `day` (for historical chains)."""
+        from alpaca.data.requests import OptionBarsRequest
+
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        req = OptionBarsRequest(
+            symbol_or_symbols=list(symbols)[:100], timeframe=TimeFrame.Day, start=start,
+            end=start + timedelta(days=1), limit=MAX_PAGE,
+        )  # fmt: skip
+        out = await self._call(lambda: self.options.get_option_bars(req))
+        return dict(out) if out else {}
+
 
 def _float(text: str) -> float | None:
     try:
@@ -160,21 +193,6 @@ def _float(text: str) -> float | None:
 
 def _msg(exc: APIError) -> str:
     try:
-        return str(exc.message)
+        return str(exc.message)[:300]
     except Exception:
-        return str(exc)[:200]
-
-
-async def option_daily_bars(
-    rest: AlpacaRest, symbols: Sequence[str], day: date
-) -> dict[str, list[dict[str, Any]]]:
-    """Daily bars of option contracts on `day` (for historical chains)."""
-    from alpaca.data.requests import OptionBarsRequest
-
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    req = OptionBarsRequest(
-        symbol_or_symbols=list(symbols)[:100], timeframe=TimeFrame.Day, start=start,
-        end=start + timedelta(days=1), limit=MAX_PAGE,
-    )  # fmt: skip
-    out = await rest._call(lambda: rest.options.get_option_bars(req))
-    return dict(out) if out else {}
+        return str(exc)[:300]
