@@ -156,6 +156,12 @@ class ManagedProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
 
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left in the process group of a process that has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
     def kill(self) -> None:
         """SIGKILL at once (tests of crash recovery)."""
         if self.proc and self.proc.poll() is None:
