@@ -49,6 +49,10 @@ def test_openbao_root_token_is_on_no_command_line_and_in_no_log(tmp_path: Path) 
         for old in printed:
             dead = httpx.get(f"{bao.url}/v1/auth/token/lookup-self", headers={"X-Vault-Token": old})
             assert dead.status_code == 403, f"the token in the log still works: {dead.text}"
+        # the banner's unseal key can mint a new root token (sys/generate-root): private log
+        assert "Unseal Key" in log
+        assert (tmp_path / "bao" / "openbao.log").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "bao").stat().st_mode & 0o777 == 0o700
         # and no token helper file keeps a copy in the server's HOME
         assert not (tmp_path / "bao" / ".vault-token").exists()
     finally:

@@ -148,8 +148,9 @@ def _pg_accepting(port: int) -> Callable[[], bool]:
 def start_openbao(state_dir: Path, port: int = 0, root_token: str | None = None) -> Server:
     """OpenBao dev server (in-memory, KV v2 at `secret/`); its root token is in `extra["token"]`.
 
-    The dev server prints its initial root token in its banner (so in its log) and reads it from
-    the command line or the environment. So the initial token is a throw-away: it is passed in
+    The dev server prints its initial root token and its unseal key in its banner (so in its
+    log, which is created 0600 in a 0700 directory) and reads the token from the command line or
+    the environment. So the initial token is a throw-away: it is passed in
     the child's environment only (never argv, which every user can read in /proc), used once to
     create the root token we hand out (an orphan, `root_token` if given, else random), and then
     revoked. What the log holds no longer works; the token in use is on no command line and in
@@ -165,8 +166,12 @@ def start_openbao(state_dir: Path, port: int = 0, root_token: str | None = None)
         "HOME": str(state_dir),
         "BAO_DEV_ROOT_TOKEN_ID": bootstrap,
     }
-    state_dir.mkdir(parents=True, exist_ok=True)
-    proc = ManagedProcess("openbao", argv, state_dir / "openbao.log", env=env).start()
+    # Its banner holds the unseal key too, and the unseal key alone lets anyone who can reach
+    # the port generate a new root token (sys/generate-root): the log is this user's only.
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    log = state_dir / "openbao.log"
+    proc = ManagedProcess("openbao", argv, log, env=env, private_log=True).start()
     addr = f"http://127.0.0.1:{port}"
     try:
         proc.wait_ready(http_ready(f"{addr}/v1/sys/health"), timeout=30)
