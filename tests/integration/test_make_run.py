@@ -31,6 +31,8 @@ from raxx_devstack.stack import DEFAULT_PORTS
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 DELAY_SECONDS = 4
+HINT = "[make run] try (in another terminal): "
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -109,6 +111,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     if not lines or lines[-1] != "READY":
         _stop(proc)
         pytest.fail("make run did not print READY:\n" + "\n".join(lines))
+    while not any(line.startswith(HINT) for line in lines):  # the hints follow READY at once
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip())
     ports = {name: port + offset for name, port in DEFAULT_PORTS.items()}
     running = RunningStack(proc, root, ports, offset, lines)
     yield running
@@ -264,6 +271,99 @@ def test_settle_cli_settles_the_last_session_through_the_hub(stack: RunningStack
         if line.startswith("mdh_passthrough_requests_total{") and "/v2/stocks/bars" in line
     ]  # fmt: skip
     assert any('outcome="ok"' in line and not line.endswith(" 0.0") for line in bars), bars
+
+
+def _fresh_machine_env(**extra: str) -> dict[str, str]:
+    """A shell as on a fresh machine: uv only in `.tools/` (not on PATH), no venv activated."""
+    venv_bin = Path(sys.executable).parent
+    path = [
+        d for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and not (Path(d) / "uv").exists() and Path(d).resolve() != venv_bin.resolve()
+    ]  # fmt: skip
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
+    }
+    env = {k: v for k, v in env.items() if not k.startswith("RAXX_MD_")} | extra
+    env["PATH"] = os.pathsep.join(path)
+    assert shutil.which("uv", path=env["PATH"]) is None
+    assert shutil.which("raxx-md", path=env["PATH"]) is None
+    return env
+
+
+def _run_as_printed(
+    command: str, env: dict[str, str], cwd: Path, seconds: float
+) -> tuple[int, str, str]:
+    """Run `command` with bash as a person would paste it; Ctrl-C after `seconds` if it runs on."""
+    proc = subprocess.Popen(
+        [shutil.which("bash") or "/bin/bash", "-c", command],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    return proc.returncode, out, err
+
+
+def test_the_printed_tail_command_works_as_printed_without_uv(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    hint = next((line[len(HINT) :] for line in stack.lines if line.startswith(HINT)), None)
+    assert hint is not None, stack.lines
+    assert "uv run" not in hint
+    # from a directory that is not the checkout, with neither uv nor the venv on PATH
+    rc, out, err = _run_as_printed(hint, _fresh_machine_env(), tmp_path, 15 + DELAY_SECONDS)
+    assert rc == 0, err
+    quotes = [line for line in out.splitlines() if "AAPL" in line]
+    assert quotes, f"nothing printed by {hint!r}: {err}"
+    assert all("[delayed]" in line for line in quotes)
+
+
+def _readme_blocks() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    return [block.split("```", 1)[0] for block in text.split("```sh\n")[1:]]
+
+
+def _shifted(command: str, stack: RunningStack) -> str:
+    # The README names the default ports; this stack runs shifted by RAXX_PORT_OFFSET.
+    for name, port in DEFAULT_PORTS.items():
+        command = command.replace(f"localhost:{port}", f"localhost:{stack.ports[name]}")
+    return command
+
+
+def test_every_command_the_readme_suggests_works_as_printed_without_uv(
+    stack: RunningStack,
+) -> None:
+    blocks = _readme_blocks()
+    # the first block is `make run` / `make test` themselves; the others are run here, each
+    # command as printed from the checkout's root (this stack's root, with the workspace's .venv)
+    assert [line.split()[:2] for line in blocks[0].splitlines()] == [
+        ["make", "run"],
+        ["make", "test"],
+    ]
+    tries, script = blocks[1:]  # a new block must be added to this test
+    venv = stack.root / ".venv"
+    if not venv.exists():
+        venv.symlink_to(Path(sys.prefix))
+    env = _fresh_machine_env(
+        RAXX_MD_TIER_GATE=stack.url("tier-gate"),
+        RAXX_MD_NATS=f"nats://127.0.0.1:{stack.ports['nats']}",
+    )
+    for command in tries.splitlines():
+        tier = command.split("--tier ")[1].split()[0]
+        rc, out, err = _run_as_printed(command, env, stack.root, 15 + DELAY_SECONDS)
+        assert rc == 0, f"{command}: {err}"
+        quotes = [line for line in out.splitlines() if "AAPL" in line]
+        assert quotes, f"nothing printed by {command!r}: {err}"
+        assert all(("[delayed]" if tier == "free" else "[rt]") in line for line in quotes)
+    rc, out, err = _run_as_printed(
+        "set -euo pipefail\n" + _shifted(script, stack), env, stack.root, 150
+    )
+    assert rc == 0, out + err
+    assert '"AAPL"' in out  # the hub's quote (and the settles)
+    assert '"settles"' in out  # the settler's answer
 
 
 def test_ctrl_c_stops_everything_it_started(stack: RunningStack) -> None:

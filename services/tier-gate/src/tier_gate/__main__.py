@@ -70,7 +70,8 @@ async def _dev_identity(user: str, tier: str) -> int:
     if os.environ.get("TG_ENV", "dev") != "dev":
         print("dev-identity exists only in dev (TG_ENV=dev)", file=sys.stderr)
         return 2
-    url = f"http://{settings.http_host}:{settings.http_port}/dev/identity"
+    port = settings.dev_http_port or settings.http_port
+    url = f"http://{settings.http_host}:{port}/dev/identity"
     try:
         async with httpx.AsyncClient(timeout=5) as client:
             resp = await client.post(url, json={"user": user, "tier": tier})
@@ -111,15 +112,27 @@ async def _dev_identity_offline(settings: object, user: str, tier: str) -> int:
     return 0
 
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 def _run() -> int:
     import uvicorn
 
     from tier_gate.app import create_app
+    from tier_gate.errors import ConfigError
     from tier_gate.settings import Settings
 
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    uvicorn.run(
+    dev_port = settings.dev_http_port if settings.env == "dev" else None
+    if settings.env == "dev" and dev_port is None and settings.http_host not in LOOPBACK:
+        raise ConfigError(
+            f"TG_ENV=dev with TG_HTTP_HOST={settings.http_host}: the dev identity routes would "
+            "share the public API's listener; set TG_DEV_HTTP_PORT (a listener of their own)"
+        )
+    if dev_port is not None and dev_port == settings.http_port:
+        raise ConfigError("TG_DEV_HTTP_PORT must differ from TG_HTTP_PORT")
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.http_host,
         port=settings.http_port,
@@ -128,6 +141,12 @@ def _run() -> int:
         loop="uvloop",
         http="httptools",
     )
+    sockets = [config.bind_socket()]
+    if dev_port is not None:  # the same app on a second socket; dev routes answer only there
+        sockets.append(
+            uvicorn.Config(config.app, host=settings.http_host, port=dev_port).bind_socket()
+        )
+    uvicorn.Server(config).run(sockets=sockets)
     return 0
 
 

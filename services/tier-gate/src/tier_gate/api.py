@@ -100,19 +100,35 @@ async def jwks(rt: RuntimeDep) -> dict[str, Any]:
     return rt.http_jwks
 
 
-@router.get("/dev/identity/jwks.json")
-async def dev_jwks(rt: RuntimeDep) -> dict[str, Any]:
-    """Dev only: public JWKS of the dev identity issuer."""
+async def dev_listener(rt: RuntimeDep, request: Request) -> Runtime:
+    """Dev routes exist only with TG_ENV=dev, and only on the dev listener when one is set.
+
+    The port is the one the connection reached on this host (the socket's own address, as the
+    server reports it), never anything the client sends, such as a Host header.
+    """
     if rt.dev_identity_key is None:
         raise NotFoundError("dev identity exists only with TG_ENV=dev")
+    dev_port = rt.settings.dev_http_port
+    local = request.scope.get("server")
+    if dev_port is not None and (not local or local[1] != dev_port):
+        raise NotFoundError("not found")
+    return rt
+
+
+DevRuntimeDep = Annotated[Runtime, Depends(dev_listener)]
+
+
+@router.get("/dev/identity/jwks.json")
+async def dev_jwks(rt: DevRuntimeDep) -> dict[str, Any]:
+    """Dev only: public JWKS of the dev identity issuer."""
+    assert rt.dev_identity_key is not None  # noqa: S101 - dev_listener checked it
     return keys.public_jwks(rt.dev_identity_key)
 
 
 @router.post("/dev/identity")
-async def dev_identity(rt: RuntimeDep, req: DevIdentityRequest) -> dict[str, Any]:
+async def dev_identity(rt: DevRuntimeDep, req: DevIdentityRequest) -> dict[str, Any]:
     """Dev only: record `tier` for `user` as billing would, return an identity JWT."""
-    if rt.dev_identity_key is None:
-        raise NotFoundError("dev identity exists only with TG_ENV=dev")
+    assert rt.dev_identity_key is not None  # noqa: S101 - dev_listener checked it
     if req.tier not in rt.gate.policy.tiers:
         raise BadRequestError(f"unknown tier {req.tier!r}; tiers: {list(rt.gate.policy.tiers)}")
     applied = await rt.gate.apply_tier(req.user, req.tier, None)

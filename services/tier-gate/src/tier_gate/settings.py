@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     vault: VaultSettings = VaultSettings()
     http_host: str = "127.0.0.1"
     http_port: int = 8082
+    dev_http_port: int | None = None
+    """Dev only: serve the dev routes (`/dev/identity...`) on this port, and only there.
+
+    A listener of its own, on `http_host`, that the cluster's ingress never reaches (see
+    deploy/k8s/overlays/dev). Unset, the dev routes share the API port, which is allowed only
+    when that listens on loopback (`make run`, tests): tier-gate refuses to start otherwise.
+    """
     identity_jwks_url: str | None = None
     """http(s) URL or file path of the identity JWKS; in dev, unset means the dev identity key."""
     identity_issuer: str = "raxx-identity"

@@ -85,6 +85,7 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         user: str | None = None,
+        private_log: bool = False,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -92,13 +93,19 @@ class ManagedProcess:
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
         self.user = user
+        self.private_log = private_log
+        """The log holds secrets (OpenBao's dev banner): 0600 from creation, in a 0700 dir."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ManagedProcess:
         """Start the process (own process group, output to the log file)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         _libc()
-        log = self.log_path.open("ab")
+        mode = 0o600 if self.private_log else 0o644
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
+        if self.private_log:
+            os.fchmod(fd, mode)  # a log left by an older run: nothing new goes in while it is wide
+        log = os.fdopen(fd, "ab")
         self.proc = subprocess.Popen(  # noqa: S603 - argv is built by us, never from user input
             self.argv,
             stdout=log,
@@ -155,6 +162,12 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left in the process group of a process that has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def kill(self) -> None:
         """SIGKILL at once (tests of crash recovery)."""

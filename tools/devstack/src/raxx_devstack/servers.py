@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from raxx_devstack.ports import free_port
 from raxx_devstack.procs import (
     ManagedProcess,
@@ -144,17 +146,60 @@ def _pg_accepting(port: int) -> Callable[[], bool]:
 
 
 def start_openbao(state_dir: Path, port: int = 0, root_token: str | None = None) -> Server:
-    """OpenBao dev server (in-memory, KV v2 at `secret/`) with a known root token."""
+    """OpenBao dev server (in-memory, KV v2 at `secret/`); its root token is in `extra["token"]`.
+
+    The dev server prints its initial root token and its unseal key in its banner (so in its
+    log, which is created 0600 in a 0700 directory) and reads the token from the command line or
+    the environment. So the initial token is a throw-away: it is passed in
+    the child's environment only (never argv, which every user can read in /proc), used once to
+    create the root token we hand out (an orphan, `root_token` if given, else random), and then
+    revoked. What the log holds no longer works; the token in use is on no command line and in
+    no log. `-dev-no-store-token` keeps it out of `~/.vault-token` too.
+    """
     port = port or free_port()
-    token = root_token or f"dev-{secrets.token_hex(12)}"
-    argv = [venv_bin("bao"), "server", "-dev", f"-dev-root-token-id={token}",
+    bootstrap = f"boot-{secrets.token_hex(16)}"
+    argv = [venv_bin("bao"), "server", "-dev", "-dev-no-store-token",
             f"-dev-listen-address=127.0.0.1:{port}"]  # fmt: skip
-    env = {"BAO_DISABLE_MLOCK": "true", "SKIP_SETCAP": "true", "HOME": str(state_dir)}
-    state_dir.mkdir(parents=True, exist_ok=True)
-    proc = ManagedProcess("openbao", argv, state_dir / "openbao.log", env=env).start()
+    env = {
+        "BAO_DISABLE_MLOCK": "true",
+        "SKIP_SETCAP": "true",
+        "HOME": str(state_dir),
+        "BAO_DEV_ROOT_TOKEN_ID": bootstrap,
+    }
+    # Its banner holds the unseal key too, and the unseal key alone lets anyone who can reach
+    # the port generate a new root token (sys/generate-root): the log is this user's only.
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    log = state_dir / "openbao.log"
+    proc = ManagedProcess("openbao", argv, log, env=env, private_log=True).start()
     addr = f"http://127.0.0.1:{port}"
-    proc.wait_ready(http_ready(f"{addr}/v1/sys/health"), timeout=30)
+    try:
+        proc.wait_ready(http_ready(f"{addr}/v1/sys/health"), timeout=30)
+        token = _replace_root_token(addr, bootstrap, root_token)
+    except BaseException:
+        proc.stop()
+        raise
     return Server("openbao", proc, addr, port, extra={"token": token})
+
+
+def _replace_root_token(addr: str, bootstrap: str, wanted: str | None) -> str:
+    """Create an orphan root token with the bootstrap token, then revoke the bootstrap token."""
+    body: dict[str, object] = {
+        "policies": ["root"], "no_parent": True, "display_name": "raxx-dev-root",
+    }  # fmt: skip
+    if wanted:
+        body["id"] = wanted
+    with httpx.Client(base_url=addr, timeout=10.0) as client:
+        created = client.post(
+            "/v1/auth/token/create", headers={"X-Vault-Token": bootstrap}, json=body
+        )
+        if not created.is_success:
+            raise StartError(f"OpenBao: could not create the root token: {created.status_code}")
+        token = str(created.json()["auth"]["client_token"])
+        revoked = client.post("/v1/auth/token/revoke-self", headers={"X-Vault-Token": bootstrap})
+        if not revoked.is_success:
+            raise StartError(f"OpenBao: revoking the bootstrap token failed: {revoked.status_code}")
+    return token
 
 
 def start_alpaca_sim(

@@ -12,7 +12,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,10 @@ import psycopg
 from psycopg import sql
 
 from raxx_devstack import servers
+from raxx_devstack.files import write_private
 from raxx_devstack.ports import port_in_use
 from raxx_devstack.procs import ManagedProcess, StartError, http_ready
+from raxx_devstack.supervise import Supervisor, Watched
 
 DEFAULT_PORTS = {
     "nats": 14222, "postgres": 15432, "openbao": 18200, "alpaca-sim": 18700,
@@ -198,7 +199,7 @@ def bring_up(stack: Stack) -> list[Service]:
         bao = servers.start_openbao(run / "openbao", port=bao_port)
         stack.started.append(bao)
         vault_addr, vault_token = bao.url, bao.extra["token"]
-        (run / "openbao" / "root-token").write_text(vault_token)
+        write_private(run / "openbao" / "root-token", vault_token)
     # Alpaca (the simulator unless real endpoints are configured)
     if env.get("ALPACA_DATA_URL"):
         data_url = env["ALPACA_DATA_URL"]
@@ -281,8 +282,7 @@ def bring_up(stack: Stack) -> list[Service]:
         bh_login = {"VAULT__AUTH": "approle", "VAULT__ROLE_ID": values.get("role_id", "")}
         bh_login["VAULT__SECRET_ID"] = values.get("secret_id", "")
         if token := values.get("admin_token"):
-            (run / "broker-handoff-admin-token").write_text(token + "\n")
-            (run / "broker-handoff-admin-token").chmod(0o600)
+            write_private(run / "broker-handoff-admin-token", token + "\n")
 
     def common(
         prefix: str, creds_name: str, port: int, vault_login: Mapping[str, str] | None = None
@@ -348,13 +348,35 @@ def start_services(stack: Stack, services: list[Service]) -> None:
         stack.say(f"{svc.name}: ready")
 
 
-def _watch(stack: Stack) -> int:
-    while True:
-        for proc in stack.services:
-            if not proc.alive():
-                stack.say(f"{proc.name} stopped unexpectedly; last log lines:\n{proc.log_tail()}")
-                return 1
-        time.sleep(0.5)
+def supervisor(stack: Stack, services: list[Service]) -> Supervisor:
+    """What keeps the stack up after READY (see `raxx_devstack.supervise`)."""
+    watched = [
+        Watched(proc, http_ready(f"http://127.0.0.1:{svc.port}/readyz"))
+        for svc, proc in zip(services, stack.services, strict=True)
+    ]
+    return Supervisor(stack.say, watched, stack.started, stack.root)
+
+
+RAXX_MD_DEFAULTS = {"--tier-gate": "http://127.0.0.1:8082", "--nats": "nats://127.0.0.1:14222"}
+
+
+def tail_hint(services: list[Service]) -> str:
+    """The `raxx-md tail` command line for this stack, runnable as printed from any directory.
+
+    It names the workspace's own executable by its absolute path: uv may live in `.tools/` and
+    not be on PATH, and `uv run` would need the checkout as working directory anyway.
+    """
+    bindir = Path(sys.executable).parent
+    md = bindir / "raxx-md"
+    argv = [str(md)] if md.exists() else [sys.executable, "-m", "raxx_md_client"]
+    argv += ["tail", "--tier", "free", "AAPL"]
+    tg = next((s for s in services if s.name == "tier-gate"), None)
+    if tg is not None:
+        actual = {"--tier-gate": f"http://127.0.0.1:{tg.port}", "--nats": tg.env["TG_NATS_URL"]}
+        for flag, value in actual.items():
+            if value != RAXX_MD_DEFAULTS[flag]:
+                argv += [flag, value]
+    return shlex.join(argv)
 
 
 def run(root: Path) -> int:
@@ -376,10 +398,9 @@ def run(root: Path) -> int:
             start_services(stack, services)
             _write_dev_env(stack, services)
             print("READY", flush=True)  # noqa: T201 - the one line scripts wait for
-            stack.say(
-                "logs in .run/logs/; try `uv run raxx-md tail --tier free AAPL`; Ctrl-C stops all"
-            )
-            return _watch(stack)
+            stack.say(f"logs in {stack.run_dir / 'logs'}/; Ctrl-C stops everything")
+            stack.say(f"try (in another terminal): {tail_hint(services)}")
+            return supervisor(stack, services).run()
     except KeyboardInterrupt:
         stack.say("stopping what this run started ...")
         return 0
@@ -399,6 +420,5 @@ def _write_dev_env(stack: Stack, services: list[Service]) -> None:
     env_dir = stack.run_dir / "env"
     env_dir.mkdir(mode=0o700, exist_ok=True)
     for svc in services:
-        path = env_dir / f"{svc.name}.env"
-        path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in svc.env.items()))
-        path.chmod(0o600)
+        text = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in svc.env.items())
+        write_private(env_dir / f"{svc.name}.env", text)
