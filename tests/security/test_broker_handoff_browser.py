@@ -283,7 +283,6 @@ async def test_a_victims_browser_landing_on_an_attackers_callback_connects_nothi
     assert started.status_code == 302, started.text
     authorize = started.headers["location"]
     assert authorize.startswith(f"{live.sim_url}/oauth/authorize?")
-    assert "bh_flow_" in started.headers["set-cookie"]  # bound to the attacker's client
 
     # The victim, logged in at Alpaca, opens it: Alpaca approves and redirects the victim's
     # browser (which never talked to Raxx) to the callback.
@@ -292,13 +291,16 @@ async def test_a_victims_browser_landing_on_an_attackers_callback_connects_nothi
     response = await page.goto(authorize)
     assert response is not None
     assert page.url.startswith(f"{live.url}/v1/broker/alpaca/callback")
+    # Before the fix, this is where the attacker's Raxx account got the victim's Alpaca account.
+    assert (await live.status(attacker))["connected"] is False
     assert response.status == 403
     assert await page_outcome(page) == "binding_mismatch"
     assert "different browser" in await page.inner_text("main")
     await victim.close()
 
+    # The flow was bound to the attacker's own client, not to the victim's browser.
+    assert "bh_flow_" in started.headers["set-cookie"]
     # Nothing is connected to the attacker's account, nothing is kept, and it is on record.
-    assert (await live.status(attacker))["connected"] is False
     assert attacker not in [u for u, _ in stored_grants(live.vault, live.prefix)]
     assert live.rows("SELECT 1 FROM bh_grants WHERE user_id = %s", attacker) == []
     audit = live.rows(
