@@ -384,6 +384,28 @@ async def test_whole_flow_keeps_the_token_only_in_vault(
     assert ("disconnect", "done") in audit
 
 
+async def test_reconnecting_replaces_the_grant_and_revokes_the_old_token(bh: Harness) -> None:
+    user = new_user()
+    await bh.set_tier(user, "pro_plus", 1)
+    assert outcome(await bh.connect(user)) == "connected"
+    first = bh.stored_token(user)
+    assert outcome(await bh.connect(user, env="live")) == "connected"
+    second = bh.stored_token(user)  # exactly one token is kept
+    assert second
+    assert second != first
+    old = await bh.browser.get(
+        f"{bh.sim.url}/v2/account", headers={"Authorization": f"Bearer {first}"}
+    )
+    assert old.status_code in (401, 403)
+    assert (await bh.call("GET", "/v1/broker/alpaca/account", headers=bh.auth(user))).is_success
+    statuses = sorted(
+        s for (s,) in bh.rows("SELECT status FROM bh_grants WHERE user_id = %s", user)
+    )
+    assert statuses == ["active", "destroyed"]
+    text = (await bh.call("GET", "/metrics")).text
+    assert "bh_orphan_secrets_destroyed_total 0.0" in text
+
+
 async def test_audit_log_is_append_only(bh: Harness) -> None:
     user = new_user()
     await bh.call("GET", "/v1/broker/alpaca/connect", headers=bh.auth(user))  # refused: audited

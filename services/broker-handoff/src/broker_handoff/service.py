@@ -413,7 +413,7 @@ class HandoffService:
                 await store.set_grant_status(grant_id, "failed", ("writing",))
             raise
         if previous is not None:
-            await self._retire(previous, secret)
+            await self._retire(grant_path(previous), secret)
 
     async def _revoke(self, token: domain.AccessToken, secret: str | None) -> None:
         outcome = await self.deps.oauth.revoke(token, secret)
