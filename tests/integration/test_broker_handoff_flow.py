@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ import pytest
 from broker_handoff.app import create_app
 from broker_handoff.auth import JsonWebKey, JsonWebToken
 from broker_handoff.deps import build_deps
-from broker_handoff.domain import sha256_hex, vault_key
+from broker_handoff.domain import sha256_hex
 from broker_handoff.service import HandoffService
 from broker_handoff.settings import Settings, VaultSettings
 from fastapi import FastAPI
@@ -114,21 +115,50 @@ class Harness:
     async def connect(self, user: str, env: str = "paper") -> httpx.Response:
         return await self.call("GET", await self.start_connect(user, env))
 
+    def stored_tokens(self, user: str) -> list[str]:
+        """Every token of `user` anywhere below the service's prefix (grants and legacy)."""
+        return [t for u, t in stored_grants(self.vault, self.settings.vault.prefix) if u == user]
+
     def stored_token(self, user: str) -> str | None:
-        client = hvac.Client(url=self.vault.addr, token=self.vault.token)
-        try:
-            resp = client.secrets.kv.v2.read_secret_version(
-                path=f"{self.settings.vault.prefix}/users/{vault_key(user)}",
-                mount_point="secret",
-                raise_on_deleted_version=False,
-            )
-        except hvac.exceptions.InvalidPath:
-            return None
-        return str(resp["data"]["data"]["access_token"])
+        tokens = self.stored_tokens(user)
+        assert len(tokens) <= 1, "more than one token stored for one user"
+        return tokens[0] if tokens else None
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn) as conn:
             return list(conn.execute(sql.encode(), params).fetchall())
+
+
+def stored_grants(vault: Vault, prefix: str) -> list[tuple[str, str]]:
+    """(user_id, access_token) of every token stored below `prefix` (grants and legacy)."""
+    client = hvac.Client(url=vault.addr, token=vault.token)
+    kv = client.secrets.kv.v2
+    found: list[tuple[str, str]] = []
+    for directory in ("grants", "users"):
+        try:
+            keys = kv.list_secrets(path=f"{prefix}/{directory}", mount_point="secret")
+        except hvac.exceptions.InvalidPath:
+            continue
+        for key in keys["data"]["keys"]:
+            try:
+                resp = kv.read_secret_version(
+                    path=f"{prefix}/{directory}/{key}",
+                    mount_point="secret",
+                    raise_on_deleted_version=False,
+                )
+            except hvac.exceptions.InvalidPath:
+                continue
+            data = resp["data"]["data"] or {}
+            found.append((str(data.get("user_id")), str(data.get("access_token"))))
+    return found
+
+
+def outcome(resp: httpx.Response) -> str:
+    """What a browser page says happened (its `raxx-outcome` meta tag)."""
+    assert resp.headers["content-type"].startswith("text/html"), resp.text
+    match = re.search(r'<meta name="raxx-outcome" content="([^"]*)">', resp.text)
+    assert match, resp.text
+    return match.group(1)
 
 
 async def until(check: Any, within: float = 10.0) -> None:
@@ -194,6 +224,9 @@ def make_settings(
         "identity_jwks_url": str(jwks),
         "tier_consumer_durable": f"bh-it-{uuid.uuid4().hex[:10]}",
         "alpaca_timeout_seconds": 5.0,
+        # httpx (Python's cookie jar) never sends a Secure cookie over http; browsers do on
+        # 127.0.0.1 (tests/security drives Chromium with the default, Secure on).
+        "cookie_secure": False,
     }
     values.update(overrides)
     return Settings(**values)
@@ -270,7 +303,7 @@ async def test_whole_flow_keeps_the_token_only_in_vault(
 
     r = await bh.connect(user)
     assert r.status_code == 200, r.text
-    assert r.json()["status"] == "connected"
+    assert outcome(r) == "connected"
     token = bh.stored_token(user)
     assert token
 
@@ -351,6 +384,28 @@ async def test_whole_flow_keeps_the_token_only_in_vault(
     assert ("disconnect", "done") in audit
 
 
+async def test_reconnecting_replaces_the_grant_and_revokes_the_old_token(bh: Harness) -> None:
+    user = new_user()
+    await bh.set_tier(user, "pro_plus", 1)
+    assert outcome(await bh.connect(user)) == "connected"
+    first = bh.stored_token(user)
+    assert outcome(await bh.connect(user, env="live")) == "connected"
+    second = bh.stored_token(user)  # exactly one token is kept
+    assert second
+    assert second != first
+    old = await bh.browser.get(
+        f"{bh.sim.url}/v2/account", headers={"Authorization": f"Bearer {first}"}
+    )
+    assert old.status_code in (401, 403)
+    assert (await bh.call("GET", "/v1/broker/alpaca/account", headers=bh.auth(user))).is_success
+    statuses = sorted(
+        s for (s,) in bh.rows("SELECT status FROM bh_grants WHERE user_id = %s", user)
+    )
+    assert statuses == ["active", "destroyed"]
+    text = (await bh.call("GET", "/metrics")).text
+    assert "bh_orphan_secrets_destroyed_total 0.0" in text
+
+
 async def test_audit_log_is_append_only(bh: Harness) -> None:
     user = new_user()
     await bh.call("GET", "/v1/broker/alpaca/connect", headers=bh.auth(user))  # refused: audited
@@ -425,14 +480,14 @@ async def test_a_replayed_state_is_400(bh: Harness) -> None:
     assert (await bh.call("GET", callback)).status_code == 200
     replay = await bh.call("GET", callback)
     assert replay.status_code == 400
-    assert replay.json()["error"] == "invalid_state"
+    assert outcome(replay) == "invalid_state"
 
 
 async def test_a_forged_or_missing_state_is_400(bh: Harness) -> None:
     for params in ({"code": "c", "state": "forged"}, {"code": "c"}):
         r = await bh.call("GET", "/v1/broker/alpaca/callback", params=params)
         assert r.status_code == 400
-        assert r.json()["error"] == "invalid_state"
+        assert outcome(r) == "invalid_state"
 
 
 async def test_an_expired_state_is_400(
@@ -459,7 +514,7 @@ async def test_an_expired_state_is_400(
         await asyncio.sleep(1.2)
         r = await h.call("GET", callback)
         assert r.status_code == 400
-        assert "expired" in r.json()["message"]
+        assert outcome(r) == "expired"
         assert h.stored_token(user) is None
 
 
@@ -483,12 +538,12 @@ async def test_a_provider_refusal_at_exchange_explains_and_a_new_connect_works(
         "GET", "/v1/broker/alpaca/callback", params={"code": used_code, "state": state2}
     )
     assert r.status_code == 400
-    body = r.json()
-    assert body["error"] == "provider_rejected"
-    assert "invalid_grant" in body["message"]
-    assert "connect" in body["message"]
-    # That state is consumed...
-    assert (await bh.call("GET", second)).status_code == 400
+    assert outcome(r) == "provider_rejected"
+    assert 'action="/v1/broker/alpaca/retry"' in r.text  # the same browser may try again
+    # That state cannot complete again (its code is spent): it only offers the retry.
+    again = await bh.call("GET", second)
+    assert again.status_code == 400
+    assert outcome(again) == "provider_rejected"
     # ... but a new connect works.
     assert (await bh.connect(user)).status_code == 200
 
@@ -503,7 +558,8 @@ async def test_a_user_who_declines_at_the_provider_gets_a_plain_400(bh: Harness)
         params={"state": callback.params["state"], "error": "access_denied"},
     )
     assert r.status_code == 400
-    assert "access_denied" in r.json()["message"]
+    assert outcome(r) == "declined"
+    assert "access_denied" not in r.text  # nothing the request carries is echoed
 
 
 async def test_vault_down_at_callback_is_503_and_nothing_half_written(
@@ -530,11 +586,8 @@ async def test_vault_down_at_callback_is_503_and_nothing_half_written(
             bao.stop()
             r = await h.call("GET", callback)
             assert r.status_code == 503
-            assert r.json() == {
-                "error": "vault_unavailable",
-                "message": "The secret store is unavailable; nothing was changed. "
-                "Try again shortly.",
-            }
+            assert outcome(r) == "vault_unavailable"
+            assert r.headers["retry-after"].isdigit()
             assert h.rows("SELECT count(*) FROM bh_connections")[0][0] == 0
             status = await h.call("GET", "/v1/broker/alpaca", headers=h.auth(user))
             assert status.json()["connected"] is False

@@ -10,13 +10,34 @@ import sys
 from broker_handoff.settings import Settings
 
 
+class RedactQuery(logging.Filter):
+    """Drops the query string of browser-flow URLs from uvicorn's access log.
+
+    `callback?code=...&state=...` and `consent?link=...` carry one-time secrets; the path and
+    status stay, so the log still shows what happened.
+    """
+
+    SENSITIVE = ("/v1/broker/alpaca/callback", "/v1/broker/alpaca/consent")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path, sep, _query = args[2].partition("?")
+            if sep and path in self.SENSITIVE:
+                record.args = (*args[:2], f"{path}?[redacted]", *args[3:])
+        return True
+
+
 def _serve(settings: Settings) -> int:
     import uvicorn
 
     from broker_handoff.app import create_app
 
     app = create_app(settings)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info")
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="info")
+    # uvicorn configures its loggers when the Config is built; the filter goes on after that.
+    logging.getLogger("uvicorn.access").addFilter(RedactQuery())
+    uvicorn.Server(config).run()
     return 0
 
 

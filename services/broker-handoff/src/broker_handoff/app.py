@@ -12,11 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from raxx_contracts import TierChanged, TierPolicy, default_policy
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker_handoff.adapters.nats import RetryLater
 from broker_handoff.api import router
 from broker_handoff.deps import Deps, build_deps
 from broker_handoff.errors import ConfigError, HandoffError
+from broker_handoff.reconcile import Reconciler
 from broker_handoff.revocation import MassRevocation
 from broker_handoff.service import HandoffService
 from broker_handoff.settings import Settings
@@ -47,8 +49,20 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], service: Hand
         delay = min(delay * 2, MAX_RESTART_DELAY_SECONDS)
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status)
+def _error(status: int, code: str, message: str, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+READY_CHECK_SECONDS = 1.0
+
+
+async def _check(probe: Awaitable[bool]) -> bool:
+    """One readiness probe, bounded: a frozen dependency answers 'down' within a second."""
+    try:
+        return await asyncio.wait_for(probe, timeout=READY_CHECK_SECONDS)
+    except TimeoutError:
+        return False
 
 
 def create_app(
@@ -64,6 +78,10 @@ def create_app(
         raise ConfigError("BH_REDIRECT_URI must be in BH_ALLOWED_REDIRECT_URIS")
     deps = deps or build_deps(settings)
     service = HandoffService(settings, deps, policy or default_policy())
+    reconciler = Reconciler(
+        service, settings.reconcile_interval_seconds, settings.reconcile_grace_seconds
+    )
+    service.wake_reconciler = reconciler.wake
 
     async def on_tier(event: TierChanged) -> None:
         try:
@@ -78,7 +96,9 @@ def create_app(
         await deps.store.open()
         await deps.bus.connect()
         await service.load_secrets()
-        tasks: list[asyncio.Task[None]] = []
+        tasks: list[asyncio.Task[None]] = [
+            asyncio.create_task(supervise("reconciler", reconciler.run_forever, service))
+        ]
         if consume_tiers:
             consumer = lambda: deps.bus.consume_tiers(settings.tier_consumer_durable, on_tier)  # noqa: E731
             tasks.append(asyncio.create_task(supervise("tier_consumer", consumer, service)))
@@ -96,12 +116,22 @@ def create_app(
     app = FastAPI(title="broker-handoff", lifespan=lifespan)
     app.state.service = service
     app.state.revocation = MassRevocation(service)
+    app.state.reconciler = reconciler
     app.state.settings = settings
     app.include_router(router)
 
     @app.exception_handler(HandoffError)
     async def handoff_error(_request: Request, exc: HandoffError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message)
+        retry_after = settings.retry_after_seconds if exc.retry_after else None
+        return _error(exc.status, exc.code, exc.message, retry_after)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {404: "No such endpoint.", 405: "Method not allowed here."}.get(
+            exc.status_code, "The request was refused."
+        )
+        return _error(exc.status_code, code, message)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -119,9 +149,10 @@ def create_app(
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
+        database, vault = await asyncio.gather(_check(deps.store.ping()), _check(deps.vault.ping()))
         checks = {
-            "database": await deps.store.ping(),
-            "vault": await deps.vault.ping(),
+            "database": database,
+            "vault": vault,
             "nats": deps.bus.connected,
             "tier_consumer": deps.bus.consuming or not consume_tiers,
         }

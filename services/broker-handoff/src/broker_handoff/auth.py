@@ -38,10 +38,19 @@ def bearer(header: str | None) -> str:
 
 
 class IdentityVerifier:
-    """Verifies identity JWTs against a JWKS (URL or file), refreshed on unknown keys."""
+    """Verifies identity JWTs against a JWKS (URL or file).
 
-    def __init__(self, jwks_url: str, issuer: str, audience: str) -> None:
+    An unknown `kid` may mean the issuer rotated keys, so it refetches the JWKS, but at most once
+    per `min_refresh_seconds` (counting failed fetches too): tokens with made-up key ids cannot
+    turn every request into a request to the identity provider.
+    """
+
+    def __init__(
+        self, jwks_url: str, issuer: str, audience: str, min_refresh_seconds: float = 30.0
+    ) -> None:
         self._jwks_url = jwks_url
+        self._min_refresh = min_refresh_seconds
+        self._attempted_at = -1e18
         self._jwt = JsonWebToken(ALGORITHMS)
         self._claims_options = {
             "iss": {"essential": True, "value": issuer},
@@ -66,14 +75,19 @@ class IdentityVerifier:
 
     async def _key_set(self, refresh: bool) -> KeySet:
         async with self._lock:
-            stale = time.monotonic() - self._fetched_at > JWKS_TTL_SECONDS
-            if self._keys is None or refresh or stale:
+            now = time.monotonic()
+            stale = now - self._fetched_at > JWKS_TTL_SECONDS
+            may_refresh = now - self._attempted_at >= self._min_refresh
+            if (self._keys is None or refresh or stale) and may_refresh:
+                self._attempted_at = now
                 try:
                     self._keys = await self._load()
                     self._fetched_at = time.monotonic()
                 except (httpx.HTTPError, OSError, ValueError) as exc:
                     if self._keys is None:
                         raise Unauthorized("Identity keys are unavailable; try again.") from exc
+            if self._keys is None:
+                raise Unauthorized("Identity keys are unavailable; try again.")
             return self._keys
 
     async def user_id(self, token: str) -> str:

@@ -38,7 +38,14 @@ def build_deps(settings: Settings) -> Deps:
     """Real adapters from settings; nothing connects until the app's lifespan opens them."""
     metrics = Metrics()
     return Deps(
-        store=Store(settings.database_url),
+        store=Store(
+            settings.database_url,
+            max_size=settings.db_pool_max_size,
+            acquire_timeout=settings.db_acquire_timeout_seconds,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            reconnect_timeout=settings.db_reconnect_timeout_seconds,
+        ),
         vault=VaultStore(settings.vault, on_error=lambda op: metrics.vault_errors.labels(op).inc()),
         oauth=AlpacaOAuth(
             settings.alpaca_oauth_url,
@@ -50,7 +57,10 @@ def build_deps(settings: Settings) -> Deps:
         trading=AlpacaTrading(settings.trading_url("live"), settings.trading_url("paper")),
         bus=Bus(settings.nats_url, settings.nats_creds),
         identity=IdentityVerifier(
-            settings.identity_jwks_url, settings.identity_issuer, settings.identity_audience
+            settings.identity_jwks_url,
+            settings.identity_issuer,
+            settings.identity_audience,
+            settings.identity_jwks_min_refresh_seconds,
         ),
         metrics=metrics,
     )

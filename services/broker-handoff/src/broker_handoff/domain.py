@@ -52,6 +52,46 @@ def state_key(state: str) -> str:
     return sha256_hex("state:" + state)
 
 
+COOKIE_PREFIX = "bh_flow_"
+
+
+def new_binding() -> str:
+    """The secret a flow-binding cookie carries (256 bits); only its hash is stored."""
+    return secrets.token_urlsafe(32)
+
+
+def binding_hash(binding: str) -> str:
+    """What the database stores for a binding cookie's value."""
+    return sha256_hex("binding:" + binding)
+
+
+def binding_matches(presented: str | None, stored_hash: str) -> bool:
+    """Constant-time check of a presented binding cookie against the stored hash."""
+    if not presented or not stored_hash:
+        return False
+    return hmac.compare_digest(binding_hash(presented), stored_hash)
+
+
+def cookie_name(state: str) -> str:
+    """The binding cookie of one flow: named after its state, so flows in two tabs coexist."""
+    return COOKIE_PREFIX + sha256_hex("cookie:" + state)[:16]
+
+
+def new_link() -> str:
+    """A one-time browser link token (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def link_key(link: str) -> str:
+    """What the database stores for a one-time link: its hash."""
+    return sha256_hex("link:" + link)
+
+
+def new_grant_id() -> str:
+    """The id of one token written to Vault (its path is `grants/<id>`)."""
+    return secrets.token_hex(16)
+
+
 def new_code_verifier() -> str:
     """A PKCE code verifier (RFC 7636: 43-128 unreserved characters)."""
     return secrets.token_urlsafe(48)

@@ -11,6 +11,8 @@ class HandoffError(Exception):
 
     status = 500
     code = "internal"
+    retry_after = False
+    """503s that pass: the answer carries `Retry-After`."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -48,6 +50,45 @@ class InvalidState(BadRequest):
     """The OAuth `state` is unknown, already used, expired or forged."""
 
     code = "invalid_state"
+
+
+class StateExpired(InvalidState):
+    """The OAuth `state` (or a retry of it) outlived its lifetime."""
+
+    code = "expired"
+
+
+class BindingMismatch(HandoffError):
+    """The callback was opened in a browser that did not start the flow (no or wrong cookie)."""
+
+    status = 403
+    code = "binding_mismatch"
+
+
+class Declined(BadRequest):
+    """The user declined at the provider (or the provider sent no code)."""
+
+    code = "declined"
+
+
+class InProgress(HandoffError):
+    """The same authorization is being completed by another request (a second tab)."""
+
+    status = 409
+    code = "in_progress"
+
+
+class InvalidLink(BadRequest):
+    """A one-time connect link that is unknown, used or expired."""
+
+    code = "invalid_link"
+
+
+class CrossSiteRequest(HandoffError):
+    """A state-changing browser request that did not come from our own pages."""
+
+    status = 403
+    code = "cross_site_request"
 
 
 class RedirectNotAllowed(BadRequest):
@@ -89,6 +130,7 @@ class VaultUnavailable(HandoffError):
 
     status = 503
     code = "vault_unavailable"
+    retry_after = True
 
 
 class StoreUnavailable(HandoffError):
@@ -96,3 +138,4 @@ class StoreUnavailable(HandoffError):
 
     status = 503
     code = "database_unavailable"
+    retry_after = True

@@ -59,5 +59,16 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.orphans_destroyed = Counter(
+            "bh_orphan_secrets_destroyed",
+            "Vault grants with no live database record, revoked and destroyed by the reconciler.",
+            registry=r,
+        )
+        self.reconcile_runs = Counter(
+            "bh_reconcile_runs",
+            "Reconciler passes by outcome (ok, failed).",
+            ["outcome"],
+            registry=r,
+        )
         self.up = Gauge("bh_up", "1 while the service runs.", registry=r)
         self.up.set(1)

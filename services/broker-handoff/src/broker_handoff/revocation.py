@@ -14,7 +14,7 @@ ADMIN = "admin"
 
 
 class MassRevocation:
-    """Walks Vault's per-user keys in order, past a cursor persisted after every token."""
+    """Walks Vault's token paths in order, past a cursor persisted after every token."""
 
     def __init__(self, service: HandoffService) -> None:
         self.service = service
@@ -34,7 +34,7 @@ class MassRevocation:
         await store.audit(
             ADMIN, None, "revoke_all", "resumed" if resumed else "started", {"job": job.id}
         )
-        keys = [k for k in await vault.list_keys() if k > job.cursor]
+        keys = [k for k in await vault.list_token_paths() if k > job.cursor]
         secret = await svc._secret_or_none()
         for handled, key in enumerate(keys):
             if max_items is not None and handled >= max_items:
@@ -60,11 +60,11 @@ class MassRevocation:
         svc = self.service
         metrics = svc.metrics
         try:
-            stored = await svc.deps.vault.read_token_by_key(key)
+            stored = await svc.deps.vault.read_path(key)
             if stored is not None:
                 outcome = await svc.deps.oauth.revoke(stored.token, secret)
                 metrics.revocations.labels(outcome).inc()
-            await svc.deps.vault.destroy_key(key)
+            await svc.deps.vault.destroy_path(key)
         except HandoffError as exc:
             metrics.mass_revocation_tokens.labels("failed").inc()
             log.warning("revoke-all: one token failed: %s", exc.code)

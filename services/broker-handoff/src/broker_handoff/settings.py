@@ -61,6 +61,34 @@ class Settings(BaseSettings):
     identity_jwks_url: str = "http://127.0.0.1:8082/dev/identity/jwks.json"
     identity_issuer: str = "raxx-identity"
     identity_audience: str = "raxx"
+    identity_jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)
+    """An unknown `kid` refetches the JWKS at most this often (a forged kid cannot hammer it)."""
+
+    cookie_secure: bool = True
+    """`Secure` on the flow-binding cookie. Chromium and Firefox accept Secure cookies from
+    http://localhost and http://127.0.0.1, so this stays on in dev; turn it off only for clients
+    that refuse them over plain http (e.g. Python's cookie jar in tests)."""
+    connect_link_ttl_seconds: int = Field(default=300, gt=0)
+    """Lifetime of a one-time browser link from `POST /v1/broker/alpaca/connect-link`."""
+    app_return_url: str | None = None
+    """When set, the callback ends with a 303 to this URL (`?broker=alpaca&status=...&reason=`)
+    instead of its own page."""
+
+    db_acquire_timeout_seconds: float = Field(default=2.0, gt=0)
+    """Longest wait for a pooled connection; past it the request is a 503 with Retry-After."""
+    db_connect_timeout_seconds: int = Field(default=3, ge=2)
+    db_statement_timeout_ms: int = Field(default=5000, gt=0)
+    db_reconnect_timeout_seconds: float = Field(default=2.0, gt=0)
+    """How long the pool keeps retrying a failed connection in the background before it gives
+    up and lets the next request try at once (keeps recovery after an outage fast)."""
+    db_pool_max_size: int = Field(default=8, gt=0)
+    retry_after_seconds: int = Field(default=5, gt=0)
+    """`Retry-After` on 503 answers (database or Vault unavailable)."""
+
+    reconcile_interval_seconds: float = Field(default=60.0, gt=0)
+    """How often the reconciler looks for Vault grants without a live database record."""
+    reconcile_grace_seconds: float = Field(default=120.0, gt=0)
+    """A grant still being written is left alone this long before it counts as an orphan."""
 
     http_host: str = "127.0.0.1"
     http_port: int = 8083

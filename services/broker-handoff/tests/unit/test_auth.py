@@ -67,3 +67,30 @@ def test_bearer_header_parsing() -> None:
 def test_admin_is_refused_when_no_hash_is_configured() -> None:
     assert not admin_allowed("anything", None)
     assert not admin_allowed("anything", "")
+
+
+async def test_unknown_key_ids_refetch_the_jwks_at_most_once_per_interval(
+    jwks: tuple[JsonWebKey, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, path = jwks
+    verifier = IdentityVerifier(str(path), "raxx-identity", "raxx", min_refresh_seconds=30)
+    loads = 0
+    real_load = verifier._load
+
+    async def counting_load() -> object:
+        nonlocal loads
+        loads += 1
+        return await real_load()
+
+    monkeypatch.setattr(verifier, "_load", counting_load)
+    assert await verifier.user_id(_sign(key)) == "u-1"
+    for i in range(10):
+        with pytest.raises(Unauthorized):
+            await verifier.user_id(_sign(_key(f"forged-{i}")))
+    assert loads == 1  # the first load; forged kids inside the interval fetch nothing
+    # A real rotation after the interval is picked up.
+    rotated = _key("k2")
+    path.write_text(json.dumps({"keys": [rotated.as_dict(is_private=False)]}))
+    verifier._attempted_at -= 31
+    assert await verifier.user_id(_sign(rotated)) == "u-1"
+    assert loads == 2

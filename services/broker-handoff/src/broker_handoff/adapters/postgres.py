@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -88,18 +89,62 @@ CREATE TABLE IF NOT EXISTS bh_revoke_jobs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS bh_revoke_jobs_one_running
     ON bh_revoke_jobs ((true)) WHERE status = 'running';
+-- Browser binding and retry of the OAuth flow (issue 10.7, 14.4).
+ALTER TABLE bh_oauth_states ADD COLUMN IF NOT EXISTS binding_hash text NOT NULL DEFAULT '';
+ALTER TABLE bh_oauth_states ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'pending'
+    CHECK (status IN ('pending', 'exchanging', 'failed'));
+ALTER TABLE bh_oauth_states ADD COLUMN IF NOT EXISTS failure text NOT NULL DEFAULT '';
+ALTER TABLE bh_oauth_states ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
+CREATE TABLE IF NOT EXISTS bh_connect_links (
+    link_key text PRIMARY KEY,
+    user_id text NOT NULL,
+    env text NOT NULL CHECK (env IN ('live', 'paper')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL
+);
+-- One row per token ever written to Vault (`grants/<grant_id>`): written before the Vault
+-- write ('writing'), then 'active' (the connection points at it), 'failed', 'retired'
+-- (superseded or disconnected) or 'destroyed'. The reconciler destroys every Vault grant
+-- that is not active (or still being written, within a grace period).
+CREATE TABLE IF NOT EXISTS bh_grants (
+    grant_id text PRIMARY KEY,
+    user_id text NOT NULL,
+    status text NOT NULL
+        CHECK (status IN ('writing', 'active', 'failed', 'retired', 'destroyed')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE bh_connections ADD COLUMN IF NOT EXISTS grant_id text;
 """
 _SCHEMA_LOCK = 0x6268_5F73_6368  # "bh_sch": serialises concurrent migrations
+_STATE_COLS = (
+    "user_id, env, code_verifier, redirect_uri, expires_at, binding_hash, status, failure,"
+    " claimed_at"
+)
+_CONN_COLS = "user_id, env, status, scope, vault_key, connected_at, updated_at, reason, grant_id"
 
 
 @dataclass(frozen=True)
 class OAuthState:
-    """A consumed OAuth state row."""
+    """An OAuth state row (a pending, in-progress or failed-and-retryable authorization)."""
 
     user_id: str
     env: str
     code_verifier: str | None
     redirect_uri: str
+    expires_at: dt.datetime
+    binding_hash: str = ""
+    status: str = "pending"
+    failure: str = ""
+    claimed_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ConnectLink:
+    """A consumed one-time browser link."""
+
+    user_id: str
+    env: str
     expires_at: dt.datetime
 
 
@@ -115,6 +160,7 @@ class Connection:
     connected_at: dt.datetime | None
     updated_at: dt.datetime
     reason: str
+    grant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,9 +177,42 @@ class RevokeJob:
 class Store:
     """Async PostgreSQL access for broker-handoff."""
 
-    def __init__(self, dsn: str, max_size: int = 8) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        max_size: int = 8,
+        *,
+        acquire_timeout: float = 2.0,
+        connect_timeout: int = 3,
+        statement_timeout_ms: int = 5000,
+        reconnect_timeout: float = 2.0,
+    ) -> None:
+        # Every wait is bounded: a connection from the pool (acquire_timeout), a new connection
+        # (connect_timeout), a statement (statement_timeout, server side), a dead peer (TCP
+        # keepalives). A short reconnect_timeout makes the pool stop its own backoff quickly, so
+        # the first request after an outage connects at once instead of waiting out a backoff.
+        options = (
+            f"-c statement_timeout={statement_timeout_ms} "
+            f"-c lock_timeout={statement_timeout_ms} "
+            f"-c idle_in_transaction_session_timeout={statement_timeout_ms * 2}"
+        )
         self._pool = AsyncConnectionPool(
-            dsn, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=acquire_timeout,
+            reconnect_timeout=reconnect_timeout,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": connect_timeout,
+                "options": options,
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 3,
+                "keepalives_count": 3,
+            },
         )
 
     async def open(self) -> None:
@@ -157,7 +236,12 @@ class Store:
                 yield conn
         except psycopg.errors.RaiseException:
             raise
-        except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            psycopg_pool.PoolTimeout,
+            TimeoutError,
+        ) as exc:
             log.warning("database error: %s", type(exc).__name__)
             raise StoreUnavailable("The database is unavailable. Try again shortly.") from None
 
@@ -209,56 +293,197 @@ class Store:
         code_verifier: str | None,
         redirect_uri: str,
         expires_at: dt.datetime,
+        binding_hash: str,
+        replaces: str | None = None,
     ) -> None:
-        """Remember a pending authorization (also sweeps expired ones)."""
-        async with self._conn() as conn:
+        """Remember a pending authorization bound to a browser (also sweeps expired ones).
+
+        `replaces` names a failed state this one retries: it is deleted in the same transaction.
+        """
+        async with self._conn() as conn, conn.transaction():
             await conn.execute(b"DELETE FROM bh_oauth_states WHERE expires_at < now()")
+            if replaces is not None:
+                await conn.execute(b"DELETE FROM bh_oauth_states WHERE state_key = %s", (replaces,))
             await conn.execute(
                 b"""INSERT INTO bh_oauth_states
-                   (state_key, user_id, env, code_verifier, redirect_uri, expires_at)
-                   VALUES (%s, %s, %s, %s, %s, %s)""",
-                (key, user_id, env, code_verifier, redirect_uri, expires_at),
+                   (state_key, user_id, env, code_verifier, redirect_uri, expires_at,
+                    binding_hash)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+                (key, user_id, env, code_verifier, redirect_uri, expires_at, binding_hash),
             )
 
-    async def consume_state(self, key: str) -> OAuthState | None:
-        """Atomically take a state (single use); None when unknown or already used."""
+    async def state(self, key: str) -> OAuthState | None:
+        """A state row (not consumed), None when unknown."""
         row = await self._one(
-            """DELETE FROM bh_oauth_states WHERE state_key = %s
-               RETURNING user_id, env, code_verifier, redirect_uri, expires_at""",
+            f"SELECT {_STATE_COLS} FROM bh_oauth_states WHERE state_key = %s",  # noqa: S608
             (key,),
         )
         return OAuthState(**row) if row else None
 
-    # -- connections --------------------------------------------------------------------------
+    async def claim_state(self, key: str, stale_before: dt.datetime) -> OAuthState | None:
+        """Take a pending state for exchange (one request at a time); None if not claimable.
+
+        A claim older than `stale_before` belongs to a request that died: it may be retaken.
+        """
+        row = await self._one(
+            f"""UPDATE bh_oauth_states SET status = 'exchanging', claimed_at = now()
+               WHERE state_key = %s AND (status = 'pending'
+                 OR (status = 'exchanging' AND claimed_at < %s))
+               RETURNING {_STATE_COLS}""",  # noqa: S608
+            (key, stale_before),
+        )
+        return OAuthState(**row) if row else None
+
+    async def fail_state(self, key: str, failure: str, expires_at: dt.datetime) -> None:
+        """Keep a state whose exchange failed, as a retry ticket for the same browser."""
+        await self._one(
+            """UPDATE bh_oauth_states SET status = 'failed', failure = %s, expires_at = %s,
+               claimed_at = NULL WHERE state_key = %s""",
+            (failure, expires_at, key),
+        )
+
+    async def delete_state(self, key: str) -> None:
+        """Forget a state (success, refusal, or a browser that does not hold its cookie)."""
+        await self._one("DELETE FROM bh_oauth_states WHERE state_key = %s", (key,))
+
+    # -- one-time browser links ---------------------------------------------------------------
+    async def save_link(self, key: str, user_id: str, env: str, expires_at: dt.datetime) -> None:
+        """Remember a one-time link (stored hashed; also sweeps expired ones)."""
+        async with self._conn() as conn:
+            await conn.execute(b"DELETE FROM bh_connect_links WHERE expires_at < now()")
+            await conn.execute(
+                b"""INSERT INTO bh_connect_links (link_key, user_id, env, expires_at)
+                   VALUES (%s, %s, %s, %s)""",
+                (key, user_id, env, expires_at),
+            )
+
+    async def link(self, key: str) -> ConnectLink | None:
+        """A link that is known and not yet expired (not consumed)."""
+        row = await self._one(
+            """SELECT user_id, env, expires_at FROM bh_connect_links
+               WHERE link_key = %s AND expires_at >= now()""",
+            (key,),
+        )
+        return ConnectLink(**row) if row else None
+
+    async def consume_link(self, key: str) -> ConnectLink | None:
+        """Take a link (single use); None when unknown, used or expired."""
+        row = await self._one(
+            """DELETE FROM bh_connect_links WHERE link_key = %s
+               RETURNING user_id, env, expires_at""",
+            (key,),
+        )
+        if row is None or row["expires_at"] < dt.datetime.now(dt.UTC):
+            return None
+        return ConnectLink(**row)
+
+    # -- connections and grants ----------------------------------------------------------------
     async def connection(self, user_id: str) -> Connection | None:
         """The user's connection record, if any."""
         row = await self._one(
-            """SELECT user_id, env, status, scope, vault_key, connected_at, updated_at, reason
-               FROM bh_connections WHERE user_id = %s""",
+            f"SELECT {_CONN_COLS} FROM bh_connections WHERE user_id = %s",  # noqa: S608
             (user_id,),
         )
         return Connection(**row) if row else None
 
-    async def mark_connected(self, user_id: str, env: str, scope: str, key: str) -> None:
-        """Record a connection whose token is already in Vault."""
+    async def begin_grant(self, grant_id: str, user_id: str) -> None:
+        """Record the intent to write a grant to Vault, before writing it."""
         await self._one(
-            """INSERT INTO bh_connections
-                 (user_id, env, status, scope, vault_key, connected_at, updated_at, reason)
-               VALUES (%s, %s, 'connected', %s, %s, now(), now(), '')
-               ON CONFLICT (user_id) DO UPDATE SET env = EXCLUDED.env, status = 'connected',
-                 scope = EXCLUDED.scope, vault_key = EXCLUDED.vault_key,
-                 connected_at = now(), updated_at = now(), reason = ''""",
-            (user_id, env, scope, key),
+            "INSERT INTO bh_grants (grant_id, user_id, status) VALUES (%s, %s, 'writing')",
+            (grant_id, user_id),
+        )
+
+    async def set_grant_status(
+        self, grant_id: str, status: str, only_from: tuple[str, ...]
+    ) -> bool:
+        """Move a grant to `status` if it is in one of `only_from`; True when it moved."""
+        row = await self._one(
+            """UPDATE bh_grants SET status = %s, updated_at = now()
+               WHERE grant_id = %s AND status = ANY(%s) RETURNING grant_id""",
+            (status, grant_id, list(only_from)),
+        )
+        return row is not None
+
+    async def activate_grant(
+        self, user_id: str, grant_id: str, env: str, scope: str, key: str
+    ) -> str | None:
+        """Point the user's connection at a freshly written grant, in one transaction.
+
+        Returns the grant it replaces (now 'retired'), if any. Raises StoreUnavailable when the
+        grant is no longer 'writing' (the reconciler took it for an orphan): nothing changes.
+        """
+        async with (
+            self._conn() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.execute(
+                b"""UPDATE bh_grants SET status = 'active', updated_at = now()
+                   WHERE grant_id = %s AND status = 'writing' RETURNING grant_id""",
+                (grant_id,),
+            )
+            if await cur.fetchone() is None:
+                raise StoreUnavailable("The connection could not be recorded. Try again.")
+            await cur.execute(
+                b"SELECT grant_id FROM bh_connections WHERE user_id = %s FOR UPDATE", (user_id,)
+            )
+            previous_row = await cur.fetchone()
+            previous = previous_row["grant_id"] if previous_row else None
+            await cur.execute(
+                b"""INSERT INTO bh_connections (user_id, env, status, scope, vault_key,
+                     connected_at, updated_at, reason, grant_id)
+                   VALUES (%s, %s, 'connected', %s, %s, now(), now(), '', %s)
+                   ON CONFLICT (user_id) DO UPDATE SET env = EXCLUDED.env,
+                     status = 'connected', scope = EXCLUDED.scope,
+                     vault_key = EXCLUDED.vault_key, connected_at = now(), updated_at = now(),
+                     reason = '', grant_id = EXCLUDED.grant_id""",
+                (user_id, env, scope, key, grant_id),
+            )
+            if previous and previous != grant_id:
+                await cur.execute(
+                    b"""UPDATE bh_grants SET status = 'retired', updated_at = now()
+                       WHERE grant_id = %s AND status = 'active'""",
+                    (previous,),
+                )
+                return str(previous)
+            return None
+
+    async def grant_statuses(self, grant_ids: list[str]) -> dict[str, tuple[str, dt.datetime]]:
+        """Status and last change of each known grant id."""
+        rows = await self._all(
+            "SELECT grant_id, status, updated_at FROM bh_grants WHERE grant_id = ANY(%s)",
+            (grant_ids,),
+        )
+        return {str(r["grant_id"]): (str(r["status"]), r["updated_at"]) for r in rows}
+
+    async def sweep_grants(self, older_than: dt.timedelta) -> None:
+        """Forget grants that are long destroyed or failed (the audit keeps the history)."""
+        await self._one(
+            """DELETE FROM bh_grants WHERE status IN ('destroyed', 'failed', 'retired')
+               AND updated_at < now() - %s""",
+            (older_than,),
         )
 
     async def mark_disconnected(self, user_id: str, status: str, reason: str) -> bool:
-        """Mark a connection disconnected/revoked; True when it was connected."""
-        row = await self._one(
-            """UPDATE bh_connections SET status = %s, reason = %s, updated_at = now()
-               WHERE user_id = %s AND status = 'connected' RETURNING user_id""",
-            (status, reason, user_id),
-        )
-        return row is not None
+        """Mark a connection disconnected/revoked (its grant retired); True when connected."""
+        async with (
+            self._conn() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.execute(
+                b"""UPDATE bh_connections SET status = %s, reason = %s, updated_at = now()
+                   WHERE user_id = %s AND status = 'connected' RETURNING grant_id""",
+                (status, reason, user_id),
+            )
+            row = await cur.fetchone()
+            if row and row["grant_id"]:
+                await cur.execute(
+                    b"""UPDATE bh_grants SET status = 'retired', updated_at = now()
+                       WHERE grant_id = %s AND status = 'active'""",
+                    (row["grant_id"],),
+                )
+            return row is not None
 
     async def connected_user_ids(self) -> list[str]:
         """Users whose record says connected."""

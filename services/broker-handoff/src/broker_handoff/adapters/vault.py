@@ -18,7 +18,7 @@ import hvac
 import requests
 from hvac import exceptions as hvac_exc
 
-from broker_handoff.domain import AccessToken, BrokerEnv, vault_key
+from broker_handoff.domain import AccessToken, BrokerEnv
 from broker_handoff.errors import ConfigError, VaultUnavailable
 from broker_handoff.settings import VaultSettings
 
@@ -28,6 +28,19 @@ T = TypeVar("T")
 OAUTH_CLIENT_PATH = "oauth-client"
 ADMIN_PATH = "admin"
 USERS_DIR = "users"
+"""Before per-grant paths, one secret per user: `users/<vault_key(user_id)>` (read and revoked)."""
+GRANTS_DIR = "grants"
+"""Every token is written once, to its own path `grants/<grant_id>` (never overwritten)."""
+
+
+def grant_path(grant_id: str) -> str:
+    """The path (below the prefix) of one grant."""
+    return f"{GRANTS_DIR}/{grant_id}"
+
+
+def record_path(vault_key_column: str) -> str:
+    """The path a connection record points at (legacy records hold a bare per-user hash)."""
+    return vault_key_column if "/" in vault_key_column else f"{USERS_DIR}/{vault_key_column}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class StoredToken:
     token: AccessToken
     env: BrokerEnv
     scope: str
+    grant_id: str = ""
 
 
 def make_client(settings: VaultSettings) -> hvac.Client:
@@ -134,13 +148,19 @@ class VaultStore:
         value = (data or {}).get(field)
         return str(value) if value else None
 
-    # -- per-user tokens --------------------------------------------------------------------
-    async def write_token(
-        self, user_id: str, token: AccessToken, env: BrokerEnv, scope: str
+    # -- per-user tokens (grants) -----------------------------------------------------------
+    async def write_grant(
+        self, grant_id: str, user_id: str, token: AccessToken, env: BrokerEnv, scope: str
     ) -> None:
-        """Store (replace) a user's token at their own path."""
-        secret = {"access_token": token.reveal(), "env": env, "scope": scope, "user_id": user_id}
-        path = self._path(USERS_DIR, vault_key(user_id))
+        """Store a newly issued token at its own grant path."""
+        secret = {
+            "access_token": token.reveal(),
+            "env": env,
+            "scope": scope,
+            "user_id": user_id,
+            "grant_id": grant_id,
+        }
+        path = self._path(grant_path(grant_id))
         await self._call(
             "write",
             lambda c: c.secrets.kv.v2.create_or_update_secret(
@@ -148,13 +168,9 @@ class VaultStore:
             ),
         )
 
-    async def read_token(self, user_id: str) -> StoredToken | None:
-        """A user's token, or None when none is stored."""
-        return await self.read_token_by_key(vault_key(user_id))
-
-    async def read_token_by_key(self, key: str) -> StoredToken | None:
-        """The token stored under a per-user key (as listed by :meth:`list_keys`)."""
-        path = self._path(USERS_DIR, key)
+    async def read_path(self, rel_path: str) -> StoredToken | None:
+        """The token stored at a path below the prefix, or None when none is stored."""
+        path = self._path(rel_path)
         data = await self._call("read", lambda c: self._read_sync(c, path))
         if not data or not data.get("access_token"):
             return None
@@ -164,15 +180,12 @@ class VaultStore:
             token=AccessToken(str(data["access_token"])),
             env=env,
             scope=str(data.get("scope", "")),
+            grant_id=str(data.get("grant_id", "")),
         )
 
-    async def destroy_token(self, user_id: str) -> None:
-        """Destroy every version of a user's token (metadata delete); absent is fine."""
-        await self.destroy_key(vault_key(user_id))
-
-    async def destroy_key(self, key: str) -> None:
-        """Destroy every version stored under a per-user key."""
-        path = self._path(USERS_DIR, key)
+    async def destroy_path(self, rel_path: str) -> None:
+        """Destroy every version stored at a path below the prefix; absent is fine."""
+        path = self._path(rel_path)
 
         def fn(client: hvac.Client) -> None:
             try:
@@ -184,9 +197,9 @@ class VaultStore:
 
         await self._call("destroy", fn)
 
-    async def list_keys(self) -> list[str]:
-        """Every per-user key that holds a token (sorted)."""
-        path = self._path(USERS_DIR)
+    async def list_dir(self, directory: str) -> list[str]:
+        """The secrets (not folders) directly below `directory` (sorted names)."""
+        path = self._path(directory)
 
         def fn(client: hvac.Client) -> list[str]:
             try:
@@ -199,3 +212,9 @@ class VaultStore:
             return sorted(str(k) for k in keys if not str(k).endswith("/"))
 
         return await self._call("list", fn)
+
+    async def list_token_paths(self) -> list[str]:
+        """Every path (below the prefix) that holds a user token, grants and legacy, sorted."""
+        grants = [grant_path(k) for k in await self.list_dir(GRANTS_DIR)]
+        legacy = [f"{USERS_DIR}/{k}" for k in await self.list_dir(USERS_DIR)]
+        return sorted(grants + legacy)
