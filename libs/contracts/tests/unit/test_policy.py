@@ -36,7 +36,8 @@ def test_every_tier_needs_an_http_rate() -> None:
         'schema_version = 1\ndefault_tier = "a"\ndelay_seconds = 1\ntier_order = ["a"]\n'
         '[tiers.a]\nequities = "delayed"\noptions = "delayed"\nhttp = "delayed"\n'
         "historical_option_chains = false\nbroker_handoff = false\nmax_subscriptions = 1\n"
-        "credential_ttl_seconds = 1\n"
+        "credential_ttl_seconds = 1\n[tiers.a.interest]\nmax_symbols_per_user = 1\n"
+        "max_consumers_per_user = 1\nuser_cap_share = 1.0\ntier_cap_share = 1.0\n"
     )
     with pytest.raises(ValueError, match="http_rate"):
         parse_policy(head)
