@@ -226,7 +226,11 @@ def test_pro_plus_user_connects_a_broker_account_and_orders_once(stack: RunningS
     assert connect.status_code == 302, connect.text
     authorize = httpx.get(connect.headers["location"])  # the simulated provider approves at once
     assert authorize.status_code == 302, authorize.text
-    callback = httpx.get(authorize.headers["location"], headers=auth)
+    # The callback completes only in the client that started the flow: it carries the binding
+    # cookie /connect set (a browser does that by itself; a Secure cookie is sent here by hand).
+    binding = "; ".join(f"{k}={v}" for k, v in connect.cookies.items())
+    assert binding.startswith("bh_flow_"), connect.headers
+    callback = httpx.get(authorize.headers["location"], headers={"Cookie": binding})
     assert callback.status_code < 400, callback.text
     assert httpx.get(f"{bh}/v1/broker/alpaca", headers=auth).json()["connected"] is True
     assert httpx.get(f"{bh}/v1/broker/alpaca/account", headers=auth).status_code == 200
