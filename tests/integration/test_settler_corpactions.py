@@ -10,12 +10,16 @@ import subprocess
 import sys
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import nats
 import pytest
+from eod_settler.clock import FixedClock
 from eod_settler.corpactions import CorpActionsReport
 from eod_settler.domain import Target
+from eod_settler.metrics import Metrics
+from eod_settler.scheduler import Scheduler
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.errors import FetchTimeoutError
 from raxx_contracts import (
@@ -209,3 +213,35 @@ async def test_non_trading_day_publishes_nothing_and_cli_says_so_and_shows_progr
     assert "2026-01-05: 2 corporate actions for 3 symbols; this run wrote 2" in ok.stdout
     assert "published 2 messages" in ok.stdout
     assert len(await read_all(own_nats)) == 2
+
+
+async def test_scheduler_publishes_at_eight_new_york_on_trading_days_only(
+    own_nats: str, postgres_dsn: str, alpaca_sim: AlpacaSim
+) -> None:
+
+    ny = ZoneInfo("America/New_York")
+    settings = make_settings(
+        own_nats, postgres_dsn, alpaca_sim.url, symbols=["AAPL"], catchup_sessions=0
+    )
+    rt = await open_runtime(settings)
+    try:
+        clock = FixedClock(dt.datetime(2026, 1, 3, 8, 30, tzinfo=ny))  # Saturday
+        sched = Scheduler(settings, rt.settler, rt.store, clock, Metrics(), rt.corpactions)
+        await sched.tick()
+        assert not await rt.store.corpactions_complete(dt.date(2026, 1, 3))
+        clock.at = dt.datetime(2026, 1, 5, 7, 59, tzinfo=ny)  # Monday, before 08:00
+        wait = await sched.tick()
+        assert 0.5 <= wait <= 61  # wakes up for 08:00 (or the poll interval)
+        assert not await rt.store.corpactions_complete(EX)
+        assert await read_all(own_nats) == []
+        clock.at = dt.datetime(2026, 1, 5, 8, 0, 5, tzinfo=ny)
+        await sched.tick()
+        assert await rt.store.corpactions_complete(EX)
+        assert len(await read_all(own_nats)) == 2
+        calls = rt.settler.limiter.acquired
+        clock.at = dt.datetime(2026, 1, 5, 9, 0, tzinfo=ny)
+        await sched.tick()  # already done today: no second run
+        assert rt.settler.limiter.acquired == calls
+        assert len(await read_all(own_nats)) == 2
+    finally:
+        await rt.close()
