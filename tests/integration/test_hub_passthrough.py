@@ -142,3 +142,25 @@ async def test_passthrough_refuses_bad_secret_unknown_path_and_writes(
         )  # fmt: skip
         assert bars.status_code == 200, bars.text
         assert set(bars.json()["bars"]) == {"AAPL", "BRK.B"}
+
+
+async def test_settler_corporate_actions_through_the_hub_passthrough(
+    own_nats: str, postgres_dsn: str, vault: Vault, hub: dict[str, Any]
+) -> None:
+    base = f"{hub['url']}/alpaca"
+    settings = make_settings(
+        own_nats, postgres_dsn, base, symbols=["AAPL"], alpaca_key_id=None,
+        alpaca_secret_key=None,
+        vault=EodVault(addr=vault.addr, token=vault.token, path=hub["settler_path"]),
+    )  # fmt: skip
+    rt = await open_runtime(settings)
+    try:
+        report = await rt.corpactions.run(dt.date(2026, 1, 5))
+    finally:
+        await rt.close()
+    assert (report.actions, report.published) == (2, 2)  # the sim's AAPL split and dividend
+    metrics = hub["app"].state.metrics.registry
+    calls = metrics.get_sample_value(
+        "mdh_passthrough_requests_total", {"route": "/v1/corporate-actions", "outcome": "ok"}
+    )
+    assert (calls or 0) >= 1

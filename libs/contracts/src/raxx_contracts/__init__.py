@@ -3,6 +3,7 @@
 from raxx_contracts import subjects
 from raxx_contracts.codec import decode, dumps, encode
 from raxx_contracts.control import ErrorReply, InterestReply, InterestRequest, Rejection
+from raxx_contracts.corpactions import CorporateAction, CorporateActionType
 from raxx_contracts.enums import (
     CHANNELS_BY_ASSET,
     AssetClass,
@@ -41,6 +42,8 @@ __all__ = [
     "BarKind",
     "Channel",
     "ContractError",
+    "CorporateAction",
+    "CorporateActionType",
     "DecodeError",
     "ErrorReply",
     "HandoffEvent",

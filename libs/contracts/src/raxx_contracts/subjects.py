@@ -32,6 +32,11 @@ SETTLE_OPTIONS_ANY = "md.settle.options.>"
 SETTLE_DONE_ANY = "md.settle.done.*"
 SETTLES_STREAM_SUBJECTS = (SETTLE_STOCKS_ANY, SETTLE_OPTIONS_ANY, SETTLE_DONE_ANY)
 
+CORPACTIONS_STREAM = "CORPACTIONS"
+"""JetStream stream holding corporate actions; declared by eod-settler only."""
+CORPACTIONS_ANY = "md.corpactions.>"
+CORPACTIONS_STREAM_SUBJECTS = (CORPACTIONS_ANY,)
+
 BILLING_STREAM = "BILLING"
 """JetStream stream holding `billing.tier.changed`."""
 
@@ -129,6 +134,17 @@ def settle_done(date: dt.date) -> str:
 def settle_msg_id(date: dt.date, symbol: str, revision: int) -> str:
     """JetStream `Nats-Msg-Id` for one settle revision: dedup key (date, symbol, revision)."""
     return f"settle:{date.isoformat()}:{encode_symbol(symbol)}:{revision}"
+
+
+def corpactions(date: dt.date, symbol: str) -> str:
+    """`md.corpactions.<YYYY-MM-DD>.<SYM>`: corporate actions of `symbol` effective on `date`."""
+    return f"{MD_PREFIX}.corpactions.{date.isoformat()}.{encode_symbol(symbol)}"
+
+
+def corpaction_msg_id(date: dt.date, symbol: str, action_id: str, revision: int) -> str:
+    """`Nats-Msg-Id` of one action revision: dedup key (date, symbol, action id, revision)."""
+    digest = hashlib.sha256(action_id.encode()).hexdigest()[:32]
+    return f"corpaction:{date.isoformat()}:{encode_symbol(symbol)}:{digest}:{revision}"
 
 
 def user_token(user_id: str) -> str:

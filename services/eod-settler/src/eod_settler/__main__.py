@@ -1,4 +1,5 @@
-"""Entry point: `python -m eod_settler` (service), `run --date D` (one date), `migrate`."""
+"""Entry point: `python -m eod_settler` (service), `run --date D` (one date),
+`corpactions --date D` (one date's corporate actions), `migrate`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the service (default): API, scheduler, relay, listener")
     run = sub.add_parser("run", help="settle one past date now and publish it")
     run.add_argument("--date", required=True, type=_date, help="YYYY-MM-DD")
+    corp = sub.add_parser(
+        "corpactions", help="publish one date's corporate actions now (re-runnable)"
+    )
+    corp.add_argument("--date", required=True, type=_date, help="YYYY-MM-DD")
     sub.add_parser("migrate", help="apply database migrations and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -43,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             from eod_settler.cli import run_date
 
             return asyncio.run(run_date(settings, args.date))
+        if args.cmd == "corpactions":
+            from eod_settler.cli import run_corpactions
+
+            return asyncio.run(run_corpactions(settings, args.date))
         if args.cmd == "migrate":
             return asyncio.run(_migrate(settings))
         return _serve(settings)

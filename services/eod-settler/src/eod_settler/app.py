@@ -45,7 +45,9 @@ def create_app(
                 rt.store, rt.deps.clock, ZoneInfo(settings.timezone), metrics
             )
             sub = await bus.listen(rt.nc, subjects.INTEREST_ANY, recorder.on_request)
-            scheduler = Scheduler(settings, rt.settler, rt.store, rt.deps.clock, metrics)
+            scheduler = Scheduler(
+                settings, rt.settler, rt.store, rt.deps.clock, metrics, rt.corpactions
+            )
             for name, factory in (
                 ("relay", rt.relay.run_forever),
                 ("scheduler", scheduler.run_forever),

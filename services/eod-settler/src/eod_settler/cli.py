@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from eod_settler.corpactions import CorpActionsReport
 from eod_settler.errors import SettlerError
 from eod_settler.metrics import Metrics
 from eod_settler.runtime import Deps, Runtime
@@ -103,4 +104,32 @@ async def run_date(settings: Settings, date: dt.date, deps: Deps | None = None) 
             f"no print and no previous settle (nothing published): {', '.join(report.missing)}",
             file=sys.stderr,
         )
+    return 0
+
+
+def corpactions_summary(r: CorpActionsReport) -> str:
+    """One line describing a corporate-actions run."""
+    if not r.trading_day:
+        return f"{r.date.isoformat()}: not a trading day; no corporate actions published"
+    return (
+        f"{r.date.isoformat()}: {r.actions} corporate actions for {r.symbols} symbols;"
+        f" this run wrote {r.written} (revised {r.revised}), unchanged {r.unchanged};"
+        f" published {r.published} messages; {r.rest_requests} REST requests; {r.seconds:.2f} s"
+    )
+
+
+async def run_corpactions(settings: Settings, date: dt.date, deps: Deps | None = None) -> int:
+    """Publish `date`'s corporate actions and wait until they are on the stream."""
+    tty = sys.stderr.isatty()
+    rt = await Runtime.open(settings, Metrics(), deps)
+    try:
+        progress: RichProgress | LogProgress = RichProgress() if tty else LogProgress()
+        with progress:
+            report = await rt.corpactions.run(date, progress)
+    except SettlerError as exc:
+        print(f"eod-settler: {exc}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        await rt.close()
+    print(corpactions_summary(report))
     return 0

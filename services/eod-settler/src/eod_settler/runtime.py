@@ -16,6 +16,7 @@ from eod_settler.adapters.alpaca import AlpacaCredentials
 from eod_settler.adapters.postgres import Store
 from eod_settler.adapters.vault import load_credentials
 from eod_settler.clock import Clock, SystemClock
+from eod_settler.corpactions import CorpActionsRun
 from eod_settler.errors import RetryableError
 from eod_settler.metrics import Metrics
 from eod_settler.relay import OutboxRelay
@@ -46,12 +47,14 @@ class Runtime:
     js: JetStreamContext
     relay: OutboxRelay
     settler: Settler
+    corpactions: CorpActionsRun
 
     @classmethod
     async def open(
         cls, settings: Settings, metrics: Metrics, deps: Deps | None = None, attempts: int = 10
     ) -> Runtime:
-        """Connect (retrying while dependencies come up), migrate, declare stream SETTLES."""
+        """Connect (retrying while dependencies come up), migrate, declare SETTLES and
+        CORPACTIONS."""
         deps = deps or Deps()
         store = await _retry(
             lambda: Store.open(
@@ -72,9 +75,15 @@ class Runtime:
             await store.close()
             raise
         js = nc.jetstream(timeout=settings.publish_timeout_seconds)
-        await bus.ensure_settles_stream(
+        await bus.ensure_stream(
             js,
             bus.settles_stream_config(settings.stream_max_age_days, settings.dedup_window_seconds),
+        )
+        await bus.ensure_stream(
+            js,
+            bus.corpactions_stream_config(
+                settings.stream_max_age_days, settings.dedup_window_seconds
+            ),
         )
         relay = OutboxRelay(
             store, js, metrics, settings.publish_batch, settings.publish_timeout_seconds
@@ -92,7 +101,7 @@ class Runtime:
             settler.last_success_close = last.timestamp()
             metrics.last_success.set(settler.last_success_close)
         metrics.outbox_depth.set(await store.outbox_depth())
-        return cls(settings, metrics, deps, store, nc, js, relay, settler)
+        return cls(settings, metrics, deps, store, nc, js, relay, settler, CorpActionsRun(settler))
 
     async def close(self) -> None:
         """Close NATS (flushing) and the pool."""

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from eod_settler import domain
 from eod_settler.adapters.postgres import Store
 from eod_settler.clock import Clock
+from eod_settler.corpactions import CorpActionsRun
 from eod_settler.domain import Session
 from eod_settler.metrics import Metrics
 from eod_settler.service import Settler
@@ -23,8 +24,15 @@ class Scheduler:
     """Runs due, incomplete sessions; keeps the batch-late gauges current."""
 
     def __init__(
-        self, settings: Settings, settler: Settler, store: Store, clock: Clock, metrics: Metrics
+        self,
+        settings: Settings,
+        settler: Settler,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        corpactions: CorpActionsRun | None = None,
     ) -> None:
+        self._corpactions = corpactions
         self._s = settings
         self._settler = settler
         self._store = store
@@ -60,10 +68,37 @@ class Scheduler:
                 )  # fmt: skip
         await self.update_late(now, due)
         nxt = domain.next_due_at(sessions, now, lag)
+        corp_next = await self._corpactions_tick(now, today, sessions)
         wait = self._s.scheduler_poll_seconds
-        if nxt is not None:
-            wait = min(wait, max(0.5, (nxt - now).total_seconds()))
+        for at in (nxt, corp_next):
+            if at is not None:
+                wait = min(wait, max(0.5, (at - now).total_seconds()))
         return wait
+
+    def corpactions_at(self, day: dt.date) -> dt.datetime:
+        """When `day`'s corporate actions are published (`EOD_CORPACTIONS_AT`, local time)."""
+        return dt.datetime.combine(day, dt.time.fromisoformat(self._s.corpactions_at), self._tz)
+
+    async def _corpactions_tick(
+        self, now: dt.datetime, today: dt.date, sessions: list[Session]
+    ) -> dt.datetime | None:
+        """Publish today's corporate actions once, from `corpactions_at` until the close, on
+        trading days only (the exchange calendar); returns the next such time."""
+        if self._corpactions is None:
+            return None
+        session = next((s for s in sessions if s.date == today), None)
+        if (
+            session is not None
+            and self.corpactions_at(today) <= now < session.close
+            and not await self._store.corpactions_complete(today)
+        ):
+            report = await self._corpactions.run(today)
+            log.info(
+                "corporate actions %s: %d actions for %d symbols, %d new revisions",
+                today, report.actions, report.symbols, report.written,
+            )  # fmt: skip
+        upcoming = [self.corpactions_at(s.date) for s in sessions]
+        return min((t for t in upcoming if t > now), default=None)
 
     async def update_late(self, now: dt.datetime, due: list[Session]) -> None:
         """Set `eod_batch_late{,_seconds}` for the latest due session."""

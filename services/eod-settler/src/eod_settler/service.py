@@ -102,6 +102,30 @@ class Settler:
             settings.rest_rate_per_min, settings.rest_burst, on_wait=metrics.limiter_wait
         )
 
+    @property
+    def settings(self) -> Settings:
+        """The settler's settings."""
+        return self._s
+
+    @property
+    def store(self) -> Store:
+        """The settler's Postgres store."""
+        return self._store
+
+    @property
+    def relay(self) -> OutboxRelay:
+        """The outbox relay publishing this settler's rows."""
+        return self._relay
+
+    @property
+    def clock(self) -> Clock:
+        """The settler's clock."""
+        return self._clock
+
+    async def held_options(self) -> list[str]:
+        """OCC symbols MBT holds right now."""
+        return await self._held_options()
+
     async def rest(self) -> AlpacaRest:
         """A REST adapter with the current key (re-read from Vault, so rotation is picked up)."""
         creds = await self._credentials()
@@ -228,7 +252,7 @@ class Settler:
         )
 
         async def fetch(group: list[str]) -> tuple[list[str], dict[str, Decimal]]:
-            return group, await _retrying(lambda: rest.daily_closes(date, group))
+            return group, await retrying(lambda: rest.daily_closes(date, group))
 
         return [asyncio.create_task(fetch(g)) for g in groups]
 
@@ -262,9 +286,9 @@ class Settler:
             return
         date = ctx.session.date
         symbols = [t.symbol for t in options]
-        closes = await _retrying(lambda: rest.contract_closes(date, symbols))
+        closes = await retrying(lambda: rest.contract_closes(date, symbols))
         rest_syms = [s for s in symbols if s not in closes]
-        mids = await _retrying(lambda: rest.quote_mids(date, rest_syms)) if rest_syms else {}
+        mids = await retrying(lambda: rest.quote_mids(date, rest_syms)) if rest_syms else {}
         computed = [
             domain.choose(
                 t, domain.option_primary(closes.get(t.symbol), mids.get(t.symbol)),
@@ -347,7 +371,8 @@ class _Ctx:
         self.computed_ns = NanoDatetime.from_datetime(self.computed_at)
 
 
-async def _retrying(fn: Callable[[], Awaitable[T]], attempts: int = 4) -> T:
+async def retrying(fn: Callable[[], Awaitable[T]], attempts: int = 4) -> T:
+    """Call `fn`, retrying RetryableError with exponential backoff (honours retry_after)."""
     delay = 1.0
     for attempt in range(1, attempts + 1):
         try:

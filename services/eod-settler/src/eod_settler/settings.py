@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     bars_max_query_bytes: int = Field(default=7800, ge=100)
     """Budget for the encoded `symbols` parameter: keeps the request line under 8 KiB."""
     options_symbols_per_request: int = Field(default=100, ge=1)
+    corpactions_symbols_per_request: int = Field(default=1000, ge=1)
+    """Symbols per `/v1/corporate-actions` request (also bounded by `bars_max_query_bytes`)."""
+    corpactions_window_days: int = Field(default=45, ge=0)
+    """Days either side of the date asked of Alpaca (its `start`/`end` filter is not the
+    ex-date for every type); actions are then kept only when effective on the date."""
+    corpactions_at: str = "08:00"
+    """Local (`timezone`) time on each trading day when the day's corporate actions are
+    published; before the 09:30 open."""
     settle_lag_seconds: float = Field(default=900.0, ge=0)
     symbols: CsvList = Field(default_factory=list)
     http_host: str = "127.0.0.1"

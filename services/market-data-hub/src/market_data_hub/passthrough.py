@@ -54,6 +54,8 @@ ALLOWED: tuple[Route, ...] = (
     _route("/v1beta1/options/quotes/latest", "data"),
     _route("/v1beta1/options/trades/latest", "data"),
     _route("/v1beta1/options/bars", "data"),
+    _route("/v1/corporate-actions", "data"),  # alpaca-py's CorporateActionsClient
+    _route("/v1beta1/corporate-actions", "data"),  # the same API's older path
     # trading-API reference data (MDH_ALPACA_TRADING_URL); nothing account- or order-related
     _route("/v2/calendar", "trading"),
     _route("/v2/clock", "trading"),

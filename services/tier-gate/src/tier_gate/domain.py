@@ -107,10 +107,11 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
         pub=(f"{subjects.USER_INBOX_ROOT}.>",),
         sub=(f"{subjects.INTEREST}.>",),
     ),
-    # eod-settler: publishes settles into SETTLES (JetStream API for declare/publish/ack), may
-    # read the market-data paths and its own settles back.
+    # eod-settler: publishes settles into SETTLES and corporate actions into CORPACTIONS
+    # (JetStream API for declare/publish/ack), may read the market-data paths and its own
+    # settles back.
     "settler": Permissions(
-        pub=("md.settle.>", *_JS_CLIENT, "_INBOX.>"),
+        pub=("md.settle.>", subjects.CORPACTIONS_ANY, *_JS_CLIENT, "_INBOX.>"),
         sub=("md.>", "_INBOX.>"),
     ),
     # broker-handoff: publishes handoff events, may consume tier changes and its own events.

@@ -58,6 +58,12 @@ def test_only_the_responder_may_publish_into_user_inboxes_and_only_the_settler_s
         assert inbox == (name == domain.HUB_RESPONDER), name
         settles = any(p in ("md.>", ">") or p.startswith("md.settle") for p in perms.pub)
         assert settles == (name == "settler"), name
+        corpactions = any(p in ("md.>", ">") or p.startswith("md.corpactions") for p in perms.pub)
+        assert corpactions == (name == "settler"), name
+    # Users never read settles or corporate actions (MBT consumes them from JetStream).
+    for tier in POLICY.tiers:
+        allow = domain.tier_template(POLICY, tier)["sub"]["allow"]
+        assert not any(p.startswith(("md.settle", "md.corpactions", "md.>")) for p in allow)
     responder = domain.SERVICE_PERMISSIONS[domain.HUB_RESPONDER]
     assert responder.pub == ("_INBOX_U.>",)
     assert responder.sub == ("md.ctl.interest.>",)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from alpaca_sim import oauth, rest_data, rest_options, sim_api, trading_api
+from alpaca_sim import corpactions, oauth, rest_data, rest_options, sim_api, trading_api
 from alpaca_sim.http_common import rest_middleware
 from alpaca_sim.keys import SIM_KEY
 from alpaca_sim.protocol import ENDPOINTS
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.add_routes(rest_options.routes())
     app.add_routes(trading_api.routes())
     app.add_routes(sim_api.routes())
+    corpactions.install(app)
     app.router.add_get("/oauth/authorize", oauth.authorize)
     app.router.add_post("/oauth/token", oauth.token)
     app.router.add_post("/oauth/revoke", oauth.revoke)

@@ -21,7 +21,12 @@ if TYPE_CHECKING:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PREFIXES = ("/sim/", "/oauth/", "/healthz", "/readyz", "/metrics")
-DATA_PREFIXES = ("/v2/stocks", "/v1beta1/options")
+DATA_PREFIXES = (
+    "/v2/stocks",
+    "/v1beta1/options",
+    "/v1/corporate-actions",
+    "/v1beta1/corporate-actions",
+)
 FRACTION_RE = re.compile(r"\.(\d{6})\d+")
 STATUS_TEXT = {
     400: "bad request",

@@ -18,10 +18,15 @@ from zoneinfo import ZoneInfo
 
 import requests
 from alpaca.common.exceptions import APIError
-from alpaca.data.enums import Adjustment
+from alpaca.data.enums import Adjustment, CorporateActionsType
+from alpaca.data.historical.corporate_actions import CorporateActionsClient
 from alpaca.data.historical.option import OptionHistoricalDataClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
-from alpaca.data.requests import OptionLatestQuoteRequest, StockBarsRequest
+from alpaca.data.requests import (
+    CorporateActionsRequest,
+    OptionLatestQuoteRequest,
+    StockBarsRequest,
+)
 from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.client import TradingClient
 from alpaca.trading.requests import GetCalendarRequest, GetOptionContractsRequest
@@ -76,6 +81,7 @@ def _paced(base: type[Any]) -> type[Any]:
 _PacedStock = _paced(StockHistoricalDataClient)
 _PacedOption = _paced(OptionHistoricalDataClient)
 _PacedTrading = _paced(TradingClient)
+_PacedCorpActions = _paced(CorporateActionsClient)
 
 
 def _classify(exc: Exception, what: str) -> Exception:
@@ -227,6 +233,29 @@ class AlpacaRest:
             return client.get_option_contracts(req)
 
         result: dict[str, Any] = await self._call("option_contracts", call) or {}
+        return result
+
+    async def corporate_actions(
+        self, start: dt.date, end: dt.date, symbols: list[str], types: list[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """`/v1/corporate-actions` for `symbols` in [start, end], every page (alpaca-py follows
+        `next_page_token`; each page takes a token from the bucket). Grouped by plural type."""
+
+        def call() -> Any:
+            key, secret = self._key()
+            client = self._wire(
+                _PacedCorpActions(key, secret, raw_data=True, url_override=self._data_url),
+                "corporate_actions",
+            )
+            req = CorporateActionsRequest(
+                symbols=symbols,
+                types=[CorporateActionsType(t) for t in types],
+                start=start,
+                end=end,
+            )
+            return client.get_corporate_actions(req)
+
+        result: dict[str, list[dict[str, Any]]] = await self._call("corporate_actions", call) or {}
         return result
 
     async def quote_mids(self, date: dt.date, symbols: list[str]) -> dict[str, Decimal]:

@@ -53,8 +53,27 @@ def settles_stream_config(max_age_days: int, dedup_window_seconds: int) -> Strea
     )
 
 
-async def ensure_settles_stream(js: JetStreamContext, config: StreamConfig) -> str:
-    """Create stream SETTLES, or bring its settings back to `config`. The only declaration."""
+def corpactions_stream_config(max_age_days: int, dedup_window_seconds: int) -> StreamConfig:
+    """Config of stream CORPACTIONS: the settles' guarantees (every revision kept, dedup
+    window, deletes refused) on `md.corpactions.>`."""
+    base = settles_stream_config(max_age_days, dedup_window_seconds)
+    base.name = subjects.CORPACTIONS_STREAM
+    base.subjects = list(subjects.CORPACTIONS_STREAM_SUBJECTS)
+    return base
+
+
+def stream_for(subject: str) -> str:
+    """The stream an outbox subject belongs to (the publish names it: a typo cannot land
+    in another stream)."""
+    if subject.startswith("md.corpactions."):
+        return subjects.CORPACTIONS_STREAM
+    return subjects.SETTLES_STREAM
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> str:
+    """Create stream SETTLES (or CORPACTIONS), or bring its settings back to `config`.
+
+    The only declaration of either stream."""
     try:
         info = await js.stream_info(config.name or "")
     except NotFoundError:
@@ -111,7 +130,7 @@ async def publish_batch(
             subject,
             payload,
             headers={"Nats-Msg-Id": msg_id},
-            stream=subjects.SETTLES_STREAM,
+            stream=stream_for(subject),
         )
         futures.append(fut)
     results = await asyncio.gather(

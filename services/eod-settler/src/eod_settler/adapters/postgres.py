@@ -69,8 +69,24 @@ class OutboxRow:
     payload: bytes
 
 
-def _date_lock_key(date: dt.date) -> int:
-    digest = hashlib.sha256(f"eod-settle:{date.isoformat()}".encode()).digest()
+@dataclass(frozen=True, slots=True)
+class CorpActionRow:
+    """One corporate-action revision to write, with its outbox message."""
+
+    date: dt.date
+    symbol: str
+    action_id: str
+    revision: int
+    type: str
+    content_hash: str
+    computed_at: dt.datetime
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
+def _date_lock_key(date: dt.date, kind: str = "settle") -> int:
+    digest = hashlib.sha256(f"eod-{kind}:{date.isoformat()}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -264,11 +280,11 @@ class Store:
         return applied
 
     @asynccontextmanager
-    async def date_lock(self, date: dt.date) -> AsyncIterator[None]:
-        """Hold a session advisory lock for `date`; RunInProgressError if another run has it."""
+    async def date_lock(self, date: dt.date, kind: str = "settle") -> AsyncIterator[None]:
+        """Hold a session advisory lock for (`kind`, `date`); RunInProgressError if taken."""
         async with self._connection() as conn:
             await conn.set_autocommit(True)
-            key = _date_lock_key(date)
+            key = _date_lock_key(date, kind)
             cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
             row = await cur.fetchone()
             if not row or not row[0]:
@@ -352,6 +368,59 @@ class Store:
                         )
         except psycopg.OperationalError as exc:
             raise RetryableError(f"postgres write failed: {exc}") from exc
+
+    async def corpaction_hashes(self, date: dt.date) -> dict[tuple[str, str], tuple[int, str]]:
+        """{(symbol, action id): (latest revision, content hash)} of `date`'s actions."""
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT DISTINCT ON (symbol, action_id) symbol, action_id, revision, content_hash"
+                " FROM corporate_actions WHERE date = %s"
+                " ORDER BY symbol, action_id, revision DESC",
+                (date,),
+            )
+            return {(s, a): (r, h) for s, a, r, h in await cur.fetchall()}
+
+    async def write_corpactions(self, rows: Sequence[CorpActionRow]) -> None:
+        """Insert action revisions and their outbox messages in ONE transaction.
+
+        Runs under the (corpactions, date) lock, so a revision or a Msg-Id cannot collide.
+        """
+        if not rows:
+            return
+        try:
+            async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO corporate_actions (date, symbol, action_id, revision, type,"
+                    " content_hash, computed_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (r.date, r.symbol, r.action_id, r.revision, r.type, r.content_hash,
+                         r.computed_at)
+                        for r in rows
+                    ],
+                )  # fmt: skip
+                await cur.executemany(
+                    "INSERT INTO settle_outbox (date, kind, source, subject, msg_id, payload)"
+                    " VALUES (%s, 'corpaction', %s, %s, %s, %s)",
+                    [(r.date, r.type, r.subject, r.msg_id, r.payload) for r in rows],
+                )
+        except psycopg.OperationalError as exc:
+            raise RetryableError(f"postgres write failed: {exc}") from exc
+
+    async def complete_corpactions(self, date: dt.date, actions: int) -> None:
+        """Record that `date`'s corporate actions run completed."""
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO corpaction_runs (date, actions, completed_at) VALUES (%s, %s, now())"
+                " ON CONFLICT (date) DO UPDATE SET actions = EXCLUDED.actions,"
+                " completed_at = EXCLUDED.completed_at",
+                (date, actions),
+            )
+
+    async def corpactions_complete(self, date: dt.date) -> bool:
+        """Whether `date`'s corporate actions run completed."""
+        async with self._connection() as conn:
+            cur = await conn.execute("SELECT 1 FROM corpaction_runs WHERE date = %s", (date,))
+            return await cur.fetchone() is not None
 
     async def latest_revisions(self, date: dt.date) -> dict[str, tuple[int, bool]]:
         """{symbol: (latest revision, stale)} for `date`: the date's complete set."""
