@@ -108,7 +108,7 @@ async def chain_snapshots(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     underlying = parse_symbols(request.match_info["underlying"])[0]
     q = request.query
-    limit = parse_int(q.get("limit"), 100, 1, 1000, "limit")
+    limit = min(parse_int(q.get("limit"), 100, 1, 1000, "limit"), sim.settings.page_size_cap)
     try:
         filters = _filters(q)
     except ValueError as exc:
