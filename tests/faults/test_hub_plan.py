@@ -115,8 +115,9 @@ async def test_stream_409_stops_reconnecting_and_fails_readiness(
     own_nats: str, vault: Vault, alpaca_sim_factory: Callable[..., AlpacaSim]
 ) -> None:
     sim = alpaca_sim_factory(env={"SIM_PLAN": "basic", "SIM_REST_RATE_LIMIT": "0"})
-    # the plan says SIP, the key is Basic: the SIP stream answers 409 at auth
-    async with bare_hub(own_nats, vault, sim, alpaca_plan="algo_trader_plus") as hub:
+    # the plan says SIP, the key is Basic: the SIP stream answers 409 at auth (the feed is also
+    # set explicitly, so a hub that ignored ALPACA_PLAN would hit the same 409)
+    async with bare_hub(own_nats, vault, sim, alpaca_plan="algo_trader_plus", feed="sip") as hub:
 
         async def refused() -> bool:
             down = (await hub.get("/readyz")).json().get("down", {})
