@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"eod-settler: bad settings: {exc}", file=sys.stderr)
         return 78
+    logging.getLogger("eod_settler").info(
+        "ALPACA_PLAN=%s: bars feed %s, options feed %s, REST %.0f/min",
+        settings.alpaca_plan, settings.alpaca_feed or "(Alpaca's default)",
+        settings.alpaca_options_feed, settings.rest_rate_per_min,
+    )  # fmt: skip
     try:
         if args.cmd == "run":
             from eod_settler.cli import run_date

@@ -132,6 +132,7 @@ class Settler:
         return AlpacaRest(
             creds, self._s.alpaca_data_url, self._s.alpaca_trading_url, self.limiter,
             self._metrics, self._tz, self._s.alpaca_feed, self._s.rest_concurrency,
+            options_feed=self._s.alpaca_options_feed,
         )  # fmt: skip
 
     async def sessions(self, start: dt.date, end: dt.date) -> list[Session]:

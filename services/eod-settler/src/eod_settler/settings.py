@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from raxx_contracts.alpaca_plan import AlpacaPlan, limits
 
 CsvList = Annotated[list[str], NoDecode]
 FaultPoint = Literal["", "after_write"]
@@ -50,8 +51,18 @@ class Settings(BaseSettings):
     alpaca_secret_key: SecretStr | None = None
     alpaca_data_url: str = "https://data.alpaca.markets"
     alpaca_trading_url: str = "https://paper-api.alpaca.markets"
+    alpaca_plan: AlpacaPlan = Field(
+        default=AlpacaPlan.BASIC,
+        validation_alias=AliasChoices("EOD_ALPACA_PLAN", "ALPACA_PLAN", "alpaca_plan"),
+    )
+    """`ALPACA_PLAN` (shared with the hub; `EOD_ALPACA_PLAN` wins when both are set): the
+    defaults of `alpaca_feed`, `alpaca_options_feed` and `rest_rate_per_min`."""
     alpaca_feed: str | None = None
-    """Bars feed (`sip`, `iex`); None lets Alpaca choose (SIP for dates older than 15 min)."""
+    """Bars feed (`sip`, `iex`); from the plan: `sip` on every plan (a settle reads a window
+    that ended at least 15 minutes ago, which SIP serves to Basic keys too). Explicit None (the
+    empty string) lets Alpaca choose."""
+    alpaca_options_feed: str | None = None
+    """Options feed of quote mids; from the plan: `indicative` (Basic) or `opra`."""
     rest_rate_per_min: float = Field(default=200.0, gt=0)
     rest_burst: int = Field(default=1, ge=1)
     """Token-bucket capacity; 1 spaces requests evenly, which no server-side limiter refuses."""
@@ -91,6 +102,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _plan_defaults(self) -> Settings:
+        row = limits(self.alpaca_plan)
+        plan = {"alpaca_feed": "sip", "alpaca_options_feed": row.options_feed,
+                "rest_rate_per_min": float(row.rest_rate_per_min)}  # fmt: skip
+        explicit = set(self.model_fields_set)
+        for name, value in plan.items():
+            if name not in explicit:
+                setattr(self, name, value)
+        if self.alpaca_feed == "":
+            self.alpaca_feed = None
+        self.__pydantic_fields_set__ = explicit
+        return self
 
     @model_validator(mode="after")
     def _prod_rules(self) -> Settings:

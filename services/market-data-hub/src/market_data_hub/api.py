@@ -136,10 +136,11 @@ async def latest_quote(symbol: str, who: CallerDep, h: HubDep) -> dict[str, Any]
         raw = await h.rest.call(
             "latest_quote", symbol, lambda c: c.latest_quote(symbol), caller=who.user_id
         )
+        feed = h.rest.client.feed.value
     else:
         # cached per minute: a later caller's horizon is never before the first caller's `end`
         key = (symbol, end.replace(second=0, microsecond=0))
-        raw = await h.rest.call(
+        raw, feed = await h.rest.call(
             "quotes", key, lambda c: c.quote_before(symbol, end, end - timedelta(days=4)),
             caller=who.user_id,
         )  # fmt: skip
@@ -150,7 +151,7 @@ async def latest_quote(symbol: str, who: CallerDep, h: HubDep) -> dict[str, Any]
     body = {
         "path": str(path),
         "source": "rest",
-        "quote": stock_quote({**raw, "S": symbol}, h.settings.feed),
+        "quote": stock_quote({**raw, "S": symbol}, feed),
     }
     return _guard(body, horizon, "quote") if path is Path.DELAYED else body
 
@@ -181,23 +182,30 @@ async def bars(
     horizon_ns = now_ns - h.delay_ns if path is Path.DELAYED else now_ns
     horizon = datetime.fromtimestamp(horizon_ns // 1_000_000_000, UTC)
     end = min(end, horizon) if end else horizon
+    if path is Path.DELAYED:
+        # a bar is shown only once it ended by the horizon, so none starts after horizon - 1 min:
+        # asking up to there keeps the window 15 minutes old, which SIP serves on every plan
+        end = min(end, horizon - timedelta(minutes=1))
     start = start or end - DEFAULT_LOOKBACK[tf.unit]
     if start >= end:
         raise BadRequestError(
             f"start must be before end ({end.isoformat()}"
             + (", the delayed path's horizon)" if path is Path.DELAYED else ")")
         )
-    key = (symbol, str(tf), start, end.replace(microsecond=0), limit)
+    # SIP when the plan allows it for this window (older than 15 minutes: every plan), else
+    # IEX; one feed per answer, named on every bar and in the body
+    feed = h.rest.client.history_feed(end)
+    key = (symbol, str(tf), start, end.replace(microsecond=0), limit, feed)
     rows = await h.rest.call(
-        "bars", key, lambda c: c.bars([symbol], alpaca_timeframe(tf), start, end, limit),
+        "bars", key, lambda c: c.bars([symbol], alpaca_timeframe(tf), start, end, limit, feed),
         caller=who.user_id,
     )  # fmt: skip
     got = rows.get(symbol, [])
     if path is Path.DELAYED:
         got = visible_bars(got, tf, horizon_ns)
     kind = BarKind.DAILY if tf.unit is Unit.DAY else BarKind.MINUTE
-    out = [bar_payload({**b, "S": symbol}, h.settings.feed, kind) for b in got]
-    body = {"symbol": symbol, "timeframe": str(tf), "path": str(path), "bars": out}
+    out = [bar_payload({**b, "S": symbol}, feed, kind) for b in got]
+    body = {"symbol": symbol, "timeframe": str(tf), "path": str(path), "feed": feed, "bars": out}
     return _guard(body, horizon_ns, "bars") if path is Path.DELAYED else body
 
 
@@ -226,9 +234,10 @@ async def chain(
                 f"historical option chains are not included in the {who.tier!r} tier; "
                 "upgrade to a tier with historical_option_chains (pro_plus)"
             )
-        snap = await h.rest.call(
-            "chain", (underlying, date_), lambda c: c.chain(underlying, date_), caller=who.user_id
-        )
+        snap = await h.rest.call_pages(
+            "chain", (underlying, date_), lambda c, tok: c.chain_page(underlying, date_, tok),
+            caller=who.user_id,
+        )  # fmt: skip
         syms = sorted(snap)[:100]
         day_bars = await h.rest.call(
             "option_bars", (tuple(syms), date_), lambda c: c.option_daily_bars(syms, date_),
@@ -242,9 +251,10 @@ async def chain(
                 contracts[s] = seen[0]
         body = {"underlying": underlying, "date": date_.isoformat(), "contracts": contracts}
         return _guard(body, horizon_ns, "chain") if path is Path.DELAYED else body
-    snap = await h.rest.call(
-        "chain", (underlying, None), lambda c: c.chain(underlying, None), caller=who.user_id
-    )
+    snap = await h.rest.call_pages(
+        "chain", (underlying, None), lambda c, tok: c.chain_page(underlying, None, tok),
+        caller=who.user_id,
+    )  # fmt: skip
     if path is Path.RT:
         return {"underlying": underlying, "path": str(path), "contracts": snap}
     body = {

@@ -24,6 +24,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from prometheus_client import generate_latest
 from raxx_contracts import AssetClass, TierPolicy, default_policy
+from raxx_contracts.alpaca_plan import AlpacaPlan, limits
 
 from market_data_hub.adapters import nats as nats_adapter
 from market_data_hub.adapters.alpaca import AlpacaRest
@@ -33,7 +34,7 @@ from market_data_hub.aio import raise_if_cancelling
 from market_data_hub.api import router
 from market_data_hub.auth import JwksVerifier
 from market_data_hub.delay_line import DelayLine
-from market_data_hub.domain import Clock, SystemClock
+from market_data_hub.domain import Backoff, Clock, SystemClock
 from market_data_hub.domain.ratelimit import KeyedBuckets
 from market_data_hub.entitlements import TierView
 from market_data_hub.errors import HubError
@@ -58,6 +59,15 @@ class Deps:
     keys: KeySource | None = None
     service_clients: ServiceClients | None = None
     market_clock: MarketClock | None = None
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    """What the Alpaca key may read, as last probed (`realtime_sip` None: not known yet)."""
+
+    realtime_sip: bool | None = None
+    detail: str = "not probed yet"
+    plan: AlpacaPlan | None = None
 
 
 class Hub:
@@ -96,6 +106,9 @@ class Hub:
         )
         """Every background task, replica (group "replica") and leader (group "leader")."""
         self._key_version = 0
+        self.plan = limits(settings.alpaca_plan)
+        self.entitlement = Entitlement()
+        """What the key is entitled to, as probed at start and after each key rotation."""
 
     async def start(self) -> None:
         """Read the key, connect, declare, answer interest, join the election."""
@@ -103,9 +116,19 @@ class Hub:
         key = await self.keys.load()
         self._key_version = key.version
         self.metrics.key_version.set(key.version)
+        self.plan = limits(s.alpaca_plan)
+        log.info(
+            "ALPACA_PLAN=%s: stocks feed %s (cap %d), options feed %s (cap %d), REST %d/min%s",
+            s.alpaca_plan, s.feed, s.symbol_cap, s.options_feed, s.option_symbol_cap,
+            s.rest_rate_per_min,
+            f"; set explicitly: {s.plan_overrides()}" if s.plan_overrides() else "",
+        )  # fmt: skip
         self.rest = RestGateway(
-            AlpacaRest(s.alpaca_data_url, key, s.feed, s.options_feed), s, self.metrics
-        )
+            AlpacaRest(
+                s.alpaca_data_url, key, s.feed, s.options_feed, self.plan.realtime_sip
+            ),
+            s, self.metrics,
+        )  # fmt: skip
         await self.service_clients.refresh()
         self.passthrough = Passthrough(self)
         self.nc = await nats_adapter.connect(s, f"market-data-hub-{s.replica_id}", self.nats_status)
@@ -143,6 +166,7 @@ class Hub:
         sup.start("vault-watch", self.keys.watch)
         sup.start("service-clients-watch", self.service_clients.watch)
         sup.start("rest-rotation", self._on_rotation)
+        sup.start("entitlement-probe", self._probe_entitlement)
         sup.start("market-clock", self.market_clock.run)
         sup.start("election", self.leadership.run)
         sup.start("leader-tasks", self._follow_leadership)
@@ -156,6 +180,71 @@ class Hub:
                 self._key_version = key.version
                 self.rest.client.set_key(key)
                 self.metrics.key_version.set(key.version)
+
+    async def _probe_entitlement(self) -> None:
+        """Ask Alpaca what the key may read (a recent `feed=sip` request: 403 on Basic), say it
+        in the log and `/readyz`, and use it for the history feed; again after a rotation."""
+        backoff = Backoff(self.settings.backoff_initial_seconds, self.settings.backoff_max_seconds)
+        while True:
+            raise_if_cancelling()
+            key = self.keys.key
+            version = key.version if key is not None else None
+            try:
+                sip = await self.rest.call(
+                    "probe", ("sip", version), lambda c: c.probe_realtime_sip()
+                )
+            except HubError as exc:
+                self.entitlement = Entitlement(None, f"probe failed: {exc.message}")
+                log.warning("Alpaca entitlement probe failed (%s); retrying",
+                            exc.detail or exc.message)  # fmt: skip
+                await asyncio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            self._entitled(sip)
+            while True:  # until the key changes
+                await asyncio.sleep(1.0)
+                key = self.keys.key
+                if key is not None and key.version != version:
+                    break
+
+    def _entitled(self, sip: bool) -> None:
+        plan = AlpacaPlan.ALGO_TRADER_PLUS if sip else AlpacaPlan.BASIC
+        self.entitlement = Entitlement(
+            sip,
+            "real-time SIP and OPRA (Algo Trader Plus)" if sip
+            else "IEX and indicative options only; SIP history older than 15 minutes (Basic): "
+            "a recent feed=sip request answered 403",
+            plan,
+        )  # fmt: skip
+        self.metrics.alpaca_realtime_sip.set(1 if sip else 0)
+        self.rest.client.realtime_sip = sip
+        configured = self.settings.alpaca_plan
+        if self.plan.realtime_sip and not sip:
+            log.error("the Alpaca key is entitled to %s, but ALPACA_PLAN=%s: set "
+                      "ALPACA_PLAN=basic or upgrade the key's plan",
+                      self.entitlement.detail, configured)  # fmt: skip
+        elif sip and not self.plan.realtime_sip:
+            log.warning("the Alpaca key is entitled to %s; ALPACA_PLAN=%s uses less of it",
+                        self.entitlement.detail, configured)  # fmt: skip
+        else:
+            log.info("the Alpaca key is entitled to %s (ALPACA_PLAN=%s)",
+                     self.entitlement.detail, configured)  # fmt: skip
+
+    def alpaca_status(self) -> dict[str, Any]:
+        """The plan in use and what the key is entitled to (for `/readyz`)."""
+        s = self.settings
+        e = self.entitlement
+        return {
+            "plan": str(s.alpaca_plan),
+            "feeds": {"stocks": s.feed, "options": s.options_feed},
+            "caps": {"stocks": s.symbol_cap, "options": s.option_symbol_cap},
+            "rest_rate_per_min": s.rest_rate_per_min,
+            "key_entitled_to": {
+                "plan": str(e.plan) if e.plan else "unknown",
+                "realtime_sip": e.realtime_sip,
+                "detail": e.detail,
+            },
+        }
 
     async def _follow_leadership(self) -> None:
         """Run the leader tasks exactly while this replica leads, any number of terms."""
@@ -198,6 +287,11 @@ class Hub:
             down["nats_responder"] = problem
         for name, why in self.supervisor.problems().items():
             down[f"task:{name}"] = why
+        if self.plan.realtime_sip and self.entitlement.realtime_sip is False:
+            down["alpaca_plan"] = (
+                f"ALPACA_PLAN={self.settings.alpaca_plan} but the key is entitled to "
+                f"{self.entitlement.detail}"
+            )
         problem = self.leadership.problem() if self.leadership is not None else "not started"
         if problem:
             down["leader_lease"] = problem
@@ -205,7 +299,9 @@ class Hub:
             open_ = self.market_clock.is_open(self.clock.now_ns() / 1e9)
             limit = self.settings.watchdog_seconds
             for u in self.upstreams:
-                if not u.authenticated:
+                if u.stopped:
+                    down[f"upstream_{u.asset}"] = u.stopped
+                elif not u.authenticated:
                     why = f" (last: {u.last_failure})" if u.last_failure else ""
                     down[f"upstream_{u.asset}"] = f"not authenticated{why}"
                 elif open_ and (quiet := u.silent_for()) > limit:
@@ -320,9 +416,12 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
         h: Hub = request.app.state.hub
         down = h.readiness()
         role = "leader" if h.leadership and h.leadership.is_leader else "follower"
+        alpaca = h.alpaca_status()
         if down:
-            return JSONResponse({"status": "unavailable", "role": role, "down": down}, 503)
-        return JSONResponse({"status": "ready", "role": role})
+            return JSONResponse(
+                {"status": "unavailable", "role": role, "down": down, "alpaca": alpaca}, 503
+            )
+        return JSONResponse({"status": "ready", "role": role, "alpaca": alpaca})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

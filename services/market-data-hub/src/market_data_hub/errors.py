@@ -98,6 +98,10 @@ class UpstreamError(HubError):
     status = 502
 
 
+class NotEntitledError(UpstreamError):
+    """Alpaca answered 403: the key's plan does not cover this request (e.g. recent SIP)."""
+
+
 class StreamError(HubError):
     """The Alpaca stream sent an error frame (code per Alpaca's table) or broke protocol."""
 
@@ -111,6 +115,11 @@ class StreamError(HubError):
     def slot_busy(self) -> bool:
         """406: another connection holds the account's only slot."""
         return self.stream_code == 406
+
+    @property
+    def insufficient_subscription(self) -> bool:
+        """409: the feed is not in the key's plan; retrying with the same key never helps."""
+        return self.stream_code == 409
 
     @property
     def fatal(self) -> bool:

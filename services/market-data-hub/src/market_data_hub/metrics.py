@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-UPSTREAM_STATES = ("disconnected", "connecting", "authenticated", "standby")
+UPSTREAM_STATES = ("disconnected", "connecting", "authenticated", "standby", "stopped")
 
 
 class Metrics:
@@ -106,6 +106,12 @@ class Metrics:
             buckets=(0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30),
             registry=r,
         )
+        self.alpaca_realtime_sip = Gauge(
+            "mdh_alpaca_realtime_sip",
+            "Whether the key may read real-time SIP (probed at start): 1 yes, 0 no, -1 unknown",
+            registry=r,
+        )
+        self.alpaca_realtime_sip.set(-1)
         self.rest_coalesced = Counter(
             "mdh_rest_coalesced_total", "REST requests served by a cache or an in-flight twin",
             ["kind"], registry=r,

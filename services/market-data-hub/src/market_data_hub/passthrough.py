@@ -23,6 +23,8 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from market_data_hub.domain.ratelimit import retry_wait
+
 if TYPE_CHECKING:
     from market_data_hub.app import Hub
 
@@ -198,11 +200,8 @@ def _safe_message(status: int) -> str:
 
 
 def _reset_in(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+    """The wait a 429 asks for: `X-RateLimit-Reset` (epoch seconds) or `Retry-After`."""
+    return retry_wait(resp.headers.get("retry-after"), resp.headers.get("x-ratelimit-reset"))
 
 
 @router.api_route(

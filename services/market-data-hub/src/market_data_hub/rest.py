@@ -5,6 +5,10 @@ user's call (`caller` set) never waits: the answer is cached or in flight for an
 request (free), or it takes a token from the caller's own upstream quota and from the users'
 pool at once, or it is refused (`upstream_quota` 429 / `budget_exhausted` 503, Retry-After).
 Internal calls (`caller` None: the hub's backfill) wait for the reserve, then borrow.
+
+Every upstream request takes its own token: a paginated call (`call_pages`, the option chain)
+admits each page like a call of its own, so a chain of ten pages costs ten tokens. A 429's wait
+comes from `X-RateLimit-Reset` (epoch seconds, what Alpaca sends) or `Retry-After`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
 from market_data_hub.adapters.alpaca import AlpacaRest, RateLimitedError
 from market_data_hub.domain import Backoff
@@ -22,9 +26,15 @@ from market_data_hub.errors import (
     HubError,
     RetryableError,
     TooManyRequestsError,
+    UpstreamError,
 )
 from market_data_hub.metrics import Metrics
 from market_data_hub.settings import Settings
+
+T = TypeVar("T")
+PageFn = Callable[[AlpacaRest, str | None], Awaitable[tuple[dict[str, Any], str | None]]]
+MAX_PAGES = 50
+"""Pages one paginated call may follow (50 chain pages = 50,000 contracts)."""
 
 
 class RestGateway:
@@ -50,10 +60,50 @@ class RestGateway:
         fn: Callable[[AlpacaRest], Awaitable[Any]],
         caller: str | None = None,
     ) -> Any:
-        """Run `fn` once for all concurrent callers with the same `key`; cache the answer.
+        """Run `fn` (one upstream request) once for all concurrent callers with the same `key`;
+        cache the answer.
 
         `caller`: the user on whose behalf (never waits), or None for the hub's own work.
         """
+        return await self._shared(
+            endpoint, key, caller, lambda: self._request(endpoint, fn, caller)
+        )
+
+    async def call_pages(
+        self, endpoint: str, key: Hashable, page: PageFn, caller: str | None = None,
+        max_pages: int = MAX_PAGES,
+    ) -> dict[str, Any]:  # fmt: skip
+        """A paginated upstream call (`page(client, token)` -> (data, next token)) merged into
+        one dict, coalesced and cached like `call`; each page is charged to the budget (and to
+        `caller`'s quota, refused like a call of its own) as a request of its own."""
+
+        async def run() -> dict[str, Any]:
+            merged: dict[str, Any] = {}
+            token: str | None = None
+            for n in range(max_pages):
+                if n > 0 and caller is not None:
+                    self._admit_user(caller)  # the first page was admitted by `_shared`
+
+                async def one(
+                    c: AlpacaRest, tok: str | None = token
+                ) -> tuple[dict[str, Any], str | None]:
+                    return await page(c, tok)
+
+                data, token = await self._request(endpoint, one, caller)
+                merged.update(data)
+                if not token:
+                    return merged
+            raise UpstreamError(
+                f"the answer is larger than {max_pages} upstream pages; narrow the request",
+                detail=f"{endpoint} {key!r}: more than {max_pages} pages",
+            )
+
+        result: dict[str, Any] = await self._shared(endpoint, key, caller, run)
+        return result
+
+    async def _shared(
+        self, endpoint: str, key: Hashable, caller: str | None, run: Callable[[], Awaitable[Any]]
+    ) -> Any:
         full = (endpoint, key)
         hit = self._cache.get(full)
         if hit is not None and hit[0] > time.monotonic():
@@ -68,10 +118,7 @@ class RestGateway:
         fut = asyncio.get_running_loop().create_future()
         self._inflight[full] = fut
         try:
-            if caller is None:
-                result = await self._attempts(endpoint, fn, self.max_retries, admitted=False)
-            else:
-                result = await self._attempts(endpoint, fn, 0, admitted=True)
+            result = await run()
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved: waiters re-raise it themselves
@@ -84,6 +131,15 @@ class RestGateway:
                 self._cache.clear()
             self._cache[full] = (time.monotonic() + self.cache_seconds, result)
         return result
+
+    async def _request(
+        self, endpoint: str, fn: Callable[[AlpacaRest], Awaitable[T]], caller: str | None
+    ) -> T:
+        """One upstream request: a user's (admitted before, never waits or retries) or an
+        internal one (waits for the budget, retries 429s)."""
+        if caller is None:
+            return await self._attempts(endpoint, fn, self.max_retries, admitted=False)
+        return await self._attempts(endpoint, fn, 0, admitted=True)
 
     def _admit_user(self, caller: str) -> None:
         """Take the caller's upstream quota and a users' pool token now, or refuse at once."""
@@ -107,9 +163,9 @@ class RestGateway:
             )
 
     async def _attempts(
-        self, endpoint: str, fn: Callable[[AlpacaRest], Awaitable[Any]], retries: int,
+        self, endpoint: str, fn: Callable[[AlpacaRest], Awaitable[T]], retries: int,
         admitted: bool,
-    ) -> Any:  # fmt: skip
+    ) -> T:  # fmt: skip
         backoff = Backoff(1.0, 8.0)
         retry_after = 1.0
         for attempt in range(retries + 1):

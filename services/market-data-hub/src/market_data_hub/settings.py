@@ -5,8 +5,12 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from raxx_contracts.alpaca_plan import AlpacaPlan, limits
+
+PLAN_FIELDS = ("feed", "options_feed", "symbol_cap", "option_symbol_cap", "rest_rate_per_min")
+"""Settings whose default comes from `ALPACA_PLAN` (an explicit value always wins)."""
 
 
 class VaultSettings(BaseModel):
@@ -41,6 +45,13 @@ class Settings(BaseSettings):
     (tests and unauthenticated servers; required in prod when `nats_creds` is set)."""
     vault: VaultSettings = VaultSettings()
 
+    alpaca_plan: AlpacaPlan = Field(
+        default=AlpacaPlan.BASIC,
+        validation_alias=AliasChoices("MDH_ALPACA_PLAN", "ALPACA_PLAN", "alpaca_plan"),
+    )
+    """`ALPACA_PLAN` (shared with the settler; `MDH_ALPACA_PLAN` wins when both are set): the
+    defaults of `feed`, `options_feed`, `symbol_cap`, `option_symbol_cap`, `rest_rate_per_min`
+    (see `raxx_contracts.alpaca_plan`). The key's real entitlement is probed at start."""
     alpaca_data_url: str = "https://data.alpaca.markets"
     alpaca_stream_url: str = "wss://stream.data.alpaca.markets"
     alpaca_trading_url: str = "https://paper-api.alpaca.markets"
@@ -100,6 +111,26 @@ class Settings(BaseSettings):
     """Prefix of the hub's JetStream stream and KV buckets (tests use a unique one)."""
     latest_flush_seconds: float = Field(default=0.25, gt=0)
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _plan_defaults(self) -> Settings:
+        row = limits(self.alpaca_plan)
+        plan = {
+            "feed": row.stock_feed, "options_feed": row.options_feed,
+            "symbol_cap": row.stock_symbol_cap, "option_symbol_cap": row.option_quote_cap,
+            "rest_rate_per_min": row.rest_rate_per_min,
+        }  # fmt: skip
+        explicit = set(self.model_fields_set)
+        for name in PLAN_FIELDS:
+            if name not in explicit:
+                setattr(self, name, plan[name])
+        # what was set explicitly stays knowable after the defaults were filled in
+        self.__pydantic_fields_set__ = explicit
+        return self
+
+    def plan_overrides(self) -> dict[str, object]:
+        """Plan-derived settings that were set explicitly (for the start-up log)."""
+        return {n: getattr(self, n) for n in PLAN_FIELDS if n in self.model_fields_set}
 
     @model_validator(mode="after")
     def _responder_identity(self) -> Settings:

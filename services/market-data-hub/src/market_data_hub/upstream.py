@@ -94,6 +94,9 @@ class Upstream:
         self.authenticated = False
         self.last_failure: str | None = None
         """Why the last session ended or failed to start (for `/readyz`)."""
+        self.stopped: str | None = None
+        """Why this upstream stopped retrying (a 409: the feed is not in the key's plan); it
+        waits for a new key version instead of reconnecting (for `/readyz`)."""
         self.server_set: dict[str, list[str]] = {}
         self.publisher = FeedPublisher(
             nc, asset, self.feed, self.subs, latest, metrics, self._on_control
@@ -102,6 +105,7 @@ class Upstream:
         self._held_since_ns: int | None = None
         """Wall time at which symbols became held (None while nothing is wanted)."""
         self._backfills: set[asyncio.Task[None]] = set()
+        self._insufficient: StreamError | None = None
         self._state("disconnected")
 
     def _state(self, state: str) -> None:
@@ -115,6 +119,8 @@ class Upstream:
             code = int(m.get("code", 0))
             self.metrics.upstream_errors.labels(str(self.asset), str(code)).inc()
             log.warning("%s stream error %s: %s", self.asset, code, m.get("msg"))
+            if code == 409:  # e.g. a channel or `*` outside the plan; Alpaca hangs up next
+                self._insufficient = StreamError(f"stream error 409: {m.get('msg')}", 409)
 
     async def run(self) -> None:
         """Connect and stay connected until cancelled (leadership lost or shutdown)."""
@@ -132,6 +138,11 @@ class Upstream:
                     reason = f"error_{exc.stream_code}" if exc.stream_code else "protocol"
                     self.last_failure = exc.message[:200]
                     log.warning("%s upstream: %s", a, exc.message)
+                    if exc.insufficient_subscription:
+                        self.metrics.upstream_reconnects.labels(a, reason).inc()
+                        await self._stop_until_new_key(exc)
+                        backoff.reset()
+                        continue
                     if exc.slot_busy:
                         # Another socket (maybe our own stale one) holds the only slot: wait it
                         # out in a few spaced attempts instead of hammering.
@@ -151,6 +162,11 @@ class Upstream:
                     reason = exc.reason
                     self.last_failure = f"session ended: {reason}"
                 raise_if_cancelling()
+                if (refused := self._insufficient) is not None:
+                    self.metrics.upstream_reconnects.labels(a, "error_409").inc()
+                    await self._stop_until_new_key(refused)
+                    backoff.reset()
+                    continue
                 self._mark_gap()
                 self.authenticated = False
                 self._state("disconnected")
@@ -164,6 +180,32 @@ class Upstream:
             self._state("standby")
             for t in self._backfills:
                 t.cancel()
+
+    async def _stop_until_new_key(self, exc: StreamError) -> None:
+        """A 409 (insufficient subscription): the key's plan does not include this feed, and
+        reconnecting cannot change that. Stop (readiness says why) until the key is rotated."""
+        self._mark_gap()
+        self.authenticated = False
+        self._insufficient = None
+        self._state("stopped")
+        key = self.keys.key
+        version = key.version if key is not None else None
+        self.stopped = (
+            f"insufficient subscription (409): the key's plan does not include the {self.feed!r} "
+            f"feed ({exc.message}); not reconnecting until the Alpaca key changes "
+            "(check ALPACA_PLAN and the feed settings)"
+        )
+        log.error("%s upstream stopped: %s", self.asset, self.stopped)
+        try:
+            while True:
+                await asyncio.sleep(0.5)
+                key = self.keys.key
+                if key is not None and key.version != version:
+                    log.info("%s upstream: new Alpaca key version %s, reconnecting",
+                             self.asset, key.version)  # fmt: skip
+                    return
+        finally:
+            self.stopped = None
 
     def silent_for(self) -> float:
         """Seconds without upstream data while symbols are held (0 while nothing is held)."""
@@ -283,10 +325,13 @@ class Upstream:
         start = datetime.fromtimestamp(gap_from_ns / 1e9, UTC).replace(second=0, microsecond=0)
         start -= timedelta(minutes=1)
         tf = parse_timeframe("1Min")
+        # the stream's own tape (a `delayed_sip` stream: SIP as far as the plan allows)
+        rest = self.rest
+        feed = self.feed if self.feed in ("iex", "sip") else rest.client.history_feed(None)
         try:
-            rows = await self.rest.call(
-                "bars", ("backfill", tuple(symbols), start),
-                lambda c: c.bars(symbols, tf, start, None, 10_000),
+            rows = await rest.call(
+                "bars", ("backfill", tuple(symbols), start, feed),
+                lambda c: c.bars(symbols, tf, start, None, 10_000, feed),
             )  # fmt: skip
         except Exception as exc:
             log.warning("backfill of %d symbols failed: %s", len(symbols), exc)
@@ -294,7 +339,7 @@ class Upstream:
         n = 0
         for sym, bars in rows.items():
             for b in bars:
-                payload = bar_payload({**b, "S": sym}, self.feed, BarKind.MINUTE, backfill=True)
+                payload = bar_payload({**b, "S": sym}, feed, BarKind.MINUTE, backfill=True)
                 await self.publisher.publish_payload(Channel.BARS, payload)
                 n += 1
         self.metrics.backfill_bars.inc(n)

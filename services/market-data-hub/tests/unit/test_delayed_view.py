@@ -87,7 +87,14 @@ class FakeUpstream:
     def _bar(self, stamp: int) -> dict[str, Any]:
         return {"t": iso(stamp), "o": 1, "h": 2, "l": 0.5, "c": 1.5, "v": 10, "n": 1, "vw": 1.2}
 
-    async def bars(self, symbols: Any, tf: Any, start: datetime, end: Any, limit: int) -> Any:
+    feed = SimpleNamespace(value="iex")
+
+    def history_feed(self, end: datetime | None) -> str:
+        return "sip"
+
+    async def bars(
+        self, symbols: Any, tf: Any, start: datetime, end: Any, limit: int, feed: str
+    ) -> Any:
         # ignores `end` on purpose: the hub must not rely on the upstream honouring it
         lo = int(start.timestamp()) * NS
         rows = [self._bar(s) for s, _ in self.bars_true if s >= lo][-limit:]
@@ -97,10 +104,13 @@ class FakeUpstream:
         return self._quote(self.now_ns)
 
     async def quote_before(self, symbol: str, end: datetime, start: datetime) -> Any:
-        return self._quote(self.ticks[0]) if self.ticks else None
+        return (self._quote(self.ticks[0]) if self.ticks else None), "sip"
 
     def _quote(self, t: int) -> dict[str, Any]:
         return {"t": iso(t), "bp": 1.0, "bs": 1, "ap": 1.1, "as": 2, "bx": "V", "ax": "V"}
+
+    async def chain_page(self, underlying: str, on: Any, token: str | None) -> Any:
+        return await self.chain(underlying, on), None
 
     async def chain(self, underlying: str, on: Any) -> Any:
         snaps = {}
@@ -123,9 +133,14 @@ class FakeUpstream:
 class Gateway:
     def __init__(self, upstream: FakeUpstream) -> None:
         self.upstream = upstream
+        self.client = upstream
 
     async def call(self, endpoint: str, key: Any, fn: Any, caller: str | None = None) -> Any:
         return await fn(self.upstream)
+
+    async def call_pages(self, endpoint: str, key: Any, fn: Any, caller: str | None = None) -> Any:
+        data, _ = await fn(self.upstream, None)
+        return data
 
 
 class Latest:

@@ -25,6 +25,8 @@ def _args(argv: list[str] | None) -> dict[str, Any]:
     p.add_argument("--port-file", help="write the bound port here once listening")
     p.add_argument("--rate", type=float, help="stream messages per second over all symbols")
     p.add_argument("--seed", type=int)
+    p.add_argument("--plan", choices=("none", "basic", "algo_trader_plus"),
+                   help="Alpaca plan whose feeds, caps and REST rate to enforce")  # fmt: skip
     p.add_argument("--symbol-cap", type=int, help="distinct symbols per connection (0 = none)")
     p.add_argument("--connection-limit", type=int)
     p.add_argument("--auth-timeout", type=float)

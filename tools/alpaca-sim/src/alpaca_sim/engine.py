@@ -131,8 +131,12 @@ class Engine:
                 new[ch] |= set(syms)
             else:
                 new[ch] -= set(syms)
-        cap = self.sim.settings.symbol_cap
-        distinct = set().union(*new.values()) - {"*"}
+        if ep.options:  # Alpaca caps option *quote* subscriptions (200 Basic, 1000 ATP)
+            cap = self.sim.settings.option_quote_cap
+            distinct = new.get("quotes", set()) - {"*"}
+        else:
+            cap = self.sim.settings.symbol_cap
+            distinct = set().union(*new.values()) - {"*"}
         if cap and len(distinct) > cap:
             conn.fail(405)
             return

@@ -178,7 +178,10 @@ async def rest_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if status is not None:
         resp: web.StreamResponse = error_response(status, STATUS_TEXT.get(status, "injected fault"))
         if status == 429:
-            resp.headers["Retry-After"] = "1"
+            reset = int(sim.faults.rest_until or time.time() + 1)
+            headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}
+            if sim.faults.retry_after:
+                resp.headers["Retry-After"] = "1"
     elif who is None:
         resp = error_response(401, "request is not authorized", 40110000)
     else:

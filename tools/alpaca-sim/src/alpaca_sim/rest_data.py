@@ -22,6 +22,7 @@ from alpaca_sim.http_common import (
 )
 from alpaca_sim.keys import SIM_KEY
 from alpaca_sim.market import NS
+from alpaca_sim.plans import HISTORY_FEEDS, LATEST_FEEDS, RECENT_SIP_MESSAGE
 from alpaca_sim.protocol import STOCK_SYMBOL_RE, rfc3339_ns
 
 if TYPE_CHECKING:
@@ -36,15 +37,30 @@ def _sim(request: web.Request) -> SimState:
     return sim
 
 
+def _latest_feed(request: web.Request, sim: SimState) -> None:
+    """`feed` of latest/snapshot: `delayed_sip` is fine on every plan, SIP needs the plan."""
+    feed = request.query.get("feed")
+    if feed is None:
+        return
+    if feed not in LATEST_FEEDS:
+        raise ApiError(400, f"invalid feed: {feed}", 40010001)
+    if feed == "sip" and "sip" not in sim.settings.feeds:
+        raise ApiError(403, RECENT_SIP_MESSAGE, 40310000)
+
+
 def _window(request: web.Request, sim: SimState) -> tuple[datetime, datetime, datetime]:
     now = datetime.now(UTC)
     q = request.query
-    feed = q.get("feed", "sip" if "sip" in sim.settings.feeds else "iex")
     day_start = datetime.combine(now.astimezone(NY).date(), datetime.min.time(), NY)
     start = parse_time(q.get("start"), day_start, "start")
     end = parse_time(q.get("end"), now, "end")
-    if feed == "sip" and "sip" not in sim.settings.feeds and end > now - RECENT_SIP:
-        raise ApiError(403, "subscription does not permit querying recent SIP data", 40310000)
+    sip_ok = "sip" in sim.settings.feeds
+    # Alpaca's default: SIP with the subscription, or when the window is 15 minutes old
+    feed = q.get("feed") or ("sip" if sip_ok or end <= now - RECENT_SIP else "iex")
+    if feed not in HISTORY_FEEDS:  # e.g. delayed_sip: only streams and latest/snapshot
+        raise ApiError(400, f"invalid feed: {feed}", 40010001)
+    if feed == "sip" and not sip_ok and end > now - RECENT_SIP:
+        raise ApiError(403, RECENT_SIP_MESSAGE, 40310000)
     if start > end:
         raise ApiError(422, "end should not be before start", 42210000)
     return start, end, now
@@ -179,6 +195,7 @@ def snapshot(sim: SimState, symbol: str, now: datetime) -> dict[str, Any]:
 async def latest(request: web.Request) -> web.Response:
     """`GET /v2/stocks/{trades,quotes,bars}/latest?symbols=`."""
     sim = _sim(request)
+    _latest_feed(request, sim)
     kind = request.match_info["kind"]
     now = datetime.now(UTC)
     out: dict[str, Any] = {}
@@ -195,6 +212,7 @@ async def latest(request: web.Request) -> web.Response:
 async def latest_single(request: web.Request) -> web.Response:
     """`GET /v2/stocks/{symbol}/{trades,quotes,bars}/latest`."""
     sim = _sim(request)
+    _latest_feed(request, sim)
     symbol = parse_symbols(request.match_info["symbol"])[0]
     kind = request.match_info["kind"]
     key = kind[:-1]
@@ -210,6 +228,7 @@ async def latest_single(request: web.Request) -> web.Response:
 async def snapshots(request: web.Request) -> web.Response:
     """`GET /v2/stocks/snapshots?symbols=`: a bare map keyed by symbol."""
     sim = _sim(request)
+    _latest_feed(request, sim)
     now = datetime.now(UTC)
     symbols = parse_symbols(request.query.get("symbols"), lambda s: bool(STOCK_SYMBOL_RE.match(s)))
     return json_response({s: snapshot(sim, s, now) for s in symbols})
@@ -218,6 +237,7 @@ async def snapshots(request: web.Request) -> web.Response:
 async def snapshot_single(request: web.Request) -> web.Response:
     """`GET /v2/stocks/{symbol}/snapshot`."""
     sim = _sim(request)
+    _latest_feed(request, sim)
     symbol = parse_symbols(request.match_info["symbol"])[0]
     return json_response({"symbol": symbol, **snapshot(sim, symbol, datetime.now(UTC))})
 

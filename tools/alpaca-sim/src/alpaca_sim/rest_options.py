@@ -30,6 +30,7 @@ from alpaca_sim.options import (
     parse_occ,
     quote_around,
 )
+from alpaca_sim.plans import RECENT_OPRA_MESSAGE
 from alpaca_sim.protocol import rfc3339_ns
 
 if TYPE_CHECKING:
@@ -38,7 +39,17 @@ if TYPE_CHECKING:
 
 def _sim(request: web.Request) -> SimState:
     sim: SimState = request.app[SIM_KEY]
+    _opra_entitled(request, sim)
     return sim
+
+
+def _opra_entitled(request: web.Request, sim: SimState) -> None:
+    """`feed=opra` without OPRA in the plan: 403 (these endpoints serve the latest data)."""
+    feed = request.query.get("feed")
+    if feed is not None and feed not in ("opra", "indicative"):
+        raise ApiError(400, f"invalid feed: {feed}", 40010001)
+    if feed == "opra" and "opra" not in sim.settings.feeds:
+        raise ApiError(403, RECENT_OPRA_MESSAGE, 40310000)
 
 
 def option_snapshot(sim: SimState, c: Contract, now: datetime) -> dict[str, Any]:
@@ -97,7 +108,7 @@ async def chain_snapshots(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     underlying = parse_symbols(request.match_info["underlying"])[0]
     q = request.query
-    limit = parse_int(q.get("limit"), 100, 1, 1000, "limit")
+    limit = min(parse_int(q.get("limit"), 100, 1, 1000, "limit"), sim.settings.page_size_cap)
     try:
         filters = _filters(q)
     except ValueError as exc:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from alpaca_sim.plans import PLAN_DEFAULTS, PLAN_FIELDS, Plan
 
 ALL_FEEDS = ("iex", "sip", "delayed_sip", "test", "indicative", "opra")
 DEFAULT_UNIVERSE = (
@@ -35,9 +37,11 @@ class Settings(BaseSettings):
     # Credentials and entitlements.
     key: str = "sim-key"
     secret: SecretStr = SecretStr("sim-secret")
+    plan: Plan = "none"  # basic / algo_trader_plus set the defaults of the PLAN_FIELDS
     feeds: CsvList = Field(default_factory=lambda: list(ALL_FEEDS))
     connection_limit: int = 1
-    symbol_cap: int = 0  # distinct symbols per stream connection; 0 = unlimited
+    symbol_cap: int = 0  # distinct symbols per stock stream connection; 0 = unlimited
+    option_quote_cap: int = 0  # option quote subscriptions per connection; 0 = unlimited
     allow_star: bool = True
     auth_timeout: float = 10.0
 
@@ -90,6 +94,18 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown feeds {unknown}; known: {', '.join(ALL_FEEDS)}")
         return value
+
+    @model_validator(mode="after")
+    def _plan_defaults(self) -> Settings:
+        if self.plan == "none":
+            return self
+        explicit = set(self.model_fields_set)
+        for name in PLAN_FIELDS:
+            if name not in explicit:
+                value = PLAN_DEFAULTS[self.plan][name]
+                setattr(self, name, list(value) if isinstance(value, list) else value)
+        self.__pydantic_fields_set__ = explicit
+        return self
 
     @field_validator("extra_holidays", "extra_half_days")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ async def post_faults(request: web.Request) -> web.Response:
     actions: list[str] = []
     if body.get("reset"):
         f.rest_status, f.rest_remaining, f.rest_path_prefix = None, 0, None
+        f.rest_until, f.retry_after = 0.0, True
         f.silent_until = sim.engine.silent_until = 0.0
         actions.append("reset")
     if "rest_status" in body:
@@ -50,6 +52,13 @@ async def post_faults(request: web.Request) -> web.Response:
         f.rest_status = int(status) if status is not None else None
         f.rest_remaining = int(body.get("count", 1)) if status is not None else 0
         f.rest_path_prefix = body.get("path_prefix")
+        f.retry_after = bool(body.get("retry_after", True))
+        f.rest_until = 0.0
+        if status is not None and body.get("seconds") is not None:
+            # a time window (like Alpaca's rate window): every matching request until the end
+            # of it, which `X-RateLimit-Reset` names in whole epoch seconds
+            f.rest_until = float(math.ceil(time.time() + float(body["seconds"])))
+            f.rest_remaining = 1_000_000_000
         actions.append(f"rest_status={status} x{f.rest_remaining}")
     if "silence_seconds" in body:
         f.silent_until = sim.engine.silent_until = time.time() + float(body["silence_seconds"])
@@ -86,6 +95,9 @@ async def get_state(request: web.Request) -> web.Response:
         {
             "connections": conns,
             "rest_calls": dict(sim.rest_calls),
+            "stream_connects": dict(sim.stream_connects),
+            "plan": sim.settings.plan,
+            "feeds": list(sim.settings.feeds),
             "rate": sim.engine.rate,
             "faults": sim.faults.describe(),
             "accounts": len(sim.broker.accounts),
@@ -115,6 +127,7 @@ async def post_config(request: web.Request) -> web.Response:
         sim.engine.rate = max(0.0, float(body["rate"]))
     if body.get("reset_counters"):
         sim.rest_calls.clear()
+        sim.stream_connects.clear()
     return json_response({"rate": sim.engine.rate})
 
 

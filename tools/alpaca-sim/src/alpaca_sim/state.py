@@ -51,6 +51,8 @@ class SimState:
     broker: Broker = field(init=False)
     rate_limiter: RateLimiter = field(init=False)
     rest_calls: CallCounter[str] = field(default_factory=CallCounter)
+    stream_connects: CallCounter[str] = field(default_factory=CallCounter)
+    """Websocket sessions opened, by endpoint path (a client's reconnect attempts)."""
 
     def __post_init__(self) -> None:
         s = self.settings

@@ -226,6 +226,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
             {"code": 40010000, "message": "websocket upgrade expected"}, status=400
         )
     await ws.prepare(request)
+    sim.stream_connects[request.path] += 1
     conn = Connection(endpoint, ws, request, sim)
     sim.engine.add(conn)
     watchdog = asyncio.create_task(_auth_watchdog(conn, sim.settings.auth_timeout))

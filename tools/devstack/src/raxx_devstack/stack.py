@@ -44,6 +44,8 @@ HUB_SERVICE_CLIENTS_PATH = "raxx/market-data-hub/service-clients"
 SETTLER_HUB_CLIENT_PATH = "raxx/eod-settler/hub-client"
 SETTLER_CLIENT_ID = "eod-settler"
 DATABASES = ("tier_gate", "broker_handoff", "eod_settler")
+PLANS = ("basic", "algo_trader_plus")
+"""Values of `ALPACA_PLAN` (INTERFACES.md, "Alpaca plan")."""
 
 
 class StackError(RuntimeError):
@@ -200,6 +202,12 @@ def bring_up(stack: Stack) -> list[Service]:
         stack.started.append(bao)
         vault_addr, vault_token = bao.url, bao.extra["token"]
         write_private(run / "openbao" / "root-token", vault_token)
+    # ALPACA_PLAN (basic | algo_trader_plus) goes to the hub and the settler, and the simulator
+    # enforces the same plan; unset: the services' default (basic) and a sim without caps
+    plan = env.get("ALPACA_PLAN", "")
+    if plan and plan not in PLANS:
+        raise StackError(f"ALPACA_PLAN must be one of {', '.join(PLANS)}, not {plan!r}")
+    plan_env = {"ALPACA_PLAN": plan} if plan else {}
     # Alpaca (the simulator unless real endpoints are configured)
     if env.get("ALPACA_DATA_URL"):
         data_url = env["ALPACA_DATA_URL"]
@@ -213,9 +221,10 @@ def bring_up(stack: Stack) -> list[Service]:
     else:
         _require_free(sim_port, "alpaca-sim", "ALPACA_DATA_URL")
         stack.say(f"alpaca-sim: starting on 127.0.0.1:{sim_port}")
-        sim = servers.start_alpaca_sim(
-            run / "alpaca-sim", port=sim_port, env={"SIM_OAUTH_REDIRECT_URIS": callback}
-        )
+        sim_env = {"SIM_OAUTH_REDIRECT_URIS": callback}
+        if plan:  # the simulated key has the plan the services are told about
+            sim_env["SIM_PLAN"] = plan
+        sim = servers.start_alpaca_sim(run / "alpaca-sim", port=sim_port, env=sim_env)
         stack.started.append(sim)
         data_url = trading_url = sim.url
         stream_url = sim.extra["ws_url"]
@@ -311,13 +320,13 @@ def bring_up(stack: Stack) -> list[Service]:
             "MDH_VAULT__SERVICE_CLIENTS_PATH": HUB_SERVICE_CLIENTS_PATH,
             "MDH_DELAY_SECONDS": delay,
             "MDH_TIER_GATE_JWKS_URL": f"http://127.0.0.1:{tg}/.well-known/jwks.json",
-        } | ({"MDH_NATS_RESPONDER_CREDS": creds["hub-responder"]}
+        } | plan_env | ({"MDH_NATS_RESPONDER_CREDS": creds["hub-responder"]}
              if "hub-responder" in creds else {})),
         Service("eod-settler", "eod_settler", eod, common("EOD", "settler", eod) | {
             "EOD_DATABASE_URL": dsns["eod_settler"], "EOD_ALPACA_DATA_URL": hub_alpaca,
             "EOD_ALPACA_TRADING_URL": hub_alpaca, "EOD_VAULT__PATH": SETTLER_HUB_CLIENT_PATH,
             "EOD_SYMBOLS": env.get("EOD_SYMBOLS", "AAPL,MSFT,SPY,QQQ,BRK.B"),
-        }),
+        } | plan_env),
         # broker-handoff logs in with its own AppRole, so its Vault policy is really exercised.
         Service("broker-handoff", "broker_handoff", bh, common(
             "BH", "broker-handoff", bh, bh_login) | {

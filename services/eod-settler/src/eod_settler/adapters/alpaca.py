@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 from alpaca.common.exceptions import APIError
-from alpaca.data.enums import Adjustment, CorporateActionsType
+from alpaca.data.enums import Adjustment, CorporateActionsType, OptionsFeed
 from alpaca.data.historical.corporate_actions import CorporateActionsClient
 from alpaca.data.historical.option import OptionHistoricalDataClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
@@ -32,6 +32,7 @@ from alpaca.trading.client import TradingClient
 from alpaca.trading.requests import GetCalendarRequest, GetOptionContractsRequest
 from pydantic import SecretStr
 from raxx_contracts import NanoDatetime
+from raxx_contracts.alpaca_plan import RECENT_SIP_SECONDS
 
 from eod_settler.domain import Session, quote_mid, to_decimal
 from eod_settler.errors import PermanentError, RetryableError
@@ -108,6 +109,7 @@ class AlpacaRest:
         tz: ZoneInfo,
         feed: str | None = None,
         concurrency: int = 4,
+        options_feed: str | None = None,
     ) -> None:
         self._creds = creds
         self._data_url = data_url.rstrip("/")
@@ -116,6 +118,7 @@ class AlpacaRest:
         self._metrics = metrics
         self._tz = tz
         self._feed = feed
+        self._options_feed = OptionsFeed(options_feed) if options_feed else None
         self._slots = asyncio.Semaphore(concurrency)
 
     def _wire(self, client: Any, endpoint: str) -> Any:
@@ -171,6 +174,11 @@ class AlpacaRest:
         """Official daily-bar close of `date` for each symbol that printed (raw adjustment)."""
         start = dt.datetime.combine(date, dt.time(0, 0), self._tz)
         end = start + dt.timedelta(days=1) - dt.timedelta(seconds=1)
+        if self._feed == "sip":
+            # SIP younger than 15 minutes is refused (403) without real-time SIP: end the window
+            # before it (the daily bar, stamped at midnight, is still inside)
+            recent = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=RECENT_SIP_SECONDS + 30)
+            end = max(min(end, recent), start)
 
         def call() -> Any:
             key, secret = self._key()
@@ -270,8 +278,9 @@ class AlpacaRest:
                     _PacedOption(key, secret, raw_data=True, url_override=self._data_url),
                     "option_quotes",
                 )
+                feed = {"feed": self._options_feed} if self._options_feed else {}
                 return client.get_option_latest_quote(
-                    OptionLatestQuoteRequest(symbol_or_symbols=batch)
+                    OptionLatestQuoteRequest(symbol_or_symbols=batch, **feed)
                 )
 
             quotes: dict[str, dict[str, Any]] = await self._call("option_quotes", call) or {}

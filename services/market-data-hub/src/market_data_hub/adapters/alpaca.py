@@ -4,13 +4,19 @@ alpaca-py's historical clients are sound for REST: they build the documented req
 authenticate, and parse. They are synchronous (requests), so each call runs in a worker
 thread; their blind 429 retry (3 x 3 s, ignoring rate-limit headers) is switched off, so
 that our shared token bucket, backoff and 503/Retry-After mapping decide instead. Every
-call asks for one page at most (explicit `limit`), so one call = one request = one token.
+call asks for one page at most (explicit `limit`, or `chain_page` for the option chain, which
+alpaca-py would otherwise follow to the end), so one call = one request = one token.
+
+Feeds: history uses SIP whenever the plan allows it (real-time SIP, or a window that ended 15
+minutes ago: free on every plan), else IEX; never `delayed_sip`, which Alpaca accepts only on
+streams and latest/snapshot endpoints. Latest quotes use the stream's feed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -27,15 +33,27 @@ from alpaca.data.requests import (
     StockQuotesRequest,
 )
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+from raxx_contracts.alpaca_plan import history_feed
 
 from market_data_hub.adapters.vault import AlpacaKey
 from market_data_hub.domain.horizon import Timeframe, Unit
 from market_data_hub.domain.horizon import parse_timeframe as parse_hub_timeframe
-from market_data_hub.errors import BadRequestError, NotFoundError, RetryableError, UpstreamError
+from market_data_hub.domain.ratelimit import retry_wait
+from market_data_hub.errors import (
+    BadRequestError,
+    NotEntitledError,
+    NotFoundError,
+    RetryableError,
+    UpstreamError,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_PAGE = 10_000
+CHAIN_PAGE = 1000
+"""Contracts per option-chain page (Alpaca's maximum)."""
+LATEST_FEEDS = frozenset({"iex", "sip", "delayed_sip"})
+PROBE_SYMBOL = "SPY"
 
 
 class RateLimitedError(Exception):
@@ -64,10 +82,15 @@ def parse_timeframe(text: str) -> TimeFrame:
 class AlpacaRest:
     """Blocking alpaca-py clients wrapped as async calls that raise hub errors."""
 
-    def __init__(self, base_url: str, key: AlpacaKey, feed: str, options_feed: str) -> None:
+    def __init__(
+        self, base_url: str, key: AlpacaKey, feed: str, options_feed: str, realtime_sip: bool
+    ) -> None:
         self.base_url = base_url
-        self.feed = DataFeed(feed) if feed in {f.value for f in DataFeed} else DataFeed.IEX
+        self.feed = DataFeed(feed) if feed in LATEST_FEEDS else DataFeed.IEX
+        """Feed of latest/snapshot calls: the stream's (`delayed_sip` is valid there)."""
         self.options_feed = OptionsFeed(options_feed)
+        self.realtime_sip = realtime_sip
+        """Whether the key may read SIP of the last 15 minutes (the plan, then the probe)."""
         self.version = -1
         self.set_key(key)
 
@@ -99,13 +122,17 @@ class AlpacaRest:
             except APIError as exc:
                 status = exc.status_code
                 if status == 429:
-                    reset = None
                     resp = exc.response
-                    if resp is not None and resp.headers.get("Retry-After"):
-                        reset = _float(resp.headers["Retry-After"])
-                    raise RateLimitedError(reset) from None
+                    headers = resp.headers if resp is not None else {}
+                    raise RateLimitedError(
+                        retry_wait(headers.get("Retry-After"), headers.get("X-RateLimit-Reset"))
+                    ) from None
                 # Callers see a fixed message; Alpaca's text (or a proxy's page) goes to the log.
                 detail = f"Alpaca REST answered {status}: {_msg(exc)}"
+                if status == 403:
+                    raise NotEntitledError(
+                        "the market-data provider refused the hub's request (plan)", detail=detail
+                    ) from None
                 if status in (400, 422):
                     raise BadRequestError(
                         "the market-data provider rejected the request "
@@ -132,17 +159,37 @@ class AlpacaRest:
 
         return await asyncio.to_thread(run)
 
+    def history_feed(self, end: datetime | None) -> str:
+        """SIP when the plan allows it for a window ending at `end` (None = now), else IEX."""
+        now = time.time()
+        return history_feed(end.timestamp() if end else now, now, self.realtime_sip)
+
     async def bars(
         self, symbols: Sequence[str], timeframe: TimeFrame, start: datetime, end: datetime | None,
-        limit: int,
+        limit: int, feed: str,
     ) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
-        """Bars per symbol (raw dicts with `t`, `o`, `h`, `l`, `c`, `v`, `n`, `vw`)."""
+        """Bars per symbol (raw dicts with `t`, `o`, `h`, `l`, `c`, `v`, `n`, `vw`) from `feed`
+        (`iex` or `sip`; see `history_feed`)."""
         req = StockBarsRequest(
             symbol_or_symbols=list(symbols), timeframe=timeframe, start=start, end=end,
-            limit=min(limit, MAX_PAGE), feed=self.feed,
+            limit=min(limit, MAX_PAGE), feed=DataFeed(feed),
         )  # fmt: skip
         out = await self._call(lambda: self.stocks.get_stock_bars(req))
         return dict(out) if out else {}
+
+    async def probe_realtime_sip(self) -> bool:
+        """Whether the key may read SIP of the last minutes: a 5-minute `feed=sip` bars request
+        answers 403 on Basic. Other failures raise (the answer is then unknown)."""
+        end = datetime.now(UTC)
+        req = StockBarsRequest(
+            symbol_or_symbols=[PROBE_SYMBOL], timeframe=TimeFrame.Minute,
+            start=end - timedelta(minutes=5), end=end, limit=1, feed=DataFeed.SIP,
+        )  # fmt: skip
+        try:
+            await self._call(lambda: self.stocks.get_stock_bars(req))
+        except NotEntitledError:
+            return False
+        return True
 
     async def latest_quote(self, symbol: str) -> dict[str, Any] | None:
         """The latest quote (raw dict) or None."""
@@ -152,22 +199,36 @@ class AlpacaRest:
 
     async def quote_before(
         self, symbol: str, end: datetime, start: datetime
-    ) -> dict[str, Any] | None:
-        """The last quote at or before `end` (for the delayed path)."""
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The last quote at or before `end` (for the delayed path) and the feed it came from."""
+        feed = self.history_feed(end)
         req = StockQuotesRequest(
-            symbol_or_symbols=symbol, start=start, end=end, limit=1, sort=Sort.DESC, feed=self.feed
-        )
+            symbol_or_symbols=symbol, start=start, end=end, limit=1, sort=Sort.DESC,
+            feed=DataFeed(feed),
+        )  # fmt: skip
         out: Any = await self._call(lambda: self.stocks.get_stock_quotes(req))
         rows = out.get(symbol) if out else None
-        return dict(rows[0]) if rows else None
+        return (dict(rows[0]) if rows else None), feed
 
-    async def chain(self, underlying: str, expiration_gte: date | None) -> dict[str, Any]:
-        """Option chain snapshots keyed by contract symbol."""
+    async def chain_page(
+        self, underlying: str, expiration_gte: date | None, page_token: str | None
+    ) -> tuple[dict[str, Any], str | None]:
+        """One page of option-chain snapshots (keyed by contract) and the next page's token.
+        One request: the caller charges the budget per page."""
         req = OptionChainRequest(
             underlying_symbol=underlying, feed=self.options_feed, expiration_date_gte=expiration_gte
         )
-        out = await self._call(lambda: self.options.get_option_chain(req))
-        return dict(out) if out else {}
+        params = req.to_request_fields()
+        del params["underlying_symbol"]
+        params["limit"] = CHAIN_PAGE
+        if page_token:
+            params["page_token"] = page_token
+        path = f"/options/snapshots/{underlying}"
+        out: Any = await self._call(lambda: self.options.get(path, params))
+        if not isinstance(out, dict):
+            return {}, None
+        snaps = out.get("snapshots") or {}
+        return dict(snaps), out.get("next_page_token") or None
 
     async def option_daily_bars(
         self, symbols: Sequence[str], day: date
@@ -182,13 +243,6 @@ class AlpacaRest:
         )  # fmt: skip
         out = await self._call(lambda: self.options.get_option_bars(req))
         return dict(out) if out else {}
-
-
-def _float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 def _msg(exc: APIError) -> str:

@@ -6,6 +6,29 @@ import asyncio
 import time
 from collections.abc import Callable
 
+MAX_RATE_LIMIT_WAIT = 60.0
+"""Alpaca counts per minute: no honest 429 asks for a longer wait (larger = clock skew)."""
+
+
+def retry_wait(
+    retry_after: str | None, reset: str | None, now: float | None = None
+) -> float | None:
+    """Seconds to wait after a 429: the later of `Retry-After` (seconds) and `X-RateLimit-Reset`
+    (epoch seconds, what Alpaca sends), capped at a minute; None when neither is usable."""
+    waits: list[float] = []
+    for text, is_epoch in ((retry_after, False), (reset, True)):
+        if not text:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            continue
+        if is_epoch:
+            value -= time.time() if now is None else now
+        if value == value:  # not NaN
+            waits.append(max(0.0, value))
+    return min(max(waits), MAX_RATE_LIMIT_WAIT) if waits else None
+
 
 class TokenBucket:
     """`rate_per_min` tokens per minute, bursting up to `burst`; `acquire` waits for a token,
