@@ -5,6 +5,7 @@ from raxx_contracts.codec import decode, dumps, encode
 from raxx_contracts.control import ErrorReply, InterestReply, InterestRequest, Rejection
 from raxx_contracts.enums import (
     CHANNELS_BY_ASSET,
+    TRADE_COMPANIONS,
     AssetClass,
     BarKind,
     Channel,
@@ -15,11 +16,15 @@ from raxx_contracts.errors import ContractError, DecodeError, InvalidSymbolError
 from raxx_contracts.events import HandoffEvent, TierChanged
 from raxx_contracts.market import (
     Bar,
+    Imbalance,
+    Luld,
     MarketEvent,
     OptionQuote,
     OptionTrade,
     Quote,
     Trade,
+    TradeCancel,
+    TradeCorrection,
     TradingStatus,
 )
 from raxx_contracts.policy import (
@@ -36,6 +41,7 @@ from raxx_contracts.timestamps import NanoDatetime, utc_now
 
 __all__ = [
     "CHANNELS_BY_ASSET",
+    "TRADE_COMPANIONS",
     "AssetClass",
     "Bar",
     "BarKind",
@@ -46,10 +52,12 @@ __all__ = [
     "HandoffEvent",
     "HeldOptionContract",
     "HttpRate",
+    "Imbalance",
     "InterestQuota",
     "InterestReply",
     "InterestRequest",
     "InvalidSymbolError",
+    "Luld",
     "MarketEvent",
     "NanoDatetime",
     "OptionQuote",
@@ -64,6 +72,8 @@ __all__ = [
     "TierPolicy",
     "TierRule",
     "Trade",
+    "TradeCancel",
+    "TradeCorrection",
     "TradingStatus",
     "UnknownTierError",
     "decode",
