@@ -16,6 +16,11 @@ class Faults:
     rest_path_prefix: str | None = None
     silent_until: float = 0.0
     last_actions: list[str] | None = None
+    symbol_cap: int | None = None
+    """Overrides `--symbol-cap` at run time (a 405 on a subscribe past it); None = setting."""
+    refuse_symbols: frozenset[str] = frozenset()
+    """A subscribe naming any of these is answered `400 invalid syntax` (as Alpaca answers a
+    symbol it cannot parse), leaving the subscription unchanged."""
 
     def take_rest_fault(self, path: str) -> int | None:
         """The status to answer instead of serving `path`, consuming one count."""
@@ -39,4 +44,6 @@ class Faults:
             "silent": silent > 0,
             "silence_remaining_seconds": round(silent, 3),
             "last_actions": self.last_actions or [],
+            "symbol_cap": self.symbol_cap,
+            "refuse_symbols": sorted(self.refuse_symbols),
         }
