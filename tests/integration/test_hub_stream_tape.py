@@ -31,6 +31,7 @@ from raxx_contracts import (
     InterestReply,
     InterestRequest,
     Luld,
+    Path,
     Quote,
     Trade,
     TradeCancel,
@@ -223,7 +224,7 @@ async def test_backfill_pages_through_every_symbol_of_a_gap_and_counts_it(
 ) -> None:
     # pages of at most 100 bars: one request could never cover five symbols for an hour
     sim = alpaca_sim_factory(env={"SIM_RATE": "0", "SIM_PAGE_SIZE_CAP": "100"})
-    settings = _settings(own_nats, vault, sim, backfill_max_seconds=60)
+    settings = _settings(own_nats, vault, sim, backfill_max_seconds=60, watchdog_seconds=600)
     symbols = ("AAPL", "AMZN", "MSFT", "NVDA", "SPY")
     backfilled: dict[str, int] = {}
 
@@ -232,10 +233,9 @@ async def test_backfill_pages_through_every_symbol_of_a_gap_and_counts_it(
         if b.backfill:
             backfilled[b.symbol] = backfilled.get(b.symbol, 0) + 1
 
-    await nc.subscribe(subjects.market_pattern(channel=Channel.BARS), cb=on_bar)
+    await nc.subscribe(subjects.market_pattern(path=Path.RT, channel=Channel.BARS), cb=on_bar)
     # the gap starts inside the last regular session the simulator has history for
-    cal = await _get(sim, "/v2/clock")
-    last_open = _last_session_hour(cal)
+    last_open = await _last_session_hour(sim)
     keys = KeySource(settings.vault)
     deps = Deps(market_clock=_AlwaysOpen(settings.alpaca_trading_url, keys))
     async with running_hub(settings, deps) as app:
@@ -261,17 +261,22 @@ def _gap_counted(app: Any) -> Callable[[], Any]:
     return check
 
 
-def _last_session_hour(clock: dict[str, Any]) -> dt.datetime:
-    """One hour before the last regular close the simulator's clock knows of."""
-    if clock["is_open"]:
-        now = dt.datetime.fromisoformat(clock["timestamp"])
-        return now - dt.timedelta(minutes=75)
-    # closed: the previous close is before the next open; walk back over the calendar
-    nxt = dt.datetime.fromisoformat(clock["next_open"]).astimezone(NY)
-    day = nxt.date() - dt.timedelta(days=1)
-    while day.weekday() >= 5:
-        day -= dt.timedelta(days=1)
-    return dt.datetime.combine(day, dt.time(14, 45), NY)
+async def _last_session_hour(sim: Any) -> dt.datetime:
+    """75 minutes before the close of the last regular session that has closed, or before
+    now when a session is on: a gap the simulator's history has minute bars for."""
+    now = dt.datetime.now(NY)
+    start = (now.date() - dt.timedelta(days=10)).isoformat()
+    async with httpx.AsyncClient() as c:
+        r = await c.get(f"{sim.url}/v2/calendar?start={start}&end={now.date()}", headers=SIM_AUTH)
+        r.raise_for_status()
+        days = r.json()
+    for day in reversed(days):
+        d = dt.date.fromisoformat(day["date"])
+        opens = dt.datetime.combine(d, dt.time.fromisoformat(day["open"]), NY)
+        closes = dt.datetime.combine(d, dt.time.fromisoformat(day["close"]), NY)
+        if opens + dt.timedelta(minutes=75) < now:
+            return min(closes, now) - dt.timedelta(minutes=75)
+    raise AssertionError("no recent session on the simulator's calendar")
 
 
 async def test_no_watchdog_reconnect_and_no_backfill_while_the_market_is_closed(

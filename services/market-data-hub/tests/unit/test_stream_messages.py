@@ -149,13 +149,15 @@ def test_a_symbol_alpaca_refused_is_rejected_typed_and_its_lease_dropped() -> No
         max_symbols_per_user=10, max_consumers_per_user=2, user_cap_share=1, tier_cap_share=1
     )
     limits = Limits(30, quota, 1 << 20)
-    kw: dict[str, Any] = dict(tier="pro", consumer="c", channels=(Channel.QUOTES,),
-                              lease_seconds=60, release=False, now_ns=10**18, limits=limits)  # fmt: skip
+    kw: dict[str, Any] = {
+        "tier": "pro", "consumer": "c", "channels": (Channel.QUOTES,), "lease_seconds": 60,
+        "release": False, "now_ns": 10**18, "limits": limits,
+    }  # fmt: skip
     first = apply_request(OwnerLeases(), SlotTable(AssetClass.STOCKS), symbols=("AAPL", "ZZZ"),
                           **kw)  # fmt: skip
     assert first.accepted == ("AAPL", "ZZZ")
-    again = apply_request(first.owner, first.slots, symbols=("AAPL", "ZZZ"),
-                          refused={"ZZZ": "Alpaca refused the subscription (405 ...)"}, **kw)  # fmt: skip
+    why = {"ZZZ": "Alpaca refused the subscription (405 ...)"}
+    again = apply_request(first.owner, first.slots, symbols=("AAPL", "ZZZ"), refused=why, **kw)
     assert again.accepted == ("AAPL",)
     assert [(r.symbol, r.reason) for r in again.rejected] == [("ZZZ", "upstream_refused")]
     assert "ZZZ" not in again.owner.holdings()
