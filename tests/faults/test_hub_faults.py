@@ -24,9 +24,9 @@ from market_data_hub.adapters.market_clock import MarketClock
 from market_data_hub.app import Deps, Hub
 from market_data_hub.delay_line import DelayLine
 from market_data_hub.settings import Settings
-from market_data_hub.testing import local_settings, running_hub, write_alpaca_key
+from market_data_hub.testing import local_settings, request_interest, running_hub, write_alpaca_key
 from nats.aio.client import Client
-from raxx_contracts import InterestRequest, encode, subjects
+from raxx_contracts import InterestRequest, encode
 from raxx_devstack import servers
 from raxx_devstack.ports import free_port
 
@@ -80,7 +80,7 @@ class Tap:
     async def lease(self) -> None:
         assert self.nc is not None
         req = InterestRequest(consumer_id="fault-tap", symbols=("AAPL",), lease_seconds=600)
-        await self.nc.request(subjects.INTEREST, encode(req), timeout=5)
+        await request_interest(self.nc, encode(req), timeout=10)
 
     async def close(self) -> None:
         if self.nc is not None:
