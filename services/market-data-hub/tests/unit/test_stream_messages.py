@@ -162,3 +162,40 @@ def test_a_symbol_alpaca_refused_is_rejected_typed_and_its_lease_dropped() -> No
     assert [(r.symbol, r.reason) for r in again.rejected] == [("ZZZ", "upstream_refused")]
     assert "ZZZ" not in again.owner.holdings()
     assert again.slots.held(10**18) == {"AAPL"}
+
+
+async def test_a_reader_queue_overflow_marks_a_gap_and_starts_a_backfill() -> None:
+    import asyncio
+
+    from market_data_hub.domain import FakeClock
+    from market_data_hub.publisher import FrameQueue
+    from market_data_hub.settings import Settings
+    from market_data_hub.upstream import Upstream
+
+    metrics = Metrics()
+    clock = FakeClock(1_700_000_000 * 10**9)
+    up = Upstream(
+        AssetClass.STOCKS, Settings(watchdog_seconds=0.4), _Pub(), None, None, None, None,  # type: ignore[arg-type]
+        metrics, clock,
+    )  # fmt: skip
+    started: list[int] = []
+    began = asyncio.Event()
+
+    def record(gap_ns: int) -> None:
+        started.append(gap_ns)
+        began.set()
+
+    up._start_backfill = record  # type: ignore[method-assign]
+    up.publisher.last_data_ns = 1_699_999_990 * 10**9
+    queue = up._queue = FrameQueue(4, up._on_overflow)
+    for i in range(6):
+        queue.put(i)
+    assert metrics.dropped_frames.labels("stocks")._value.get() == 2
+    assert started == []  # not while the queue is still full
+    queue.items.clear()  # the publisher caught up
+    task = asyncio.create_task(up._watchdog())
+    try:
+        await asyncio.wait_for(began.wait(), 5)
+    finally:
+        task.cancel()
+    assert started == [1_699_999_990 * 10**9]  # from the last data before the loss
