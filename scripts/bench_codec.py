@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import timeit
-from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -70,7 +69,7 @@ def main() -> None:
     out = Path(".bench")
     out.mkdir(exist_ok=True)
     (out / "codec.json").write_text(json.dumps({"ns_per_msg": results}, indent=2))
-    print(f"payload {len(wire)} bytes; price {Decimal(model.bid_price)}")
+    print(f"payload {len(wire)} bytes; price {model.bid_price}")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ class Tap:
     async def lease(self) -> None:
         assert self.nc is not None
         req = InterestRequest(consumer_id="fault-tap", symbols=("AAPL",), lease_seconds=600)
-        await request_interest(self.nc, encode(req))
+        await request_interest(self.nc, encode(req), timeout=10)
 
     async def close(self) -> None:
         if self.nc is not None:

@@ -11,6 +11,8 @@ import httpx
 import nats
 import pytest
 import pytest_asyncio
+from market_data_hub.adapters.market_clock import MarketClock
+from market_data_hub.app import Deps
 from market_data_hub.settings import Settings
 from market_data_hub.testing import (
     local_settings,
@@ -183,6 +185,19 @@ async def _has(sim: Any, symbol: str, want: bool = True) -> bool:
     return present == want
 
 
+class _OpenMarket(MarketClock):
+    """The market is open whatever the time (a gap found while closed waits for the open)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def is_open(self, now_s: float) -> bool | None:
+        return True
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+
 async def test_drop_reconnects_resubscribes_and_backfills_bars(
     settings: Settings, sim: Any, nc: Client
 ) -> None:
@@ -192,7 +207,7 @@ async def test_drop_reconnects_resubscribes_and_backfills_bars(
         bars.append(decode(Bar, m.data))
 
     await nc.subscribe(subjects.market_pattern(channel=Channel.BARS), cb=on_bar)
-    async with running_hub(settings) as app:
+    async with running_hub(settings, Deps(market_clock=_OpenMarket())) as app:
         await interest(nc, symbols=("AAPL", "MSFT"), channels=(Channel.QUOTES, Channel.BARS))
         await eventually(lambda: _has(sim, "MSFT"))
         before = _bar_calls(await sim_state(sim))

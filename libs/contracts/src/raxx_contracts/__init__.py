@@ -6,6 +6,7 @@ from raxx_contracts.control import ErrorReply, InterestReply, InterestRequest, R
 from raxx_contracts.corpactions import CorporateAction, CorporateActionType
 from raxx_contracts.enums import (
     CHANNELS_BY_ASSET,
+    TRADE_COMPANIONS,
     AssetClass,
     BarKind,
     Channel,
@@ -16,11 +17,15 @@ from raxx_contracts.errors import ContractError, DecodeError, InvalidSymbolError
 from raxx_contracts.events import HandoffEvent, TierChanged
 from raxx_contracts.market import (
     Bar,
+    Imbalance,
+    Luld,
     MarketEvent,
     OptionQuote,
     OptionTrade,
     Quote,
     Trade,
+    TradeCancel,
+    TradeCorrection,
     TradingStatus,
 )
 from raxx_contracts.policy import (
@@ -37,6 +42,7 @@ from raxx_contracts.timestamps import NanoDatetime, utc_now
 
 __all__ = [
     "CHANNELS_BY_ASSET",
+    "TRADE_COMPANIONS",
     "AssetClass",
     "Bar",
     "BarKind",
@@ -49,10 +55,12 @@ __all__ = [
     "HandoffEvent",
     "HeldOptionContract",
     "HttpRate",
+    "Imbalance",
     "InterestQuota",
     "InterestReply",
     "InterestRequest",
     "InvalidSymbolError",
+    "Luld",
     "MarketEvent",
     "NanoDatetime",
     "OptionQuote",
@@ -67,6 +75,8 @@ __all__ = [
     "TierPolicy",
     "TierRule",
     "Trade",
+    "TradeCancel",
+    "TradeCorrection",
     "TradingStatus",
     "UnknownTierError",
     "decode",

@@ -18,13 +18,16 @@ RejectReason = Literal[
     "user_symbol_quota",
     "user_consumer_quota",
     "tier_share",
+    "upstream_refused",
 ]
 """Why a symbol was refused: `symbol_limit` the plan's cap of distinct symbols is full;
 `user_symbol_quota` this user already holds its quota of symbols (the tier's
 `max_symbols_per_user`, or its `user_cap_share` of the cap, whichever is smaller);
 `user_consumer_quota` this user already has `max_consumers_per_user` consumer ids with leases;
 `tier_share` the user's tier as a whole holds its `tier_cap_share` of the cap;
-`invalid_symbol` / `invalid_channel` bad input; `not_entitled` reserved."""
+`invalid_symbol` / `invalid_channel` bad input; `not_entitled` reserved;
+`upstream_refused` Alpaca itself refused the subscription (its error code, e.g. 405 symbol limit
+exceeded or 400 invalid syntax, is in the message): the hub does not hold the symbol."""
 
 
 class InterestRequest(WireModel):
@@ -52,11 +55,17 @@ class Rejection(WireModel):
 
 
 class InterestReply(WireModel):
-    """The hub's answer: what is now leased, what was refused and why."""
+    """The hub's answer: what is now leased, what was refused and why.
+
+    `accepted` lists only symbols Alpaca has acknowledged (its `subscription` answer names
+    them); `pending` those leased but not yet acknowledged when the reply was due (the upstream
+    is reconnecting, say). A pending symbol that Alpaca then refuses comes back in `rejected`
+    (`upstream_refused`) on the next renewal, and its lease is dropped."""
 
     schema_version: Literal[1] = 1
     accepted: tuple[Symbol, ...] = ()
     rejected: tuple[Rejection, ...] = ()
+    pending: tuple[Symbol, ...] = ()
     lease_expires_at: NanoDatetime | None = None
     subscribed: int = 0
     """Distinct symbols the hub holds upstream for this asset class after the request."""

@@ -20,11 +20,24 @@ class Channel(StrEnum):
     BARS = "bars"
     DAILYBARS = "dailybars"
     STATUSES = "statuses"
+    CORRECTIONS = "corrections"
+    """Trade corrections (Alpaca `c`); they come with `trades` upstream."""
+    CANCELS = "cancels"
+    """Trade cancels and errors (Alpaca `x`); they come with `trades` upstream."""
+    LULDS = "lulds"
+    """Limit-up/limit-down price bands (Alpaca `l`), on request."""
+    IMBALANCES = "imbalances"
+    """Auction order imbalances (Alpaca `i`), on request."""
 
+
+TRADE_COMPANIONS: tuple[Channel, ...] = (Channel.CORRECTIONS, Channel.CANCELS)
+"""Channels Alpaca sends with every `trades` subscription (they cannot be asked for alone
+upstream); a lease on `trades` carries them, and a lease on one of them holds `trades`."""
 
 CHANNELS_BY_ASSET: dict[AssetClass, tuple[Channel, ...]] = {
     AssetClass.STOCKS: (
         Channel.QUOTES, Channel.TRADES, Channel.BARS, Channel.DAILYBARS, Channel.STATUSES,
+        Channel.CORRECTIONS, Channel.CANCELS, Channel.LULDS, Channel.IMBALANCES,
     ),
     AssetClass.OPTIONS: (Channel.QUOTES, Channel.TRADES),
 }  # fmt: skip

@@ -129,6 +129,8 @@ async def _tail(args: argparse.Namespace) -> int:
         else:
             for rej in reply.rejected:
                 _err(f"{rej.symbol}: {rej.reason} ({rej.message})")
+            if reply.pending:
+                _err(f"not yet acknowledged by Alpaca: {' '.join(reply.pending)}")
         async for event in client:
             path = client.credential.paths[asset].value
             print(format_event(event, path), flush=True)

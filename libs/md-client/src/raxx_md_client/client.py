@@ -25,17 +25,22 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel
 from raxx_contracts import (
+    TRADE_COMPANIONS,
     AssetClass,
     Bar,
     Channel,
     DecodeError,
     ErrorReply,
+    Imbalance,
     InterestReply,
     InterestRequest,
+    Luld,
     OptionQuote,
     OptionTrade,
     Quote,
     Trade,
+    TradeCancel,
+    TradeCorrection,
     TradingStatus,
     decode,
     encode,
@@ -53,6 +58,10 @@ MODELS: dict[tuple[AssetClass, Channel], type[BaseModel]] = {
     (AssetClass.STOCKS, Channel.BARS): Bar,
     (AssetClass.STOCKS, Channel.DAILYBARS): Bar,
     (AssetClass.STOCKS, Channel.STATUSES): TradingStatus,
+    (AssetClass.STOCKS, Channel.CORRECTIONS): TradeCorrection,
+    (AssetClass.STOCKS, Channel.CANCELS): TradeCancel,
+    (AssetClass.STOCKS, Channel.LULDS): Luld,
+    (AssetClass.STOCKS, Channel.IMBALANCES): Imbalance,
     (AssetClass.OPTIONS, Channel.QUOTES): OptionQuote,
     (AssetClass.OPTIONS, Channel.TRADES): OptionTrade,
 }
@@ -133,9 +142,19 @@ class MdClient:
         *,
         asset: AssetClass = AssetClass.STOCKS,
         channels: Iterable[Channel] = (Channel.QUOTES,),
+        trade_companions: bool = True,
     ) -> InterestReply | ErrorReply | None:
-        """Subscribe to `symbols` on `channels` and declare interest (lease) with the hub."""
-        added = [Wanted(asset, Channel(c), s) for s in symbols for c in channels]
+        """Subscribe to `symbols` on `channels` and declare interest (lease) with the hub.
+
+        Stock `trades` bring `corrections` and `cancels` along unless `trade_companions` is
+        False: a fill or last price taken from a print must be reversible when it is busted.
+        The reply's `accepted` lists only what Alpaca acknowledged; `pending` what it has not
+        yet (renewals report it), `rejected` what was refused and why.
+        """
+        chans = [Channel(c) for c in channels]
+        if trade_companions and asset is AssetClass.STOCKS and Channel.TRADES in chans:
+            chans += [c for c in TRADE_COMPANIONS if c not in chans]
+        added = [Wanted(asset, c, s) for s in symbols for c in chans]
         for w in added:
             subjects.market(
                 self.credential.paths[w.asset], w.asset, w.channel, w.symbol

@@ -155,7 +155,7 @@ class Hub:
         assets = [AssetClass.STOCKS] + ([AssetClass.OPTIONS] if s.options_enabled else [])
         self.upstreams = [
             Upstream(a, s, self.nc, self.keys, self.interest, self.latest, self.rest,
-                     self.metrics, self.clock)
+                     self.metrics, self.clock, self.market_clock)
             for a in assets
         ]  # fmt: skip
         self.leadership = nats_adapter.Leadership(

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -34,6 +36,7 @@ from raxx_contracts import (
     InterestReply,
     InterestRequest,
     NanoDatetime,
+    Rejection,
     TierPolicy,
     UnknownTierError,
     decode,
@@ -55,6 +58,32 @@ MAX_REQUEST_BYTES = 16 * 1024
 def slots_key(asset: AssetClass) -> str:
     """KV key of an asset class's slot table."""
     return f"slots.{asset}"
+
+
+def upstream_key(asset: AssetClass) -> str:
+    """KV key where the leader shares what Alpaca acknowledged and refused for `asset`."""
+    return f"upstream.{asset}"
+
+
+@dataclass(frozen=True)
+class UpstreamState:
+    """What Alpaca acknowledged (held symbols) and refused (symbol -> why), per asset."""
+
+    held: frozenset[str] = frozenset()
+    refused: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: bytes | None, now_ns: int) -> UpstreamState:
+        """Deserialize; refusals already over are left out."""
+        if not data:
+            return cls()
+        raw = orjson.loads(data)
+        refused = {
+            sym: f"Alpaca refused the subscription ({code} {msg})"
+            for sym, (code, msg, until) in raw.get("refused", {}).items()
+            if int(until) > now_ns
+        }
+        return cls(frozenset(raw.get("held", ())), refused)
 
 
 def owner_key(asset: AssetClass, user_token: str) -> str:
@@ -104,6 +133,45 @@ class InterestStore:
         data, rev = await self._get(slots_key(asset))
         return SlotTable.from_json(asset, data), rev
 
+    async def put_upstream_state(
+        self, asset: AssetClass, held: set[str], refused: dict[str, tuple[int, str, int]]
+    ) -> None:
+        """Leader only: publish what Alpaca acknowledged and refused (bounded by the cap and
+        the refusals of the last `upstream_refusal_seconds`, newest kept)."""
+        keep = sorted(refused.items(), key=lambda kv: kv[1][2])[-4 * self.cap(asset) - 100 :]
+        body = orjson.dumps({"held": sorted(held), "refused": {s: list(v) for s, v in keep}})
+        await self.kv.put(upstream_key(asset), body)
+
+    async def upstream_state(self, asset: AssetClass) -> UpstreamState:
+        """What the leader last shared about Alpaca's acknowledgements."""
+        data, _ = await self._get(upstream_key(asset))
+        return UpstreamState.from_json(data, self.clock.now_ns())
+
+    async def confirm(self, asset: AssetClass, reply: InterestReply) -> InterestReply:
+        """Report as accepted only what Alpaca acknowledged: wait up to `ack_wait_seconds` for
+        the leader to see the acknowledgement; refused symbols are rejected, the rest pending."""
+        if not reply.accepted or reply.lease_expires_at is None:
+            return reply
+        deadline = time.monotonic() + self.settings.ack_wait_seconds
+        while True:
+            state = await self.upstream_state(asset)
+            open_ = [s for s in reply.accepted if s not in state.held and s not in state.refused]
+            if not open_ or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        refused = [
+            Rejection(symbol=s, reason="upstream_refused", message=state.refused[s])
+            for s in reply.accepted
+            if s in state.refused and s not in state.held
+        ]
+        return reply.model_copy(
+            update={
+                "accepted": tuple(s for s in reply.accepted if s in state.held),
+                "pending": tuple(open_),
+                "rejected": reply.rejected + tuple(refused),
+            }
+        )
+
     async def wait_usable(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Return once the lease bucket answers reads (JetStream can lag a just-created bucket:
         its API answers `no responders` for a moment). Raises the last error after `timeout`."""
@@ -134,13 +202,14 @@ class InterestStore:
         okey = owner_key(asset, user_token)
         for _ in range(20):
             try:
-                (odata, orev), (slots, srev) = await asyncio.gather(
-                    self._get(okey), self.load(asset)
+                (odata, orev), (slots, srev), upstream = await asyncio.gather(
+                    self._get(okey), self.load(asset), self.upstream_state(asset)
                 )
                 outcome = apply_request(
                     OwnerLeases.from_json(odata), slots, tier=tier, consumer=req.consumer_id,
                     symbols=req.symbols, channels=req.channels, lease_seconds=lease,
                     release=req.release, now_ns=self.clock.now_ns(), limits=limits,
+                    refused=upstream.refused,
                 )  # fmt: skip
                 if outcome.changed:
                     await self._put(slots_key(asset), outcome.slots.to_json(), srev)
@@ -235,6 +304,8 @@ class InterestResponder:
             ) from None
         try:
             out = await self.store.handle(tier, user_token, req)
+            if not req.release:
+                out = await self.store.confirm(req.asset_class, out)
         except RequestRefused:
             self.metrics.interest_requests.labels("refused").inc()
             raise

@@ -39,6 +39,42 @@ class Metrics:
             ["asset"],
             registry=r,
         )
+        self.unpublished_types = Counter(
+            "mdh_upstream_unpublished_total",
+            "Upstream messages of a type the hub does not publish, by Alpaca type `T`",
+            ["asset", "type"],
+            registry=r,
+        )
+        self.upstream_refusals = Counter(
+            "mdh_upstream_refused_symbols_total",
+            "Symbols Alpaca refused to subscribe, by Alpaca error code",
+            ["asset", "code"],
+            registry=r,
+        )
+        self.backfill_gaps = Counter(
+            "mdh_backfill_gaps_total",
+            "Gaps handled by the REST backfill by outcome (complete, partial, failed, "
+            "skipped_closed: the market was closed, nothing to recover)",
+            ["outcome"],
+            registry=r,
+        )
+        self.backfill_last_bars = Gauge(
+            "mdh_backfill_last_gap_bars", "Minute bars recovered for the last gap", registry=r
+        )
+        self.backfill_last_symbols = Gauge(
+            "mdh_backfill_last_gap_symbols",
+            "Symbols with at least one bar recovered in the last gap",
+            registry=r,
+        )
+        self.backfill_pages = Counter(
+            "mdh_backfill_pages_total", "REST pages read by the backfill", registry=r
+        )
+        self.watchdog_quiet_closed = Counter(
+            "mdh_watchdog_closed_market_skips_total",
+            "Silent-socket checks that did not reconnect because the market was closed",
+            ["asset"],
+            registry=r,
+        )
         self.dropped_frames = Counter(
             "mdh_reader_dropped_frames_total",
             "Frames dropped because the reader queue was full (publisher too slow)",

@@ -95,20 +95,37 @@ def _conds(c: Any) -> list[str]:
 
 
 def stock_quote(m: dict[str, Any], feed: str) -> dict[str, Any]:
-    """`q` on a stock stream -> Quote."""
+    """`q` on a stock stream -> Quote. A side priced 0 (no order there, common on IEX) is not
+    a price: its price and size become None and the quote is `one_sided`."""
+    bp = m["bp"]
+    ap = m["ap"]
+    one_sided = False
+    if bp:
+        bid_price: str | None = decimal_str(bp)
+        bid_size: int | None = int(m["bs"])
+    else:
+        bid_price = bid_size = None
+        one_sided = True
+    if ap:
+        ask_price: str | None = decimal_str(ap)
+        ask_size: int | None = int(m["as"])
+    else:
+        ask_price = ask_size = None
+        one_sided = True
     return {
         "schema_version": 1,
         "symbol": m["S"],
         "timestamp": timestamp_text(m["t"]),
         "feed": feed,
-        "bid_price": decimal_str(m["bp"]),
-        "bid_size": int(m["bs"]),
+        "bid_price": bid_price,
+        "bid_size": bid_size,
         "bid_exchange": m.get("bx") or "",
-        "ask_price": decimal_str(m["ap"]),
-        "ask_size": int(m["as"]),
+        "ask_price": ask_price,
+        "ask_size": ask_size,
         "ask_exchange": m.get("ax") or "",
         "conditions": _conds(m.get("c")),
         "tape": m.get("z") or "",
+        "one_sided": one_sided,
     }
 
 
@@ -125,6 +142,72 @@ def stock_trade(m: dict[str, Any], feed: str) -> dict[str, Any]:
         "exchange": m.get("x") or "",
         "trade_id": int(tid) if tid is not None else None,
         "conditions": _conds(m.get("c")),
+        "tape": m.get("z") or "",
+    }
+
+
+def _opt_int(v: Any) -> int | None:
+    return int(v) if v is not None else None
+
+
+def correction(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    """`c` -> TradeCorrection."""
+    return {
+        "schema_version": 1,
+        "symbol": m["S"],
+        "timestamp": timestamp_text(m["t"]),
+        "feed": feed,
+        "exchange": m.get("x") or "",
+        "original_trade_id": _opt_int(m.get("oi")),
+        "original_price": decimal_str(m["op"]),
+        "original_size": int(m["os"]),
+        "original_conditions": _conds(m.get("oc")),
+        "corrected_trade_id": _opt_int(m.get("ci")),
+        "corrected_price": decimal_str(m["cp"]),
+        "corrected_size": int(m["cs"]),
+        "corrected_conditions": _conds(m.get("cc")),
+        "tape": m.get("z") or "",
+    }
+
+
+def cancel(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    """`x` -> TradeCancel."""
+    return {
+        "schema_version": 1,
+        "symbol": m["S"],
+        "timestamp": timestamp_text(m["t"]),
+        "feed": feed,
+        "trade_id": _opt_int(m.get("i")),
+        "exchange": m.get("x") or "",
+        "price": decimal_str(m["p"]),
+        "size": int(m["s"]),
+        "action": m.get("a") or "",
+        "tape": m.get("z") or "",
+    }
+
+
+def luld(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    """`l` -> Luld."""
+    return {
+        "schema_version": 1,
+        "symbol": m["S"],
+        "timestamp": timestamp_text(m["t"]),
+        "feed": feed,
+        "limit_up_price": decimal_str(m["u"]),
+        "limit_down_price": decimal_str(m["d"]),
+        "indicator": m.get("i") or "",
+        "tape": m.get("z") or "",
+    }
+
+
+def imbalance(m: dict[str, Any], feed: str) -> dict[str, Any]:
+    """`i` -> Imbalance."""
+    return {
+        "schema_version": 1,
+        "symbol": m["S"],
+        "timestamp": timestamp_text(m["t"]),
+        "feed": feed,
+        "price": decimal_str(m["p"]),
         "tape": m.get("z") or "",
     }
 
@@ -211,24 +294,33 @@ def _daily_bar(m: dict[str, Any], feed: str) -> dict[str, Any]:
     return bar(m, feed, BarKind.DAILY)
 
 
-_CONVERTERS: dict[AssetClass, dict[str, tuple[Channel, Converter]]] = {
+Route = tuple[Channel, Converter, Channel]
+"""(channel published on, converter, channel whose upstream subscription carries it)."""
+
+_CONVERTERS: dict[AssetClass, dict[str, Route]] = {
     AssetClass.STOCKS: {
-        "q": (Channel.QUOTES, stock_quote),
-        "t": (Channel.TRADES, stock_trade),
-        "b": (Channel.BARS, _minute_bar),
-        "u": (Channel.BARS, _updated_bar),
-        "d": (Channel.DAILYBARS, _daily_bar),
-        "s": (Channel.STATUSES, status),
+        "q": (Channel.QUOTES, stock_quote, Channel.QUOTES),
+        "t": (Channel.TRADES, stock_trade, Channel.TRADES),
+        "b": (Channel.BARS, _minute_bar, Channel.BARS),
+        "u": (Channel.BARS, _updated_bar, Channel.BARS),
+        "d": (Channel.DAILYBARS, _daily_bar, Channel.DAILYBARS),
+        "s": (Channel.STATUSES, status, Channel.STATUSES),
+        # corrections and cancels come with `trades` upstream (never subscribed alone)
+        "c": (Channel.CORRECTIONS, correction, Channel.TRADES),
+        "x": (Channel.CANCELS, cancel, Channel.TRADES),
+        "l": (Channel.LULDS, luld, Channel.LULDS),
+        "i": (Channel.IMBALANCES, imbalance, Channel.IMBALANCES),
     },
     AssetClass.OPTIONS: {
-        "q": (Channel.QUOTES, option_quote),
-        "t": (Channel.TRADES, option_trade),
+        "q": (Channel.QUOTES, option_quote, Channel.QUOTES),
+        "t": (Channel.TRADES, option_trade, Channel.TRADES),
     },
 }
 
 
-def converters(asset: AssetClass) -> dict[str, tuple[Channel, Converter]]:
-    """Upstream message type `T` -> (channel, converter) for one asset class (hot-path table)."""
+def converters(asset: AssetClass) -> dict[str, Route]:
+    """Upstream message type `T` -> route for one asset class (the hot-path table). A type
+    missing here is not published; the publisher counts it by type."""
     return _CONVERTERS[asset]
 
 
@@ -239,5 +331,5 @@ def convert(
     route = _CONVERTERS[asset].get(m.get("T"))  # type: ignore[arg-type]
     if route is None:
         return None
-    channel, fn = route
+    channel, fn, _ = route
     return channel, fn(m, feed)

@@ -71,10 +71,11 @@ class FeedPublisher:
         self.last_data_ns = 0
         """Wall-clock time of the last data message (for the watchdog and backfill)."""
         self.last_bar_ns: dict[str, int] = {}
-        a = str(asset)
+        a = self._a = str(asset)
         self._in = {ch: metrics.messages_in.labels(a, str(ch)) for ch in Channel}
         self._out = {ch: metrics.messages_out.labels(a, str(ch), str(Path.RT)) for ch in Channel}
         self._malformed = metrics.malformed.labels(a)
+        self._unpublished = metrics.unpublished_types
         self._qgauge = metrics.reader_queue.labels(a)
 
     def subject(self, channel: Channel, symbol: str) -> str:
@@ -128,13 +129,16 @@ class FeedPublisher:
                 if route is None:
                     if typ in CONTROL_TYPES:
                         self.on_control(m)
+                        held = self.subs.held  # an acknowledgement replaces the held set
+                    else:
+                        self._unpublished.labels(self._a, str(typ)[:16]).inc()
                     continue
-                channel, fn = route
+                channel, fn, carrier = route
                 payload = fn(m, feed)
                 counts_in[channel] = counts_in.get(channel, 0) + 1
                 sym = payload["symbol"]
-                if sym not in held.get(channel, ()):
-                    continue  # buffered data for a symbol just unsubscribed
+                if sym not in held.get(carrier, ()):
+                    continue  # not acknowledged, or buffered data of a symbol just dropped
                 subj = subject_maps[channel].get(sym) or self.subject(channel, sym)
                 data = dumps(payload)
             except Exception:

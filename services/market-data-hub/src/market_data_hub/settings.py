@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     blocked (supervisor heartbeat stale) for a third of it."""
     slot_busy_seconds: float = Field(default=90.0, ge=0)
     """Wait out a stale upstream slot this long after a 406 (Alpaca reaps dead sockets at 90 s)."""
+    upstream_refusal_seconds: float = Field(default=300.0, gt=0)
+    """A symbol Alpaca refused (405, 400) is not asked for again, and leases on it are refused
+    (`upstream_refused`), for this long."""
+    ack_wait_seconds: float = Field(default=5.0, ge=0)
+    """How long an interest reply waits for Alpaca to acknowledge new symbols; what is still
+    unacknowledged then is reported `pending`, never `accepted`."""
+    backfill_max_seconds: float = Field(default=120.0, gt=0)
+    """A gap's REST backfill follows every page within this time, then stops (counted partial)."""
     reader_queue_frames: int = Field(default=100_000, gt=0)
     """Frames buffered between the socket reader and the publisher before the oldest is dropped."""
 

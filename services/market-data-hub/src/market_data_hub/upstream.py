@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
+from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgpack
 from nats.aio.client import Client
-from raxx_contracts import AssetClass, BarKind, Channel
+from raxx_contracts import TRADE_COMPANIONS, AssetClass, BarKind, Channel
 from websockets.exceptions import ConnectionClosed
 
-from market_data_hub.adapters.alpaca import parse_timeframe
-from market_data_hub.adapters.alpaca_stream import AlpacaStream
+from market_data_hub.adapters.alpaca import AlpacaRest
+from market_data_hub.adapters.alpaca_stream import CHUNK, AlpacaStream
+from market_data_hub.adapters.market_clock import MarketClock
 from market_data_hub.adapters.nats import LatestStore
 from market_data_hub.adapters.vault import KeySource
 from market_data_hub.aio import raise_if_cancelling
@@ -41,7 +46,12 @@ ALPACA_KEYS: dict[Channel, tuple[str, ...]] = {
     Channel.BARS: ("bars", "updatedBars"),
     Channel.DAILYBARS: ("dailyBars",),
     Channel.STATUSES: ("statuses",),
+    Channel.LULDS: ("lulds",),
+    Channel.IMBALANCES: ("imbalances",),
 }
+KEY_CHANNEL = {key: ch for ch, keys in ALPACA_KEYS.items() for key in keys}
+SUBSCRIBE_ANSWER_CODES = frozenset((400, 405, 410, 413))
+"""Error codes Alpaca sends instead of the `subscription` answer to one (un)subscribe."""
 
 
 def to_alpaca(delta: dict[Channel, set[str]]) -> dict[str, list[str]]:
@@ -51,6 +61,31 @@ def to_alpaca(delta: dict[Channel, set[str]]) -> dict[str, list[str]]:
         for key in ALPACA_KEYS[ch]:
             out.setdefault(key, []).extend(sorted(syms))
     return out
+
+
+def upstream_channels(wanted: dict[Channel, set[str]]) -> dict[Channel, set[str]]:
+    """Leased channels -> channels to subscribe upstream: corrections and cancels come only
+    with `trades`, so a lease on either holds `trades`."""
+    out: dict[Channel, set[str]] = {}
+    for ch, syms in wanted.items():
+        target = Channel.TRADES if ch in TRADE_COMPANIONS else ch
+        out.setdefault(target, set()).update(syms)
+    return out
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One (un)subscribe message on the wire, waiting for its answer."""
+
+    action: str
+    key: str
+    symbols: tuple[str, ...]
+
+
+async def _bars_page(
+    symbols: list[str], start: datetime, token: str | None, feed: str, client: AlpacaRest
+) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+    return await client.bars_page(symbols, "1Min", start, None, token, feed)
 
 
 class Session(Exception):
@@ -75,8 +110,10 @@ class Upstream:
         rest: RestGateway | None,
         metrics: Metrics,
         clock: Clock,
+        market_clock: MarketClock | None = None,
     ) -> None:
         self.asset = asset
+        self.market_clock = market_clock
         self.s = settings
         self.nc = nc
         self.keys = keys
@@ -106,6 +143,19 @@ class Upstream:
         """Wall time at which symbols became held (None while nothing is wanted)."""
         self._backfills: set[asyncio.Task[None]] = set()
         self._insufficient: StreamError | None = None
+        self._pending: deque[Sent] = deque()
+        """(Un)subscribe messages sent and not yet answered, oldest first (Alpaca answers each
+        with the full `subscription` set or an error, in order)."""
+        self._resend: list[Sent] = []
+        self.refused: dict[str, tuple[int, str, int]] = {}
+        """Symbol -> (Alpaca code, message, until epoch ns): not asked for again before then."""
+        self._state_dirty = True
+        self._deferred_gap_ns: int | None = None
+        """A gap found while the market was closed: backfilled once it opens."""
+        self._overflow_from_ns: int | None = None
+        """Frames were dropped (reader queue full) since this time: a gap to backfill."""
+        self._queue: FrameQueue | None = None
+        self._quiet_closed_counted = False
         self._state("disconnected")
 
     def _state(self, state: str) -> None:
@@ -115,12 +165,39 @@ class Upstream:
         typ = m.get("T")
         if typ == "subscription":
             self.server_set = {k: v for k, v in m.items() if k != "T" and isinstance(v, list)}
+            if self._pending:
+                self._pending.popleft()
+            self.subs.acknowledge(self.server_set)
+            self._state_dirty = True
+            self.interest.changed.set()  # wakes the syncer, which shares the new held set
         elif typ == "error":
             code = int(m.get("code", 0))
             self.metrics.upstream_errors.labels(str(self.asset), str(code)).inc()
             log.warning("%s stream error %s: %s", self.asset, code, m.get("msg"))
             if code == 409:  # e.g. a channel or `*` outside the plan; Alpaca hangs up next
                 self._insufficient = StreamError(f"stream error 409: {m.get('msg')}", 409)
+            if code in SUBSCRIBE_ANSWER_CODES and self._pending:
+                sent = self._pending.popleft()
+                if sent.action == "subscribe":
+                    self._refused(sent, code, str(m.get("msg") or ""))
+
+    def _refused(self, sent: Sent, code: int, msg: str) -> None:
+        """Alpaca refused one subscribe message: split it until the refused symbols are known
+        (a 400 names no symbol; a 405 refuses the whole message), then stop asking for them."""
+        if len(sent.symbols) > 1:
+            half = len(sent.symbols) // 2
+            self._resend.append(Sent(sent.action, sent.key, sent.symbols[:half]))
+            self._resend.append(Sent(sent.action, sent.key, sent.symbols[half:]))
+        else:
+            sym = sent.symbols[0]
+            until = self.clock.now_ns() + int(self.s.upstream_refusal_seconds * 1e9)
+            self.refused[sym] = (code, msg[:100], until)
+            for ch in ALPACA_KEYS:
+                self.subs.refuse(ch, {sym})
+            self.metrics.upstream_refusals.labels(str(self.asset), str(code)).inc()
+            log.warning("%s: Alpaca refused %s (%s %s)", self.asset, sym, code, msg)
+            self._state_dirty = True
+        self.interest.changed.set()
 
     async def run(self) -> None:
         """Connect and stay connected until cancelled (leadership lost or shutdown)."""
@@ -219,6 +296,29 @@ class Upstream:
             last = self.publisher.last_data_ns or self.clock.now_ns()
             self._gap_from_ns = last
 
+    def _on_overflow(self) -> None:
+        """The reader queue dropped a frame: what it carried is lost, so it is a gap."""
+        self.metrics.dropped_frames.labels(str(self.asset)).inc()
+        if self._overflow_from_ns is None:
+            self._overflow_from_ns = self.publisher.last_data_ns or self.clock.now_ns()
+
+    def _market_open(self) -> bool | None:
+        if self.market_clock is None:
+            return None
+        return self.market_clock.is_open(self.clock.now_ns() / 1e9)
+
+    def _start_backfill(self, gap_from_ns: int) -> None:
+        """Backfill now while the market is open (or its state is unknown); otherwise once it
+        opens: no REST calls for a closed market, and nothing of the gap is forgotten."""
+        if self._market_open() is False:
+            prev = self._deferred_gap_ns
+            self._deferred_gap_ns = gap_from_ns if prev is None else min(prev, gap_from_ns)
+            self.metrics.backfill_gaps.labels("deferred_closed").inc()
+            return
+        t = asyncio.create_task(self._backfill(gap_from_ns))
+        self._backfills.add(t)
+        t.add_done_callback(self._backfills.discard)
+
     async def _session(self) -> str:
         key = self.keys.key
         if key is None:
@@ -226,11 +326,11 @@ class Upstream:
         stream = await AlpacaStream.open(self.url, key.key_id, key.secret_key.get_secret_value())
         self.authenticated = True
         self._state("authenticated")
-        self.subs.held.clear()
-        self.subs.gone_since.clear()
-        queue = FrameQueue(
-            self.s.reader_queue_frames, self.metrics.dropped_frames.labels(str(self.asset)).inc
-        )
+        self.subs.clear()
+        self._pending.clear()
+        self._resend.clear()
+        self._state_dirty = True
+        queue = self._queue = FrameQueue(self.s.reader_queue_frames, self._on_overflow)
         tasks = [
             asyncio.create_task(self._read(stream, queue), name="reader"),
             asyncio.create_task(self.publisher.run(queue), name="publisher"),
@@ -242,9 +342,7 @@ class Upstream:
             await self._sync_once(stream)
             if self._gap_from_ns is not None:
                 gap_from, self._gap_from_ns = self._gap_from_ns, None
-                t = asyncio.create_task(self._backfill(gap_from))
-                self._backfills.add(t)
-                t.add_done_callback(self._backfills.discard)
+                self._start_backfill(gap_from)
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 exc = t.exception()
@@ -265,19 +363,40 @@ class Upstream:
         raise Session("closed")
 
     async def _watchdog(self) -> None:
+        """Break a socket that is silent while the market is open (not overnight, not on a
+        holiday: silence is normal then); start deferred and overflow backfills."""
         limit = self.s.watchdog_seconds
         since = time.monotonic()
         while True:
             raise_if_cancelling()
             await asyncio.sleep(min(1.0, limit / 4))
+            open_ = self._market_open()
+            if open_ is not False and self._deferred_gap_ns is not None:
+                gap, self._deferred_gap_ns = self._deferred_gap_ns, None
+                self._start_backfill(gap)
+            queue = self._queue
+            if (
+                self._overflow_from_ns is not None
+                and queue is not None
+                and len(queue.items) < queue.maxlen // 2
+            ):
+                gap, self._overflow_from_ns = self._overflow_from_ns, None
+                log.warning("%s reader queue overflowed: backfilling the gap", self.asset)
+                self._start_backfill(gap)
             if not self.subs.held:
                 since = time.monotonic()
                 continue
             last = self.publisher.last_data_ns
             quiet_for = (self.clock.now_ns() - last) / 1e9 if last else time.monotonic() - since
             if quiet_for > limit and time.monotonic() - since > limit:
+                if open_ is False:
+                    if not self._quiet_closed_counted:
+                        self._quiet_closed_counted = True
+                        self.metrics.watchdog_quiet_closed.labels(str(self.asset)).inc()
+                    continue
                 log.warning("%s upstream silent for %.1f s: reconnecting", self.asset, quiet_for)
                 raise Session("silent")
+            self._quiet_closed_counted = False
 
     async def _key_watch(self, version: int) -> None:
         while True:
@@ -295,27 +414,59 @@ class Upstream:
             self.interest.changed.clear()
             await self._sync_once(stream)
 
+    async def _send(self, stream: AlpacaStream, action: str, lists: dict[str, list[str]]) -> None:
+        for key, symbols in lists.items():
+            syms = sorted(symbols)
+            for i in range(0, len(syms), CHUNK):
+                await self._send_one(stream, Sent(action, key, tuple(syms[i : i + CHUNK])))
+
+    async def _send_one(self, stream: AlpacaStream, sent: Sent) -> None:
+        self._pending.append(sent)
+        await stream.ws.send(msgpack.packb({"action": sent.action, sent.key: list(sent.symbols)}))
+
     async def _sync_once(self, stream: AlpacaStream) -> None:
         table, _ = await self.interest.load(self.asset)
         now = self.clock.now_ns()
+        if self.refused:
+            expired = [s for s, (_, _, until) in self.refused.items() if until <= now]
+            for sym in expired:
+                del self.refused[sym]
+            self._state_dirty |= bool(expired)
+        wanted = upstream_channels(table.union(now))
+        if self.refused:
+            wanted = {ch: syms - self.refused.keys() for ch, syms in wanted.items()}
+            wanted = {ch: syms for ch, syms in wanted.items() if syms}
         plan = plan_changes(
-            self.subs, table.union(now), now, int(self.s.linger_seconds * 1e9),
+            self.subs, wanted, now, int(self.s.linger_seconds * 1e9),
             self.interest.cap(self.asset),
         )  # fmt: skip
         if plan.unsubscribe:
-            await stream.send_action("unsubscribe", to_alpaca(plan.unsubscribe))
+            await self._send(stream, "unsubscribe", to_alpaca(plan.unsubscribe))
         if plan.subscribe:
-            await stream.send_action("subscribe", to_alpaca(plan.subscribe))
+            await self._send(stream, "subscribe", to_alpaca(plan.subscribe))
         self.subs.apply(plan)
+        resend, self._resend = self._resend, []
+        for sent in resend:
+            await self._send_one(stream, sent)
         held = len(self.subs.symbols())
         if not held:
             self._held_since_ns = None
         elif self._held_since_ns is None:
             self._held_since_ns = time.time_ns()
-        self.metrics.symbols_subscribed.labels(str(self.asset)).set(held)
+        self.metrics.symbols_subscribed.labels(str(self.asset)).set(len(self.subs.held_symbols()))
+        if self._state_dirty:
+            self._state_dirty = False
+            try:
+                await self.interest.put_upstream_state(
+                    self.asset, self.subs.held_symbols(), self.refused
+                )
+            except Exception:
+                self._state_dirty = True
+                raise
 
     async def _backfill(self, gap_from_ns: int) -> None:
-        """Fetch the minute bars of the gap over REST; publish them with backfill=True."""
+        """Fetch every minute bar of the gap over REST (all pages, every symbol, within
+        `backfill_max_seconds`); publish them with backfill=True and count what came back."""
         if self.rest is None or self.asset is not AssetClass.STOCKS:
             return
         await asyncio.sleep(0.5)  # let the subscription settle first
@@ -324,23 +475,43 @@ class Upstream:
             return
         start = datetime.fromtimestamp(gap_from_ns / 1e9, UTC).replace(second=0, microsecond=0)
         start -= timedelta(minutes=1)
-        tf = parse_timeframe("1Min")
-        # the stream's own tape (a `delayed_sip` stream: SIP as far as the plan allows)
+        deadline = time.monotonic() + self.s.backfill_max_seconds
         rest = self.rest
+        # the stream's own tape (a `delayed_sip` stream: SIP as far as the plan allows)
         feed = self.feed if self.feed in ("iex", "sip") else rest.client.history_feed(None)
-        try:
-            rows = await rest.call(
-                "bars", ("backfill", tuple(symbols), start, feed),
-                lambda c: c.bars(symbols, tf, start, None, 10_000, feed),
-            )  # fmt: skip
-        except Exception as exc:
-            log.warning("backfill of %d symbols failed: %s", len(symbols), exc)
-            return
-        n = 0
-        for sym, bars in rows.items():
-            for b in bars:
-                payload = bar_payload({**b, "S": sym}, feed, BarKind.MINUTE, backfill=True)
-                await self.publisher.publish_payload(Channel.BARS, payload)
-                n += 1
-        self.metrics.backfill_bars.inc(n)
-        log.info("backfilled %d minute bars for %d symbols", n, len(symbols))
+        token: str | None = None
+        bars_n, pages, outcome = 0, 0, "complete"
+        per_symbol: dict[str, int] = {}
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                outcome = "partial"
+                break
+            page = functools.partial(_bars_page, symbols, start, token, feed)
+            try:
+                rows, token = await asyncio.wait_for(
+                    rest.call("bars", ("backfill", tuple(symbols), start, feed, token), page), left
+                )
+            except Exception as exc:
+                raise_if_cancelling()
+                outcome = "partial" if pages else "failed"
+                log.warning("backfill of %d symbols stopped: %s", len(symbols), exc)
+                break
+            pages += 1
+            self.metrics.backfill_pages.inc()
+            for sym, bars in rows.items():
+                for b in bars:
+                    payload = bar_payload({**b, "S": sym}, feed, BarKind.MINUTE, backfill=True)
+                    await self.publisher.publish_payload(Channel.BARS, payload)
+                    bars_n += 1
+                    per_symbol[sym] = per_symbol.get(sym, 0) + 1
+            if not token:
+                break
+        self.metrics.backfill_bars.inc(bars_n)
+        self.metrics.backfill_gaps.labels(outcome).inc()
+        self.metrics.backfill_last_bars.set(bars_n)
+        self.metrics.backfill_last_symbols.set(len(per_symbol))
+        log.info(
+            "backfill %s: %d minute bars for %d of %d symbols in %d pages since %s",
+            outcome, bars_n, len(per_symbol), len(symbols), pages, start.isoformat(),
+        )  # fmt: skip

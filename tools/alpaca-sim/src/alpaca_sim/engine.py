@@ -121,6 +121,9 @@ class Engine:
             if not all(ep.valid_symbol(s) for s in syms):
                 conn.fail(400)
                 return
+            if action == "subscribe" and self.sim.faults.refuse_symbols.intersection(syms):
+                conn.fail(400)
+                return
             if action == "subscribe":
                 if ep.options and ch == "quotes" and "*" in syms:
                     conn.fail(413)
@@ -136,6 +139,8 @@ class Engine:
             distinct = new.get("quotes", set()) - {"*"}
         else:
             cap = self.sim.settings.symbol_cap
+            if self.sim.faults.symbol_cap is not None:
+                cap = self.sim.faults.symbol_cap
             distinct = set().union(*new.values()) - {"*"}
         if cap and len(distinct) > cap:
             conn.fail(405)

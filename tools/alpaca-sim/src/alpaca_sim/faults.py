@@ -20,6 +20,11 @@ class Faults:
     """Epoch end of a time-window fault (0: the fault counts requests instead)."""
     retry_after: bool = True
     """Whether an injected 429 carries `Retry-After` (Alpaca sends only `X-RateLimit-*`)."""
+    symbol_cap: int | None = None
+    """Overrides `--symbol-cap` at run time (a 405 on a subscribe past it); None = setting."""
+    refuse_symbols: frozenset[str] = frozenset()
+    """A subscribe naming any of these is answered `400 invalid syntax` (as Alpaca answers a
+    symbol it cannot parse), leaving the subscription unchanged."""
 
     def take_rest_fault(self, path: str) -> int | None:
         """The status to answer instead of serving `path`, consuming one count."""
@@ -50,4 +55,6 @@ class Faults:
             "silent": silent > 0,
             "silence_remaining_seconds": round(silent, 3),
             "last_actions": self.last_actions or [],
+            "symbol_cap": self.symbol_cap,
+            "refuse_symbols": sorted(self.refuse_symbols),
         }

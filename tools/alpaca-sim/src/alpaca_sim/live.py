@@ -12,6 +12,7 @@ from alpaca_sim.market import NS, Market, stable_hash
 from alpaca_sim.options import is_occ, option_quote_from_underlying
 
 MINUTE_NS = 60 * NS
+RECENT_TRADES = 1024
 
 
 @dataclass
@@ -77,6 +78,9 @@ class SymbolState:
     minute: Agg = field(default_factory=lambda: Agg(0))
     prev_minute: Agg | None = None
     day: Agg = field(default_factory=lambda: Agg(0))
+    recent: dict[int, tuple[float, int]] = field(default_factory=dict)
+    """Trade id -> (price, size) of the day's last RECENT_TRADES prints still standing (what
+    a correction or cancel can reach)."""
 
     def roll(self, t_ns: int) -> Agg | None:
         """Start a new minute (and day) if `t_ns` is past the current one; return the closed one."""
@@ -101,7 +105,46 @@ class SymbolState:
         self.last_trade_size = size
         self.minute.add(price, size)
         self.day.add(price, size)
+        self.recent[self.trade_id] = (price, size)
+        self.recent.pop(self.trade_id - RECENT_TRADES, None)
         return self.trade_id
+
+    def last_id(self) -> int | None:
+        """Id of the newest standing print (None when none is known)."""
+        return max(self.recent) if self.recent else None
+
+    def cancel(self, tid: int) -> tuple[float, int] | None:
+        """Bust print `tid`: it never happened. If it was the newest, the day's (and minute's)
+        close falls back to the newest standing print. Returns the busted (price, size)."""
+        old = self.recent.pop(tid, None)
+        if old is None:
+            return None
+        self.day.v = max(0, self.day.v - old[1])
+        if self.recent and tid > max(self.recent):
+            self._set_close(self.recent[max(self.recent)][0])
+        return old
+
+    def correct(self, tid: int, price: float, size: int) -> tuple[int, float, int] | None:
+        """Replace print `tid` by a corrected one (new id); the close moves if it was the
+        newest. Returns (new id, original price, original size)."""
+        old = self.recent.get(tid)
+        if old is None:
+            return None
+        newest = tid == max(self.recent)
+        del self.recent[tid]
+        self.trade_id += 1
+        self.recent[self.trade_id] = (price, size)
+        self.day.v = max(0, self.day.v - old[1] + size)
+        self.day.h, self.day.low = max(self.day.h, price), min(self.day.low, price)
+        if newest:
+            self._set_close(price)
+        return self.trade_id, old[0], old[1]
+
+    def _set_close(self, price: float) -> None:
+        self.day.c = price
+        if self.minute.n:
+            self.minute.c = price
+        self.price = price
 
     def quote(self, bid: float, ask: float, bid_size: int, ask_size: int, t_ns: int) -> None:
         """Record a quote."""

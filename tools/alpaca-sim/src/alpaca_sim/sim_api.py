@@ -44,7 +44,15 @@ async def post_faults(request: web.Request) -> web.Response:
         f.rest_status, f.rest_remaining, f.rest_path_prefix = None, 0, None
         f.rest_until, f.retry_after = 0.0, True
         f.silent_until = sim.engine.silent_until = 0.0
+        f.symbol_cap, f.refuse_symbols = None, frozenset()
         actions.append("reset")
+    if "symbol_cap" in body:
+        cap = body["symbol_cap"]
+        f.symbol_cap = int(cap) if cap is not None else None
+        actions.append(f"symbol_cap={cap}")
+    if "refuse_symbols" in body:
+        f.refuse_symbols = frozenset(str(x) for x in body["refuse_symbols"] or ())
+        actions.append(f"refuse_symbols={sorted(f.refuse_symbols)}")
     if "rest_status" in body:
         status = body["rest_status"]
         if status is not None and not 400 <= int(status) <= 599:
@@ -107,7 +115,8 @@ async def get_state(request: web.Request) -> web.Response:
 
 
 async def post_publish(request: web.Request) -> web.Response:
-    """`POST /sim/publish`: push one trade/quote/bar/status for a symbol to its listeners."""
+    """`POST /sim/publish`: push one trade, quote, bar, status, correction, cancel, luld or
+    imbalance for a symbol to its listeners (corrections and cancels move the day's close)."""
     sim = _sim(request)
     body = await _body(request)
     if not isinstance(body.get("symbol"), str) or not isinstance(body.get("type"), str):

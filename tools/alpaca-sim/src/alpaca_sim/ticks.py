@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 TRADE_SHARE = 0.35
 CORRECTION_P = 0.0005
+ONE_SIDED_P = 0.05
+"""Share of stock quotes that IEX connections get with one side empty (price and size 0):
+IEX often has no order on one side; SIP consolidates every venue and always has both."""
 
 
 def _round(price: float) -> float:
@@ -99,6 +102,13 @@ def emit_ticks(engine: Engine, rng: np.random.Generator, n: int, now_ns: int, sp
                     "ax": "V", "ap": ask_l[i], "as": (10 - lot) * 100, "c": ["R"],
                     "z": st.tape, "t": stamp(secs[i], nanos[i]),
                 }  # fmt: skip
+            if u_l[i] > 1.0 - ONE_SIDED_P and not tgt.options:
+                # IEX had no order on one side: that side is 0 on IEX connections only
+                side = ("ap", "as") if lot % 2 else ("bp", "bs")
+                iex = {**msg, side[0]: 0.0, side[1]: 0}
+                for c in conns:
+                    out[c].append(iex if c.endpoint.feed == "iex" else msg)
+                continue
             for c in conns:
                 out[c].append(msg)
     engine.write_back(np.unique(idx).tolist(), int(t[-1]))
@@ -110,6 +120,7 @@ def _correction(
     st: SymbolState, tid: int, price: float, size: int, t: Any, cancel: bool
 ) -> dict[str, Any]:
     if cancel:
+        st.cancel(tid)  # the busted print leaves the day's tape (and its close, if newest)
         return {
             "T": "x",
             "S": st.symbol,
@@ -121,7 +132,10 @@ def _correction(
             "t": t,
             "z": st.tape,
         }
-    st.trade_id += 1
+    fixed = _round(price * 1.001)
+    done = st.correct(tid, fixed, size + 100)
+    if done is None:
+        st.trade_id += 1
     return {
         "T": "c",
         "S": st.symbol,
@@ -131,7 +145,7 @@ def _correction(
         "os": size,
         "oc": ["@"],
         "ci": st.trade_id,
-        "cp": price,
+        "cp": fixed,
         "cs": size + 100,
         "cc": ["@"],
         "t": t,
@@ -230,8 +244,10 @@ def publish(engine: Engine, body: dict[str, Any], now_ns: int) -> int:
             {"c": "I"} if options else {"i": tid, "c": body.get("conditions", ["@"]), "z": st.tape}
         )
     elif kind == "quote":
+        # a side of 0 is a one-sided quote (IEX with no order on that side)
         bid, ask = float(body["bid"]), float(body["ask"])
-        bs, as_ = int(body.get("bid_size", 100)), int(body.get("ask_size", 100))
+        bs = int(body.get("bid_size", 100 if bid else 0))
+        as_ = int(body.get("ask_size", 100 if ask else 0))
         st.quote(bid, ask, bs, as_, t_ns)
         st.price = _round((bid + ask) / 2) if options else st.price
         channel = "quotes"
@@ -265,6 +281,37 @@ def publish(engine: Engine, body: dict[str, Any], now_ns: int) -> int:
     elif kind == "status":
         channel = "statuses"
         msg = _status(st, t, bool(body.get("halt", True)))
+    elif kind in ("correction", "cancel"):
+        # both reach every `trades` listener, and change the day's tape like Alpaca's would
+        channel = "trades"
+        tid = int(body.get("trade_id") or st.last_id() or 0)
+        if kind == "cancel":
+            old = st.cancel(tid)
+            price, size = old if old else (float(body["price"]), int(body.get("size", 100)))
+            msg = {
+                "T": "x", "S": symbol, "i": tid, "x": st.exchange, "p": price, "s": size,
+                "a": body.get("action", "C"), "t": t, "z": st.tape,
+            }  # fmt: skip
+        else:
+            new_price, new_size = float(body["price"]), int(body.get("size", 100))
+            done = st.correct(tid, new_price, new_size)
+            if done is None:
+                raise ValueError(f"no standing trade {tid} of {symbol} to correct")
+            new_id, old_price, old_size = done
+            msg = {
+                "T": "c", "S": symbol, "x": st.exchange, "oi": tid, "op": old_price,
+                "os": old_size, "oc": ["@"], "ci": new_id, "cp": new_price, "cs": new_size,
+                "cc": body.get("conditions", ["@"]), "t": t, "z": st.tape,
+            }  # fmt: skip
+    elif kind == "luld":
+        channel = "lulds"
+        msg = {
+            "T": "l", "S": symbol, "u": float(body["up"]), "d": float(body["down"]),
+            "i": body.get("indicator", "B"), "t": t, "z": st.tape,
+        }  # fmt: skip
+    elif kind == "imbalance":
+        channel = "imbalances"
+        msg = {"T": "i", "S": symbol, "p": float(body["price"]), "t": t, "z": st.tape}
     else:
         raise ValueError(f"unknown type {kind!r}")
     engine.invalidate_prices()

@@ -191,6 +191,35 @@ class AlpacaRest:
             return False
         return True
 
+    async def bars_page(
+        self, symbols: Sequence[str], timeframe: str, start: datetime, end: datetime | None,
+        page_token: str | None, feed: str,
+    ) -> tuple[dict[str, list[dict[str, Any]]], str | None]:  # fmt: skip
+        """One page (one request) of multi-symbol bars from `feed` (`iex` or `sip`; see
+        `history_feed`): (bars per symbol, next page token).
+
+        Alpaca's `limit` counts bars across all symbols and pages are sorted by symbol, so a
+        caller that needs every symbol must follow the token until it is None.
+        """
+        params: dict[str, Any] = {
+            "symbols": ",".join(symbols),
+            "timeframe": timeframe,
+            "start": start.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "limit": MAX_PAGE,
+            "feed": DataFeed(feed).value,
+            "adjustment": "raw",
+        }
+        if end is not None:
+            params["end"] = end.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        if page_token:
+            params["page_token"] = page_token
+        body: Any = await self._call(lambda: self.stocks.get("/stocks/bars", params))
+        if not isinstance(body, dict):
+            return {}, None
+        bars = body.get("bars") or {}
+        token = body.get("next_page_token") or None
+        return ({k: list(v) for k, v in bars.items()} if isinstance(bars, dict) else {}), token
+
     async def latest_quote(self, symbol: str) -> dict[str, Any] | None:
         """The latest quote (raw dict) or None."""
         req = StockLatestQuoteRequest(symbol_or_symbols=symbol, feed=self.feed)

@@ -18,7 +18,7 @@ second write loses a race. Everything here is pure: the caller passes `now_ns`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -275,13 +275,17 @@ def apply_request(
     release: bool,
     now_ns: int,
     limits: Limits,
+    refused: Mapping[str, str] | None = None,
 ) -> InterestOutcome:
     """Renew, add or release `consumer`'s leases of one owner; reject what is over a limit.
 
     Checks per new symbol, in order: valid symbol; the consumer fits the owner's consumer quota;
     the symbol fits the owner's symbol quota (renewing one the owner holds always fits); the
-    tier's share of the cap; the cap itself. The inputs are not modified.
+    tier's share of the cap; the cap itself. A symbol in `refused` (Alpaca refused to
+    subscribe it; value = why) is rejected as `upstream_refused` and this consumer's lease on
+    it is dropped. The inputs are not modified.
     """
+    refused = refused or {}
     asset = slots_in.asset
     owner = copy.deepcopy(owner_in)
     slots = copy.deepcopy(slots_in)
@@ -331,6 +335,9 @@ def apply_request(
             msg = ""
             if not check.ok:
                 reason, msg = "invalid_symbol", check.reason
+            elif sym in refused:
+                reason, msg = "upstream_refused", refused[sym]
+                mine.pop(sym, None)
             elif new_consumer and len(owner.consumers) > quota.max_consumers_per_user:
                 reason = "user_consumer_quota"
                 msg = f"at most {quota.max_consumers_per_user} consumer ids per user on tier {tier}"

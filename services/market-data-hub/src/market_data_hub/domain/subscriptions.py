@@ -1,4 +1,9 @@
-"""Upstream subscription planning: union of leases -> incremental subscribe/unsubscribe."""
+"""Upstream subscription planning: union of leases -> incremental subscribe/unsubscribe.
+
+Two sets per channel: `sent` is what the hub asked Alpaca for (the base of the next plan),
+`held` is what Alpaca acknowledged in its last `subscription` message (the full set it serves).
+Only `held` decides what is published and what is reported to consumers as accepted.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +14,71 @@ from raxx_contracts import Channel
 Key = tuple[Channel, str]
 
 
+ACK_KEYS: dict[str, Channel] = {
+    "quotes": Channel.QUOTES,
+    "trades": Channel.TRADES,
+    "bars": Channel.BARS,
+    "dailyBars": Channel.DAILYBARS,
+    "statuses": Channel.STATUSES,
+    "lulds": Channel.LULDS,
+    "imbalances": Channel.IMBALANCES,
+}
+"""Alpaca `subscription` message key -> channel (`updatedBars`, `corrections` and
+`cancelErrors` follow `bars` and `trades` and are not tracked on their own)."""
+
+
 @dataclass
 class Subscriptions:
-    """What the hub holds upstream per channel, and since when unwanted symbols linger."""
+    """What the hub asked for and what Alpaca acknowledged, per channel."""
 
     held: dict[Channel, set[str]] = field(default_factory=dict)
+    """Acknowledged by Alpaca (its last `subscription` message)."""
+    sent: dict[Channel, set[str]] = field(default_factory=dict)
+    """Asked for (subscribe sent, not unsubscribed since)."""
     gone_since: dict[Key, int] = field(default_factory=dict)
 
     def holds(self, channel: Channel, symbol: str) -> bool:
-        """Whether `symbol` is subscribed upstream on `channel`."""
+        """Whether Alpaca acknowledged `symbol` on `channel`."""
         return symbol in self.held.get(channel, ())
 
     def symbols(self) -> set[str]:
-        """Distinct symbols held on any channel."""
+        """Distinct symbols asked for on any channel (what the plan counts against the cap)."""
+        return set().union(*self.sent.values()) if self.sent else set()
+
+    def held_symbols(self) -> set[str]:
+        """Distinct symbols Alpaca acknowledged on any channel."""
         return set().union(*self.held.values()) if self.held else set()
 
+    def clear(self) -> None:
+        """A new session holds nothing until Alpaca says so."""
+        self.held.clear()
+        self.sent.clear()
+        self.gone_since.clear()
+
+    def acknowledge(self, ack: dict[str, list[str]]) -> None:
+        """Take Alpaca's `subscription` message (the full current set) as the held set."""
+        held: dict[Channel, set[str]] = {}
+        for key, ch in ACK_KEYS.items():
+            syms = ack.get(key)
+            if syms:
+                held[ch] = set(syms)
+        self.held = held
+
+    def refuse(self, channel: Channel, symbols: set[str]) -> None:
+        """Alpaca refused a subscribe of `symbols`: they are not asked for any more."""
+        mine = self.sent.get(channel)
+        if mine is not None:
+            mine.difference_update(symbols)
+            if not mine:
+                del self.sent[channel]
+
     def apply(self, plan: SubscriptionPlan) -> None:
-        """Record that `plan` was carried out upstream."""
+        """Record that `plan` was sent upstream."""
         for ch, syms in plan.subscribe.items():
-            self.held.setdefault(ch, set()).update(syms)
+            self.sent.setdefault(ch, set()).update(syms)
         for ch, syms in plan.unsubscribe.items():
-            self.held.get(ch, set()).difference_update(syms)
-        self.held = {ch: s for ch, s in self.held.items() if s}
+            self.sent.get(ch, set()).difference_update(syms)
+        self.sent = {ch: s for ch, s in self.sent.items() if s}
         self.gone_since = plan.gone_since
 
 
@@ -63,10 +111,10 @@ def plan_changes(
     unsubscribe: dict[Channel, set[str]] = {}
     gone: dict[Key, int] = {}
     for ch, syms in desired.items():
-        new = syms - current.held.get(ch, set())
+        new = syms - current.sent.get(ch, set())
         if new:
             subscribe[ch] = set(new)
-    for ch, syms in current.held.items():
+    for ch, syms in current.sent.items():
         for sym in syms - desired.get(ch, set()):
             since = current.gone_since.get((ch, sym), now_ns)
             if now_ns - since >= linger_ns:
@@ -90,4 +138,4 @@ def plan_changes(
 
 
 def _chans(current: Subscriptions, sym: str) -> list[Channel]:
-    return [c for c, s in current.held.items() if sym in s]
+    return [c for c, s in current.sent.items() if sym in s]
