@@ -20,8 +20,9 @@ from eod_settler.runtime import Deps, Runtime
 from eod_settler.scheduler import Scheduler
 from nats.js.api import KeyValueConfig
 from raxx_contracts import (
+    AssetClass,
     HeldOptionContract,
-    InterestRequest,
+    UpstreamHeld,
     encode,
     encode_symbol,
     subjects,
@@ -121,7 +122,31 @@ async def test_api_serves_latest_revisions_and_maps_errors(
     assert "eod_outbox_depth" in metrics.text
 
 
-async def test_interest_is_observed_without_replying_and_settled(
+async def hold_upstream(nats_url: str, asset: AssetClass, *symbols: str) -> None:
+    """Write the hub leader's acknowledged upstream set, as market-data-hub does."""
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await nc.jetstream().create_key_value(
+            KeyValueConfig(bucket=subjects.HUB_INTEREST_BUCKET, history=1)
+        )
+        held = UpstreamHeld(held=symbols)
+        await kv.put(subjects.upstream_held_key(asset), held.model_dump_json().encode())
+    finally:
+        await nc.close()
+
+
+async def recorded_symbols(rt: Runtime, date: dt.date, want: int) -> set[str]:
+    """The date's universe once it has `want` symbols (the recorder polls every 0.1 s)."""
+    recorded: set[str] = set()
+    for _ in range(100):
+        recorded = {t.symbol for t in await rt.store.universe(date)}
+        if len(recorded) >= want:
+            break
+        await asyncio.sleep(0.1)
+    return recorded
+
+
+async def test_symbols_the_hub_holds_upstream_are_recorded_and_settled(
     own_nats: str, postgres_dsn: str, alpaca_sim: AlpacaSim
 ) -> None:
     clock = FixedClock(dt.datetime(2025, 12, 23, 11, 0, tzinfo=NY))
@@ -130,25 +155,9 @@ async def test_interest_is_observed_without_replying_and_settled(
     )
     app = create_app(settings, Deps(clock=clock))
     async with app.router.lifespan_context(app):
-        nc = await nats.connect(own_nats)
-        try:
-            req = InterestRequest(consumer_id="mbt-1", symbols=("NVDA", "AMD"))
-            inbox = nc.new_inbox()
-            replies = await nc.subscribe(inbox)
-            subject = subjects.interest("free", subjects.user_token("mbt"))
-            await nc.publish(subject, encode(req), reply=inbox)
-            await nc.flush()
-            rt: Runtime = app.state.runtime
-            recorded: set[str] = set()
-            for _ in range(100):  # the listener flushes every 0.1 s; the box may be busy
-                recorded = {t.symbol for t in await rt.store.universe(D1)}
-                if recorded:
-                    break
-                await asyncio.sleep(0.1)
-            assert recorded == {"NVDA", "AMD"}
-            assert replies.pending_msgs == 0  # a listener, not a replier
-        finally:
-            await nc.close()
+        await hold_upstream(own_nats, AssetClass.STOCKS, "NVDA", "AMD")
+        rt: Runtime = app.state.runtime
+        assert await recorded_symbols(rt, D1, 2) == {"NVDA", "AMD"}
         clock.at = dt.datetime(2025, 12, 23, 17, 0, tzinfo=NY)
         report = await rt.settler.run(D1)
     assert report.count == 2

@@ -2,7 +2,13 @@
 
 from raxx_contracts import subjects
 from raxx_contracts.codec import decode, dumps, encode
-from raxx_contracts.control import ErrorReply, InterestReply, InterestRequest, Rejection
+from raxx_contracts.control import (
+    ErrorReply,
+    InterestReply,
+    InterestRequest,
+    Rejection,
+    UpstreamHeld,
+)
 from raxx_contracts.corpactions import CorporateAction, CorporateActionType
 from raxx_contracts.enums import (
     CHANNELS_BY_ASSET,
@@ -79,6 +85,7 @@ __all__ = [
     "TradeCorrection",
     "TradingStatus",
     "UnknownTierError",
+    "UpstreamHeld",
     "decode",
     "decode_symbol",
     "default_policy",

@@ -54,6 +54,19 @@ class Rejection(WireModel):
     message: str
 
 
+class UpstreamHeld(WireModel):
+    """What Alpaca acknowledged on the hub's upstream connection for one asset class (KV
+    `MDH_INTEREST`, key `subjects.upstream_held_key(asset)`; written by the leading hub).
+
+    `refused` maps a symbol to `[alpaca_code, message, until_epoch_ns]` for refusals still in
+    force. eod-settler reads `held` to learn which symbols have interest: only what the hub
+    accepted under the users' quotas and Alpaca acknowledged, never what a user merely asked.
+    """
+
+    held: tuple[str, ...] = ()
+    refused: dict[str, tuple[int, str, int]] = Field(default_factory=dict)
+
+
 class InterestReply(WireModel):
     """The hub's answer: what is now leased, what was refused and why.
 

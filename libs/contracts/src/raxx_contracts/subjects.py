@@ -45,6 +45,18 @@ HELD_OPTIONS_BUCKET = "MBT_HELD_OPTIONS"
 
 USER_INBOX_ROOT = "_INBOX_U"
 
+HUB_INTEREST_BUCKET = "MDH_INTEREST"
+"""KV bucket market-data-hub owns. Other services may read exactly one record kind from it:
+:func:`upstream_held_key` (value: :class:`raxx_contracts.UpstreamHeld`), the symbols Alpaca
+acknowledged for the hub's single upstream connection, which is bounded by the plan's symbol
+cap and holds only symbols users were allowed to lease."""
+
+
+def upstream_held_key(asset: AssetClass) -> str:
+    """Key of the leader's acknowledged upstream set for `asset` in :data:`HUB_INTEREST_BUCKET`."""
+    return f"upstream.{asset}"
+
+
 USER_TIERS_BUCKET = "TG_USER_TIERS"
 """KV bucket tier-gate owns (writes) and the hub watches: key = :func:`user_tier_key`, value =
 the `TierChanged` tier-gate applied last for that user. The hub refuses an HTTP token whose

@@ -1,5 +1,5 @@
 """FastAPI factory: the HTTP API plus the supervised background tasks (scheduler, relay,
-interest listener). Nothing connects or reads the environment at import."""
+interest recorder). Nothing connects or reads the environment at import."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from raxx_contracts import subjects
 
 from eod_settler.adapters import nats as bus
 from eod_settler.api import router
@@ -41,10 +40,11 @@ def create_app(
         health: dict[str, str] = {}
         app.state.tasks = health
         if background:
+            js = rt.js
             recorder = InterestRecorder(
-                rt.store, rt.deps.clock, ZoneInfo(settings.timezone), metrics
-            )
-            sub = await bus.listen(rt.nc, subjects.INTEREST_ANY, recorder.on_request)
+                rt.store, rt.deps.clock, ZoneInfo(settings.timezone), metrics,
+                lambda asset: bus.hub_held(js, asset),
+            )  # fmt: skip
             scheduler = Scheduler(
                 settings, rt.settler, rt.store, rt.deps.clock, metrics, rt.corpactions
             )
@@ -64,7 +64,6 @@ def create_app(
                     await t
             if background:
                 with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
                     await recorder.flush()
             await rt.close()
 

@@ -1,13 +1,28 @@
-"""Observe `md.ctl.interest.*.*` (every user's request subject; a plain listener, never a
-replier) and record symbols per date."""
+"""Symbols with interest: read from what the hub holds upstream, recorded per date.
+
+The hub's leader shares the set Alpaca acknowledged for its one upstream connection in KV
+(`subjects.HUB_INTEREST_BUCKET`, key `subjects.upstream_held_key(asset)`, contract
+`UpstreamHeld`). That set only contains symbols the hub accepted under every user's quotas
+and the plan's cap, so it is bounded whatever users send. The settler never reads users'
+interest requests themselves: a request may name anything (1,000 symbols, refused or not),
+and taking it as "interest" would let one user grow every settle run.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
-from raxx_contracts import DecodeError, InterestRequest, InvalidSymbolError, decode, encode_symbol
+from raxx_contracts import (
+    AssetClass,
+    DecodeError,
+    InvalidSymbolError,
+    UpstreamHeld,
+    decode,
+    encode_symbol,
+)
 
 from eod_settler.adapters.postgres import Store
 from eod_settler.clock import Clock
@@ -16,11 +31,17 @@ from eod_settler.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+HeldReader = Callable[[AssetClass], Awaitable[bytes | None]]
+"""Reads the raw `UpstreamHeld` record of an asset class (None when absent)."""
+
 
 class InterestRecorder:
-    """Buffers symbols seen in interest requests and writes them to Postgres in batches."""
+    """Polls the hub's acknowledged upstream set and writes new symbols to Postgres."""
 
-    def __init__(self, store: Store, clock: Clock, tz: ZoneInfo, metrics: Metrics) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, tz: ZoneInfo, metrics: Metrics, read_held: HeldReader
+    ) -> None:
+        self._read_held = read_held
         self._store = store
         self._clock = clock
         self._tz = tz
@@ -28,20 +49,23 @@ class InterestRecorder:
         self._pending: set[Target] = set()
         self._seen: set[tuple[str, Target]] = set()
 
-    async def on_request(self, data: bytes) -> None:
-        """Handle one `InterestRequest` (decoded; invalid payloads and symbols are skipped)."""
-        try:
-            req = decode(InterestRequest, data)
-        except DecodeError:
-            return
-        if req.release:
-            return
-        for sym in req.symbols:
-            try:
-                encode_symbol(sym)
-            except InvalidSymbolError:
+    async def poll(self) -> None:
+        """Buffer the symbols the hub holds upstream now (every asset class)."""
+        for asset in AssetClass:
+            data = await self._read_held(asset)
+            if not data:
                 continue
-            self._pending.add(Target(sym, req.asset_class))
+            try:
+                held = decode(UpstreamHeld, data).held
+            except DecodeError:
+                log.warning("unreadable upstream set of %s in the hub's interest bucket", asset)
+                continue
+            for sym in held:
+                try:
+                    encode_symbol(sym)
+                except InvalidSymbolError:
+                    continue
+                self._pending.add(Target(sym, asset))
 
     async def flush(self) -> int:
         """Write buffered symbols under today's date (exchange time zone)."""
@@ -64,7 +88,8 @@ class InterestRecorder:
         return len(new)
 
     async def run_forever(self, every: float) -> None:
-        """Flush periodically."""
+        """Poll and flush periodically."""
         while True:
             await asyncio.sleep(every)
+            await self.poll()
             await self.flush()

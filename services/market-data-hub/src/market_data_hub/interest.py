@@ -60,9 +60,9 @@ def slots_key(asset: AssetClass) -> str:
     return f"slots.{asset}"
 
 
-def upstream_key(asset: AssetClass) -> str:
-    """KV key where the leader shares what Alpaca acknowledged and refused for `asset`."""
-    return f"upstream.{asset}"
+upstream_key = subjects.upstream_held_key
+"""KV key where the leader shares what Alpaca acknowledged and refused for `asset` (its value
+is the contract `UpstreamHeld`, which eod-settler reads)."""
 
 
 @dataclass(frozen=True)

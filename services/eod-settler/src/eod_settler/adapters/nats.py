@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import nats
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
-from raxx_contracts import DecodeError, HeldOptionContract, decode, subjects
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from raxx_contracts import AssetClass, DecodeError, HeldOptionContract, decode, subjects
 
 from eod_settler.errors import RetryableError
 
@@ -145,10 +144,12 @@ async def publish_batch(
     return out
 
 
-async def listen(nc: Client, subject: str, handler: Callable[[bytes], Awaitable[None]]) -> Any:
-    """Plain (non-queue, non-replying) subscription: observe requests without answering."""
-
-    async def cb(msg: Msg) -> None:
-        await handler(msg.data)
-
-    return await nc.subscribe(subject, cb=cb)
+async def hub_held(js: JetStreamContext, asset: AssetClass) -> bytes | None:
+    """The hub's acknowledged upstream set of `asset` (raw `UpstreamHeld`), None when absent
+    (no hub yet, or it has not led since the bucket was made)."""
+    try:
+        kv = await js.key_value(subjects.HUB_INTEREST_BUCKET)
+        entry = await kv.get(subjects.upstream_held_key(asset))
+    except (BucketNotFoundError, KeyNotFoundError):
+        return None
+    return entry.value or None
