@@ -9,6 +9,7 @@ from raxx_contracts.enums import (
     BarKind,
     Channel,
     Path,
+    SettleFeed,
     SettleSource,
 )
 from raxx_contracts.errors import ContractError, DecodeError, InvalidSymbolError, UnknownTierError
@@ -59,6 +60,7 @@ __all__ = [
     "Rejection",
     "Settle",
     "SettleBatchDone",
+    "SettleFeed",
     "SettleSource",
     "TierChanged",
     "TierPolicy",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -50,8 +51,12 @@ class Settings(BaseSettings):
     alpaca_secret_key: SecretStr | None = None
     alpaca_data_url: str = "https://data.alpaca.markets"
     alpaca_trading_url: str = "https://paper-api.alpaca.markets"
-    alpaca_feed: str | None = None
-    """Bars feed (`sip`, `iex`); None lets Alpaca choose (SIP for dates older than 15 min)."""
+    alpaca_feed: Literal["sip", "iex"] = "sip"
+    """Feed of the stock settle (bars; auctions are SIP only). SIP history older than 15 minutes
+    is free on every plan, and the settler never asks for a more recent window, so SIP is right
+    on Basic too; `iex` is an explicit override for testing only."""
+    options_feed: Literal["opra", "indicative"] = "opra"
+    """Option quotes feed; `opra` falls back to `indicative` when the key answers 403."""
     rest_rate_per_min: float = Field(default=200.0, gt=0)
     rest_burst: int = Field(default=1, ge=1)
     """Token-bucket capacity; 1 spaces requests evenly, which no server-side limiter refuses."""
@@ -70,6 +75,9 @@ class Settings(BaseSettings):
     dedup_window_seconds: int = Field(default=7 * 86_400, ge=2 * 86_400)
     publish_batch: int = Field(default=1000, ge=1)
     publish_timeout_seconds: float = 10.0
+    reread_local_time: dt.time = dt.time(7, 0)
+    """When (exchange time, the morning after a session) the settled session is read again: a
+    close moved by late prints or corrections becomes revision n+1, once."""
     catchup_sessions: int = Field(default=3, ge=0)
     late_grace_seconds: float = 1800.0
     interest_flush_seconds: float = 1.0
