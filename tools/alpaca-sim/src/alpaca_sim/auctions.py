@@ -13,6 +13,7 @@ bar's close (high/low widened to hold it) and the official closing auction print
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -40,46 +41,75 @@ if TYPE_CHECKING:
 RECENT_SIP = timedelta(minutes=15)
 
 
-def _listing_exchange(market: Market, symbol: str) -> str:
-    return "PNQ"[stable_hash(market.seed, "listing", symbol) % 3]
-
-
 def has_closing_auction(market: Market, no_auction: set[str], symbol: str, day: date) -> bool:
     """Whether `symbol` had a closing auction on `day`."""
     return not (symbol.startswith("NOAUC") or symbol in no_auction or market.is_halted(symbol, day))
 
 
+def _draw(market: Market, symbol: str, day: date) -> int:
+    return stable_hash(market.seed, "auction", symbol, day.isoformat())
+
+
 def official_close(market: Market, late: LateCloses, symbol: str, day: date) -> float:
-    """The closing auction price: a few bp off the bar close, or the corrected close."""
+    """The closing auction price: 1-8 bp off the bar close, or the corrected close."""
+    return _official(market, late, symbol, day, market.daily_bar(symbol, day)[3], None)
+
+
+def _official(
+    market: Market, late: LateCloses, symbol: str, day: date, bar_close: float, h: int | None
+) -> float:
     corrected = late.get(symbol, day)
     if corrected is not None:
         return corrected
-    bar_close = market.daily_bar(symbol, day)[3]
-    bp = 1 + stable_hash(market.seed, "auction", symbol, day.isoformat()) % 8  # 1..8 bp
-    sign = 1 if stable_hash(market.seed, "auction-sign", symbol, day.isoformat()) % 2 else -1
+    h = _draw(market, symbol, day) if h is None else h
+    bp = 1 + h % 8
+    sign = 1 if (h >> 8) & 1 else -1
     price = round(bar_close * (1 + sign * bp / 10_000), 2)
     if price == bar_close:
         price = round(bar_close + sign * 0.01, 2)
     return max(price, 0.01)
 
 
+@dataclass(frozen=True, slots=True)
+class _Day:
+    """Per-day parts shared by every symbol's entry."""
+
+    iso: str
+    open_t: str
+    close_t: str
+    closed: bool
+
+    @classmethod
+    def of(cls, market: Market, day: date, end: datetime) -> _Day:
+        session = market.calendar.session(day)
+        return cls(
+            day.isoformat(),
+            rfc3339_ns(int(session.open.timestamp()), 68_034_304),
+            rfc3339_ns(int(session.close.timestamp()), 152_902_912),
+            session.close <= end,
+        )
+
+
 def daily_auction(
-    market: Market, late: LateCloses, symbol: str, day: date, end: datetime
+    market: Market, late: LateCloses, symbol: str, day: date, end: datetime, d: _Day | None = None
 ) -> dict[str, Any]:
     """One `stock_daily_auctions` entry: the listing market's prints stamped up to `end`."""
-    session = market.calendar.session(day)
-    x = _listing_exchange(market, symbol)
+    d = d or _Day.of(market, day, end)
+    bar = market.daily_bar(symbol, day)
+    h = _draw(market, symbol, day)
+    x = "PNQ"[stable_hash(market.seed, "listing", symbol) % 3]
     opening = {
-        "c": "O", "p": market.daily_bar(symbol, day)[0], "s": 100 + stable_hash(symbol) % 900,
-        "t": rfc3339_ns(int(session.open.timestamp()), 68_034_304), "x": x,
+        "c": "O", "p": bar[0], "s": 100 + (h >> 16) % 900,
+        "t": d.open_t, "x": x,
     }  # fmt: skip
+    if not d.closed:
+        return {"d": d.iso, "o": [opening], "c": []}
     closing = {
-        "c": "M", "p": official_close(market, late, symbol, day),
-        "s": 1000 + stable_hash(market.seed, "auction-size", symbol) % 90_000,
-        "t": rfc3339_ns(int(session.close.timestamp()), 152_902_912), "x": x,
+        "c": "M", "p": _official(market, late, symbol, day, bar[3], h),
+        "s": 1000 + (h >> 32) % 90_000,
+        "t": d.close_t, "x": x,
     }  # fmt: skip
-    closes = [closing] if session.close <= end else []
-    return {"d": day.isoformat(), "o": [opening], "c": closes}
+    return {"d": d.iso, "o": [opening], "c": [closing]}
 
 
 def _sim(request: web.Request) -> SimState:
@@ -108,6 +138,9 @@ def _auctions(
     cursor = decode_token(q.get("page_token"))
     no_auction = set(sim.settings.no_auction)
     days = sim.calendar.days_between(start.astimezone(NY).date(), end.astimezone(NY).date())
+    parts = {  # days whose session opened by `end`
+        day: _Day.of(sim.market, day, end) for day in days if sim.calendar.session(day).open <= end
+    }
     out: dict[str, list[dict[str, Any]]] = {}
     taken = 0
     last = ("", 0)
@@ -118,13 +151,12 @@ def _auctions(
             ordinal = day.toordinal()
             if cursor and symbol == cursor[0] and ordinal <= cursor[1]:
                 continue
-            session = sim.calendar.session(day)
-            if session.open > end or not has_closing_auction(sim.market, no_auction, symbol, day):
+            if day not in parts or not has_closing_auction(sim.market, no_auction, symbol, day):
                 continue
             if taken == limit:
                 return out, encode_token(*last)
             out.setdefault(symbol, []).append(
-                daily_auction(sim.market, sim.market.late_closes, symbol, day, end)
+                daily_auction(sim.market, sim.market.late_closes, symbol, day, end, parts[day])
             )
             taken += 1
             last = (symbol, ordinal)
