@@ -70,6 +70,7 @@ async def test_auction_preferred_fallback_labelled_and_sip_on_a_basic_key(
     finally:
         await rt.close()
     assert report.count == len(syms)
+    assert report.sources == {"auction/sip": 2, "daily_bar/sip": 2}
     mbt = Consumer(own_nats)
     await mbt.ensure()
     await mbt.consume()

@@ -70,6 +70,8 @@ class RunReport:
     revised: int = 0
     stale: int = 0
     missing: list[str] = field(default_factory=list)
+    sources: dict[str, int] = field(default_factory=dict)
+    """Revisions written by this run, per `source/feed` (e.g. `auction/sip`)."""
     count: int = 0
     done_enqueued: bool = False
     published: int = 0
@@ -351,6 +353,8 @@ class Settler:
             os.kill(os.getpid(), signal.SIGKILL)
         for r in rows:
             self._metrics.written.labels(str(r.source)).inc()
+            key = f"{r.source}/{r.feed or '-'}"
+            ctx.report.sources[key] = ctx.report.sources.get(key, 0) + 1
             if r.stale:
                 self._metrics.stale.inc()
                 ctx.report.stale += 1
