@@ -32,7 +32,7 @@ from tests.integration.test_settler_helpers import (
 
 pytestmark = pytest.mark.integration
 D1 = dt.date(2025, 12, 23)
-SYMBOLS = ["AAPL", "MSFT", "BRK.B", "SPY"]
+SYMBOLS = ["AAPL", "MSFT", "BRK.B", "SPY", "NOAUCX"]  # NOAUCX: no closing auction in the sim
 
 
 @pytest.fixture
@@ -98,6 +98,9 @@ async def test_settler_settles_through_the_hub_passthrough(
     await mbt.ensure()
     await mbt.consume()
     assert sorted(s.symbol for s in mbt.seen.settles) == sorted(SYMBOLS)
+    sources = {s.symbol: (s.source, s.feed) for s in mbt.seen.settles}
+    assert sources["NOAUCX"] == ("daily_bar", "sip")  # no closing auction: the bar, labelled
+    assert {v for k, v in sources.items() if k != "NOAUCX"} == {("auction", "sip")}
     metrics = hub["app"].state.metrics.registry
     calendar = metrics.get_sample_value(
         "mdh_passthrough_requests_total", {"route": "/v2/calendar", "outcome": "ok"}
@@ -105,8 +108,12 @@ async def test_settler_settles_through_the_hub_passthrough(
     bars = metrics.get_sample_value(
         "mdh_passthrough_requests_total", {"route": "/v2/stocks/bars", "outcome": "ok"}
     )
+    auctions = metrics.get_sample_value(
+        "mdh_passthrough_requests_total", {"route": "/v2/stocks/auctions", "outcome": "ok"}
+    )
     assert (calendar or 0) >= 1
     assert (bars or 0) >= 1
+    assert (auctions or 0) >= 1
 
 
 async def test_passthrough_refuses_bad_secret_unknown_path_and_writes(

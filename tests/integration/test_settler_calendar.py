@@ -61,7 +61,8 @@ async def test_half_day_settles_at_the_13_00_close_plus_lag(
     await mbt.ensure()
     await mbt.consume()
     assert {s.timestamp.isoformat() for s in mbt.seen.settles} == {"2025-12-24T18:00:00+00:00"}
-    assert all(s.source == "daily_bar" for s in mbt.seen.settles)
+    # The half day's 13:00 closing auction is 16 minutes old: the official close, from SIP.
+    assert all((s.source, s.feed) == ("auction", "sip") for s in mbt.seen.settles)
 
 
 @pytest.mark.parametrize(
@@ -113,7 +114,9 @@ async def test_api_serves_latest_revisions_and_maps_errors(
     body = ok.json()
     assert body["count"] == 2
     assert {s["symbol"] for s in body["settles"]} == {"AAPL", "BRK.B"}
-    assert all(s["revision"] == 1 and s["source"] == "daily_bar" for s in body["settles"])
+    assert all(
+        (s["revision"], s["source"], s["feed"]) == (1, "auction", "sip") for s in body["settles"]
+    )
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
     assert bad.status_code == 400

@@ -17,6 +17,7 @@ from raxx_contracts.enums import (
     BarKind,
     Channel,
     Path,
+    SettleFeed,
     SettleSource,
 )
 from raxx_contracts.errors import ContractError, DecodeError, InvalidSymbolError, UnknownTierError
@@ -76,6 +77,7 @@ __all__ = [
     "Rejection",
     "Settle",
     "SettleBatchDone",
+    "SettleFeed",
     "SettleSource",
     "TierChanged",
     "TierPolicy",

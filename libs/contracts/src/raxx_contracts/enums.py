@@ -61,7 +61,21 @@ class BarKind(StrEnum):
 class SettleSource(StrEnum):
     """Where a settle price came from."""
 
+    AUCTION = "auction"
+    """The primary listing market's official closing auction print (condition `M`)."""
     DAILY_BAR = "daily_bar"
+    """The consolidated daily bar's close (last eligible trade); used when no auction printed."""
+    INTRINSIC = "intrinsic"
+    """An option that expired that day: intrinsic value from the underlying's settle."""
     CONTRACT_CLOSE = "contract_close"
     QUOTE_MID = "quote_mid"
     CARRIED_FORWARD = "carried_forward"
+
+
+class SettleFeed(StrEnum):
+    """Which tape a settle price was read from."""
+
+    SIP = "sip"
+    IEX = "iex"
+    OPRA = "opra"
+    INDICATIVE = "indicative"

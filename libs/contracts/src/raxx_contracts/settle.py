@@ -6,10 +6,10 @@ import datetime as dt
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from raxx_contracts._base import Symbol, WireModel
-from raxx_contracts.enums import AssetClass, SettleSource
+from raxx_contracts.enums import AssetClass, SettleFeed, SettleSource
 from raxx_contracts.timestamps import NanoDatetime
 
 
@@ -22,13 +22,26 @@ class Settle(WireModel):
     """The session close the settle belongs to."""
     date: dt.date
     asset_class: AssetClass
-    price: Decimal = Field(gt=0)
+    price: Decimal = Field(ge=0)
+    """Positive, except an option that expired out of the money (`intrinsic`, zero)."""
     source: SettleSource
+    """`auction` (official closing auction), `daily_bar`, `contract_close`, `quote_mid`,
+    `intrinsic` (option expired that day) or `carried_forward` (with `stale`)."""
+    feed: SettleFeed | None = None
+    """The tape the price came from (`sip`, `iex`, `opra`, `indicative`); for `intrinsic` and
+    `intrinsic`, the underlying's; None for `carried_forward` and in settles published before
+    the field existed."""
     revision: int = Field(ge=1)
     """1 for the first settle of (date, symbol); a corrected price is revision n+1."""
     stale: bool = False
     """True when no print existed that day and the previous settle was carried forward."""
     computed_at: NanoDatetime
+
+    @model_validator(mode="after")
+    def _zero_only_intrinsic(self) -> Settle:
+        if self.price == 0 and self.source != SettleSource.INTRINSIC:
+            raise ValueError("a settle price is positive unless the source is intrinsic")
+        return self
 
 
 class SettleBatchDone(WireModel):

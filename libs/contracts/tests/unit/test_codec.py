@@ -108,12 +108,27 @@ def test_decode_ignores_added_fields_for_forward_compatibility() -> None:
 
 
 def test_settle_price_must_be_positive_never_zero() -> None:
-    with pytest.raises(ValueError, match="greater than 0"):
+    with pytest.raises(ValueError, match="positive unless the source is intrinsic"):
         Settle(
             symbol="AAPL", timestamp="2024-01-02T21:00:00Z", date="2024-01-02",
             asset_class=AssetClass.STOCKS, price="0", source=SettleSource.DAILY_BAR, revision=1,
             computed_at="2024-01-02T21:05:00Z",
         )  # fmt: skip
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        Settle(
+            symbol="X", timestamp="2024-01-02T21:00:00Z", date="2024-01-02",
+            asset_class=AssetClass.OPTIONS, price="-1", source=SettleSource.INTRINSIC, revision=1,
+            computed_at="2024-01-02T21:05:00Z",
+        )  # fmt: skip
+
+
+def test_an_option_expired_worthless_settles_at_intrinsic_zero() -> None:
+    s = Settle(
+        symbol="AAPL260116P00100000", timestamp="2026-01-16T21:00:00Z", date="2026-01-16",
+        asset_class=AssetClass.OPTIONS, price="0", source=SettleSource.INTRINSIC, feed="sip",
+        revision=1, computed_at="2026-01-16T21:15:00Z",
+    )  # fmt: skip
+    assert decode(Settle, encode(s)) == s
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 78
     logging.getLogger("eod_settler").info(
         "ALPACA_PLAN=%s: bars feed %s, options feed %s, REST %.0f/min",
-        settings.alpaca_plan, settings.alpaca_feed or "(Alpaca's default)",
+        settings.alpaca_plan, settings.alpaca_feed,
         settings.alpaca_options_feed, settings.rest_rate_per_min,
     )  # fmt: skip
     try:

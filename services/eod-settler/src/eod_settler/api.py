@@ -75,6 +75,7 @@ def _settle_json(row: dict[str, Any]) -> dict[str, Any]:
         "asset_class": row["asset_class"],
         "price": str(row["price"]),
         "source": row["source"],
+        "feed": row["feed"],
         "revision": row["revision"],
         "stale": row["stale"],
         "computed_at": NanoDatetime.from_datetime(row["computed_at"]).rfc3339(),

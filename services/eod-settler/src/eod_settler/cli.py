@@ -82,6 +82,12 @@ def summary(r: RunReport) -> str:
         f" (revised {r.revised}, stale {r.stale}), unchanged {r.unchanged},"
         f" missing {len(r.missing)}; published {r.published} messages;"
         f" {r.rest_requests} REST requests; {r.seconds:.2f} s"
+        + (
+            "; written by source/feed: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(r.sources.items()))
+            if r.sources
+            else ""
+        )
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from raxx_contracts import AssetClass, NanoDatetime, SettleSource, dumps
+from raxx_contracts import AssetClass, NanoDatetime, SettleFeed, SettleSource, dumps
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,11 @@ class Computed:
     price: Decimal
     source: SettleSource
     stale: bool
+    feed: SettleFeed | None = None
+
+
+Primary = tuple[Decimal, SettleSource, SettleFeed | None]
+"""A price read for the date, where it came from and from which tape."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +81,7 @@ def quote_mid(bid: object, ask: object) -> Decimal | None:
 
 def choose(
     target: Target,
-    primary: tuple[Decimal, SettleSource] | None,
+    primary: Primary | None,
     previous: Decimal | None,
 ) -> Computed | None:
     """The settle for a target: today's print, else the previous settle flagged stale, else None.
@@ -84,8 +89,11 @@ def choose(
     None means "no print and no previous settle": the caller reports it and publishes nothing.
     A zero or negative price never becomes a settle.
     """
-    if primary is not None and primary[0] > 0:
-        return Computed(target.symbol, target.asset_class, primary[0], primary[1], stale=False)
+    if primary is not None and (
+        primary[0] > 0 or (primary[0] == 0 and primary[1] == SettleSource.INTRINSIC)
+    ):
+        price, source, feed = primary
+        return Computed(target.symbol, target.asset_class, price, source, stale=False, feed=feed)
     if previous is not None and previous > 0:
         return Computed(
             target.symbol, target.asset_class, previous, SettleSource.CARRIED_FORWARD, stale=True
@@ -93,15 +101,37 @@ def choose(
     return None
 
 
+def stock_primary(
+    auction: Decimal | None, daily_close: Decimal | None, feed: SettleFeed
+) -> Primary | None:
+    """Equities: the official closing auction print, else the daily bar's close."""
+    if auction is not None:
+        return auction, SettleSource.AUCTION, feed
+    if daily_close is not None:
+        return daily_close, SettleSource.DAILY_BAR, feed
+    return None
+
+
 def option_primary(
-    contract_close: Decimal | None, mid: Decimal | None
-) -> tuple[Decimal, SettleSource] | None:
+    contract_close: Decimal | None, mid: Decimal | None, feed: SettleFeed | None = None
+) -> Primary | None:
     """Options: the contract's close for the date, else the last quote's mid."""
     if contract_close is not None:
-        return contract_close, SettleSource.CONTRACT_CLOSE
+        return contract_close, SettleSource.CONTRACT_CLOSE, feed
     if mid is not None:
-        return mid, SettleSource.QUOTE_MID
+        return mid, SettleSource.QUOTE_MID, feed
     return None
+
+
+def intrinsic(call: bool, strike: Decimal, underlying: Decimal) -> Decimal:
+    """Intrinsic value per share of an option at expiry (zero when out of the money)."""
+    value = underlying - strike if call else strike - underlying
+    return max(value, Decimal(0))
+
+
+def expired_on(expiration: dt.date | None, date: dt.date) -> bool:
+    """Whether a contract expiring on `expiration` expired at the close of session `date`."""
+    return expiration is not None and expiration == date
 
 
 def next_revision(stored: Stored | None, computed: Computed) -> int | None:
@@ -182,6 +212,11 @@ def next_due_at(
     return min(upcoming) if upcoming else None
 
 
+def reread_due_at(session: Session, local: dt.time, tz: dt.tzinfo) -> dt.datetime:
+    """When the next-morning re-read of `session` is due: `local` on the following day."""
+    return dt.datetime.combine(session.date + dt.timedelta(days=1), local, tz)
+
+
 def settle_payload(
     c: Computed, date: dt.date, revision: int, close: NanoDatetime, computed_at: NanoDatetime
 ) -> bytes:
@@ -194,7 +229,8 @@ def settle_payload(
         {
             "schema_version": 1, "symbol": c.symbol, "timestamp": close,
             "date": date.isoformat(), "asset_class": str(c.asset_class), "price": c.price,
-            "source": str(c.source), "revision": revision, "stale": c.stale,
+            "source": str(c.source), "feed": str(c.feed) if c.feed else None,
+            "revision": revision, "stale": c.stale,
             "computed_at": computed_at,
         }
     )  # fmt: skip

@@ -36,6 +36,10 @@ class PermanentError(SettlerError):
     """A request that will fail the same way again (4xx other than 429, bad data)."""
 
 
+class NotEntitledError(PermanentError):
+    """HTTP 403: the key's plan does not cover the request (e.g. OPRA on Basic)."""
+
+
 class NoSettleDateError(SettlerError):
     """The date has no session (weekend or holiday): there is no settle to compute."""
 

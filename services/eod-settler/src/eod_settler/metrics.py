@@ -28,6 +28,12 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.rereads = Counter(
+            "eod_rereads",
+            "Next-morning re-reads of a settled session, by outcome (revised or unchanged)",
+            ["outcome"],
+            registry=r,
+        )
         self.stale = Counter(
             "eod_settles_stale", "Settles carried forward from the previous settle", registry=r
         )

@@ -66,6 +66,7 @@ class Scheduler:
                     session.date, report.count, report.written, report.stale,
                     len(report.missing), report.seconds,
                 )  # fmt: skip
+        await self.reread(now, due)
         await self.update_late(now, due)
         nxt = domain.next_due_at(sessions, now, lag)
         corp_next = await self._corpactions_tick(now, today, sessions)
@@ -99,6 +100,26 @@ class Scheduler:
             )  # fmt: skip
         upcoming = [self.corpactions_at(s.date) for s in sessions]
         return min((t for t in upcoming if t > now), default=None)
+
+    async def reread(self, now: dt.datetime, due: list[Session]) -> None:
+        """The morning after a session: settle it again, once; a changed close is revision n+1.
+
+        Re-running is idempotent (an unchanged close writes nothing, and a revision's Msg-Id is
+        (date, symbol, revision)), so a crash between the run and the mark only repeats a no-op.
+        """
+        window = due[-self._s.catchup_sessions :] if self._s.catchup_sessions else []
+        for session in window:
+            at = domain.reread_due_at(session, self._s.reread_local_time, self._tz)
+            if now < at or not await self._store.needs_reread(session.date):
+                continue
+            log.info("re-reading %s (late prints, corrections)", session.date)
+            report = await self._settler.run(session.date)
+            await self._store.mark_reread(session.date)
+            self._metrics.rereads.labels("revised" if report.revised else "unchanged").inc()
+            log.info(
+                "re-read %s: revised=%d unchanged=%d", session.date, report.revised,
+                report.unchanged,
+            )  # fmt: skip
 
     async def update_late(self, now: dt.datetime, due: list[Session]) -> None:
         """Set `eod_batch_late{,_seconds}` for the latest due session."""

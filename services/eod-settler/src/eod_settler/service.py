@@ -18,13 +18,14 @@ from raxx_contracts import (
     AssetClass,
     NanoDatetime,
     SettleBatchDone,
+    SettleFeed,
     SettleSource,
     encode,
     subjects,
 )
 
 from eod_settler import domain
-from eod_settler.adapters.alpaca import AlpacaCredentials, AlpacaRest
+from eod_settler.adapters.alpaca import AlpacaCredentials, AlpacaRest, OccContract, occ_contract
 from eod_settler.adapters.postgres import SettleRow, Store
 from eod_settler.clock import Clock
 from eod_settler.domain import Computed, Session, Target
@@ -69,6 +70,8 @@ class RunReport:
     revised: int = 0
     stale: int = 0
     missing: list[str] = field(default_factory=list)
+    sources: dict[str, int] = field(default_factory=dict)
+    """Revisions written by this run, per `source/feed` (e.g. `auction/sip`)."""
     count: int = 0
     done_enqueued: bool = False
     published: int = 0
@@ -245,37 +248,54 @@ class Settler:
 
     def _start_stock_fetches(
         self, rest: AlpacaRest, date: dt.date, stocks: Sequence[Target]
-    ) -> list[asyncio.Task[tuple[list[str], dict[str, Decimal]]]]:
+    ) -> list[asyncio.Task[tuple[list[str], dict[str, domain.Primary]]]]:
         groups = domain.symbol_batches(
             [t.symbol for t in stocks],
             self._s.bars_symbols_per_request,
             self._s.bars_max_query_bytes,
         )
+        return [asyncio.create_task(self._stock_prices(rest, date, g)) for g in groups]
 
-        async def fetch(group: list[str]) -> tuple[list[str], dict[str, Decimal]]:
-            return group, await retrying(lambda: rest.daily_closes(date, group))
-
-        return [asyncio.create_task(fetch(g)) for g in groups]
+    async def _stock_prices(
+        self, rest: AlpacaRest, date: dt.date, group: list[str]
+    ) -> tuple[list[str], dict[str, domain.Primary]]:
+        """Official closing auction where there was one, else the daily bar close (SIP)."""
+        now = self._clock.now()
+        auctions = await retrying(lambda: rest.closing_auctions(date, group, now))
+        rest_syms = [s for s in group if s not in auctions]
+        closes = (
+            await retrying(lambda: rest.daily_closes(date, rest_syms, now)) if rest_syms else {}
+        )
+        feed = SettleFeed(rest.feed)
+        out: dict[str, domain.Primary] = {}
+        for sym in group:
+            primary = domain.stock_primary(
+                auctions.get(sym), closes.get(sym), SettleFeed.SIP if sym in auctions else feed
+            )
+            if primary is not None:
+                out[sym] = primary
+        return group, out
 
     async def _stocks(
         self,
         ctx: _Ctx,
-        fetches: list[asyncio.Task[tuple[list[str], dict[str, Decimal]]]],
+        fetches: list[asyncio.Task[tuple[list[str], dict[str, domain.Primary]]]],
         progress: Progress,
     ) -> None:
         # Write each batch as soon as its bars arrive, while later requests wait on the token
         # bucket: DB writes and publishes overlap the rate-limited REST calls.
         for next_done in asyncio.as_completed(fetches):
-            group, closes = await next_done
-            log.debug("bars for %d symbols received", len(group))
+            group, prices = await next_done
+            log.debug("closes for %d symbols received", len(group))
             computed = [
                 domain.choose(
-                    Target(sym, AssetClass.STOCKS),
-                    (closes[sym], SettleSource.DAILY_BAR) if sym in closes else None,
-                    ctx.previous.get(sym),
+                    Target(sym, AssetClass.STOCKS), prices.get(sym), ctx.previous.get(sym)
                 )
                 for sym in group
             ]
+            for c in computed:
+                if c is not None and not c.stale:
+                    ctx.underlying[c.symbol] = (c.price, c.feed)
             await self._write(ctx, group, computed)
             log.debug("batch of %d written", len(group))
             progress.advance(len(group))
@@ -287,18 +307,56 @@ class Settler:
             return
         date = ctx.session.date
         symbols = [t.symbol for t in options]
-        closes = await retrying(lambda: rest.contract_closes(date, symbols))
-        rest_syms = [s for s in symbols if s not in closes]
-        mids = await retrying(lambda: rest.quote_mids(date, rest_syms)) if rest_syms else {}
+        expiring = {
+            t.symbol: occ for t in options
+            if (occ := occ_contract(t.symbol)) is not None and occ.expiration == date
+        }  # fmt: skip
+        primaries = await self._intrinsic(rest, ctx, expiring)
+        live = [s for s in symbols if s not in primaries]
+        closes = await retrying(lambda: rest.contract_closes(date, live)) if live else {}
+        rest_syms = [s for s in live if s not in closes]
+        mids, feed = (
+            await retrying(lambda: rest.quote_mids(date, rest_syms)) if rest_syms else ({}, None)
+        )
+        for sym in live:
+            # A contract's own close is Alpaca's OPRA daily close; a mid is from `feed`.
+            if sym in closes:
+                p = domain.option_primary(closes[sym], None, SettleFeed.OPRA)
+            else:
+                p = domain.option_primary(None, mids.get(sym), feed)
+            if p is not None:
+                primaries[sym] = p
         computed = [
-            domain.choose(
-                t, domain.option_primary(closes.get(t.symbol), mids.get(t.symbol)),
-                ctx.previous.get(t.symbol),
-            )
-            for t in options
-        ]  # fmt: skip
+            domain.choose(t, primaries.get(t.symbol), ctx.previous.get(t.symbol)) for t in options
+        ]
         await self._write(ctx, symbols, computed)
         progress.advance(len(options))
+
+    async def _intrinsic(
+        self, rest: AlpacaRest, ctx: _Ctx, expiring: dict[str, OccContract]
+    ) -> dict[str, domain.Primary]:
+        """Contracts that expired at this session's close: intrinsic from the underlying's settle.
+
+        The underlying's settle of this run is used when it was a target; otherwise its
+        official close is read the same way (auction, else daily bar).
+        """
+        if not expiring:
+            return {}
+        date = ctx.session.date
+        missing = sorted({c.root for c in expiring.values()} - set(ctx.underlying))
+        if missing:
+            _group, prices = await self._stock_prices(rest, date, missing)
+            for sym, (price, _source, feed) in prices.items():
+                ctx.underlying[sym] = (price, feed)
+        out: dict[str, domain.Primary] = {}
+        for sym, occ in expiring.items():
+            under = ctx.underlying.get(occ.root)
+            if under is None:
+                log.warning("%s expired %s but %s has no close: not settled", sym, date, occ.root)
+                continue
+            value = domain.intrinsic(occ.call, occ.strike, under[0])
+            out[sym] = (value, SettleSource.INTRINSIC, under[1])
+        return out
 
     async def _write(
         self, ctx: _Ctx, symbols: Sequence[str], computed: Sequence[Computed | None]
@@ -319,6 +377,8 @@ class Settler:
             os.kill(os.getpid(), signal.SIGKILL)
         for r in rows:
             self._metrics.written.labels(str(r.source)).inc()
+            key = f"{r.source}/{r.feed or '-'}"
+            ctx.report.sources[key] = ctx.report.sources.get(key, 0) + 1
             if r.stale:
                 self._metrics.stale.inc()
                 ctx.report.stale += 1
@@ -333,7 +393,8 @@ class Settler:
         payload = domain.settle_payload(c, date, revision, ctx.close_ns, ctx.computed_ns)
         return SettleRow(
             date=date, symbol=c.symbol, revision=revision, asset_class=c.asset_class,
-            price=c.price, source=c.source, stale=c.stale, session_close=ctx.session.close,
+            price=c.price, source=c.source, feed=c.feed, stale=c.stale,
+            session_close=ctx.session.close,
             computed_at=ctx.computed_at, subject=subjects.settle(c.asset_class, date, c.symbol),
             msg_id=subjects.settle_msg_id(date, c.symbol, revision), payload=payload,
         )  # fmt: skip
@@ -366,6 +427,8 @@ class _Ctx:
     stored: dict[str, domain.Stored]
     previous: dict[str, Decimal]
     report: RunReport
+    underlying: dict[str, tuple[Decimal, SettleFeed | None]] = field(default_factory=dict)
+    """Stock settles of this run (price, feed): the underlyings of expiring options."""
 
     def __post_init__(self) -> None:
         self.close_ns = NanoDatetime.from_datetime(self.session.close)

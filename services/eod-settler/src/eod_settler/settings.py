@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
@@ -56,13 +57,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("EOD_ALPACA_PLAN", "ALPACA_PLAN", "alpaca_plan"),
     )
     """`ALPACA_PLAN` (shared with the hub; `EOD_ALPACA_PLAN` wins when both are set): the
-    defaults of `alpaca_feed`, `alpaca_options_feed` and `rest_rate_per_min`."""
-    alpaca_feed: str | None = None
-    """Bars feed (`sip`, `iex`); from the plan: `sip` on every plan (a settle reads a window
-    that ended at least 15 minutes ago, which SIP serves to Basic keys too). Explicit None (the
-    empty string) lets Alpaca choose."""
-    alpaca_options_feed: str | None = None
-    """Options feed of quote mids; from the plan: `indicative` (Basic) or `opra`."""
+    defaults of `alpaca_options_feed` and `rest_rate_per_min`."""
+    alpaca_feed: Literal["sip", "iex"] = "sip"
+    """Feed of the stock settle (bars; auctions are SIP only). SIP history older than 15 minutes
+    is free on every plan, and the settler never asks for a more recent window, so SIP is right
+    on Basic too: the plan does not change it; `iex` is an explicit override for testing only."""
+    alpaca_options_feed: Literal["opra", "indicative"] = "opra"
+    """Option quotes feed; from the plan (`indicative` on Basic, `opra` on Algo Trader Plus);
+    `opra` falls back to `indicative` when the key answers 403."""
     rest_rate_per_min: float = Field(default=200.0, gt=0)
     rest_burst: int = Field(default=1, ge=1)
     """Token-bucket capacity; 1 spaces requests evenly, which no server-side limiter refuses."""
@@ -89,6 +91,9 @@ class Settings(BaseSettings):
     dedup_window_seconds: int = Field(default=7 * 86_400, ge=2 * 86_400)
     publish_batch: int = Field(default=1000, ge=1)
     publish_timeout_seconds: float = 10.0
+    reread_local_time: dt.time = dt.time(7, 0)
+    """When (exchange time, the morning after a session) the settled session is read again: a
+    close moved by late prints or corrections becomes revision n+1, once."""
     catchup_sessions: int = Field(default=3, ge=0)
     late_grace_seconds: float = 1800.0
     interest_flush_seconds: float = 1.0
@@ -106,14 +111,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _plan_defaults(self) -> Settings:
         row = limits(self.alpaca_plan)
-        plan = {"alpaca_feed": "sip", "alpaca_options_feed": row.options_feed,
+        plan = {"alpaca_options_feed": row.options_feed,
                 "rest_rate_per_min": float(row.rest_rate_per_min)}  # fmt: skip
         explicit = set(self.model_fields_set)
         for name, value in plan.items():
             if name not in explicit:
                 setattr(self, name, value)
-        if self.alpaca_feed == "":
-            self.alpaca_feed = None
         self.__pydantic_fields_set__ = explicit
         return self
 

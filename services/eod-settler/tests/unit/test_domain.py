@@ -4,15 +4,18 @@ from zoneinfo import ZoneInfo
 
 from eod_settler import domain
 from eod_settler.domain import Computed, Session, Stored, Target
-from raxx_contracts import AssetClass, NanoDatetime, Settle, SettleSource, encode
+from raxx_contracts import AssetClass, NanoDatetime, Settle, SettleFeed, SettleSource, encode
 
 NY = ZoneInfo("America/New_York")
 AAPL = Target("AAPL", AssetClass.STOCKS)
 
 
 def test_print_wins_over_previous_settle() -> None:
-    c = domain.choose(AAPL, (Decimal("190.5"), SettleSource.DAILY_BAR), Decimal("180"))
-    assert c == Computed("AAPL", AssetClass.STOCKS, Decimal("190.5"), SettleSource.DAILY_BAR, False)
+    primary = (Decimal("190.5"), SettleSource.DAILY_BAR, SettleFeed.SIP)
+    c = domain.choose(AAPL, primary, Decimal("180"))
+    assert c == Computed(
+        "AAPL", AssetClass.STOCKS, Decimal("190.5"), SettleSource.DAILY_BAR, False, SettleFeed.SIP
+    )
 
 
 def test_no_print_carries_previous_forward_flagged_stale() -> None:
@@ -23,7 +26,38 @@ def test_no_print_carries_previous_forward_flagged_stale() -> None:
 
 def test_no_print_and_no_previous_gives_nothing_never_zero() -> None:
     assert domain.choose(AAPL, None, None) is None
-    assert domain.choose(AAPL, (Decimal(0), SettleSource.DAILY_BAR), None) is None
+    assert domain.choose(AAPL, (Decimal(0), SettleSource.DAILY_BAR, SettleFeed.SIP), None) is None
+
+
+def test_stock_primary_prefers_the_auction_and_labels_the_fallback() -> None:
+    sip = SettleFeed.SIP
+    assert domain.stock_primary(Decimal("10.01"), Decimal("10"), sip) == (
+        Decimal("10.01"), SettleSource.AUCTION, sip,
+    )  # fmt: skip
+    assert domain.stock_primary(None, Decimal("10"), sip) == (
+        Decimal("10"), SettleSource.DAILY_BAR, sip,
+    )  # fmt: skip
+    assert domain.stock_primary(None, None, sip) is None
+
+
+def test_intrinsic_value_and_zero_settle_only_for_intrinsic() -> None:
+    assert domain.intrinsic(True, Decimal("100"), Decimal("103.25")) == Decimal("3.25")
+    assert domain.intrinsic(False, Decimal("100"), Decimal("103.25")) == Decimal(0)
+    assert domain.intrinsic(False, Decimal("100"), Decimal("97.5")) == Decimal("2.5")
+    worthless = (Decimal(0), SettleSource.INTRINSIC, SettleFeed.SIP)
+    c = domain.choose(Target("X", AssetClass.OPTIONS), worthless, Decimal("1"))
+    assert c is not None
+    assert (c.price, c.source, c.stale) == (Decimal(0), SettleSource.INTRINSIC, False)
+
+
+def test_reread_is_due_the_next_morning() -> None:
+    s = Session(
+        dt.date(2025, 12, 23),
+        dt.datetime(2025, 12, 23, 9, 30, tzinfo=NY),
+        dt.datetime(2025, 12, 23, 16, tzinfo=NY),
+    )
+    at = domain.reread_due_at(s, dt.time(7, 0), NY)
+    assert at == dt.datetime(2025, 12, 24, 7, 0, tzinfo=NY)
 
 
 def test_to_decimal_refuses_zero_negative_and_garbage() -> None:
@@ -45,8 +79,13 @@ def test_option_primary_prefers_contract_close_then_mid() -> None:
     assert domain.option_primary(Decimal("2"), Decimal("3")) == (
         Decimal("2"),
         SettleSource.CONTRACT_CLOSE,
+        None,
     )
-    assert domain.option_primary(None, Decimal("3")) == (Decimal("3"), SettleSource.QUOTE_MID)
+    assert domain.option_primary(None, Decimal("3"), SettleFeed.OPRA) == (
+        Decimal("3"),
+        SettleSource.QUOTE_MID,
+        SettleFeed.OPRA,
+    )
     assert domain.option_primary(None, None) is None
 
 
@@ -91,6 +130,21 @@ def test_batches_respect_count_and_query_length() -> None:
     assert all(len(b) == 1000 for b in by_bytes)
     assert sum(len(b) for b in by_bytes) == 10_000
     assert domain.symbol_batches([], 10, 100) == []
+
+
+def test_settle_payload_with_feed_is_exactly_the_contract_encoding() -> None:
+    c = Computed(
+        "AAPL", AssetClass.STOCKS, Decimal("190.07"), SettleSource.AUCTION, False, SettleFeed.SIP
+    )
+    close = NanoDatetime.parse("2025-12-24T18:00:00Z")
+    at = NanoDatetime.parse("2025-12-24T18:15:01.123456789Z")
+    day = dt.date(2025, 12, 24)
+    model = Settle(
+        symbol="AAPL", timestamp=close, date=day, asset_class=AssetClass.STOCKS,
+        price=Decimal("190.07"), source=SettleSource.AUCTION, feed=SettleFeed.SIP, revision=1,
+        computed_at=at,
+    )  # fmt: skip
+    assert domain.settle_payload(c, day, 1, close, at) == encode(model)
 
 
 def test_settle_payload_is_exactly_the_contract_encoding() -> None:

@@ -51,6 +51,7 @@ ALLOWED: tuple[Route, ...] = (
     # market data (MDH_ALPACA_DATA_URL)
     _route("/v2/stocks/bars", "data"),
     _route("/v2/stocks/{symbol}/bars", "data"),
+    _route("/v2/stocks/auctions", "data"),  # the settler's official closes (SIP only)
     _route("/v2/stocks/quotes/latest", "data"),
     _route("/v2/stocks/trades/latest", "data"),
     _route("/v1beta1/options/quotes/latest", "data"),

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from alpaca_sim import corpactions, oauth, rest_data, rest_options, sim_api, trading_api
+from alpaca_sim import auctions, corpactions, oauth, rest_data, rest_options, sim_api, trading_api
 from alpaca_sim.http_common import rest_middleware
 from alpaca_sim.keys import SIM_KEY
 from alpaca_sim.protocol import ENDPOINTS
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[SIM_KEY] = sim
     for path in ENDPOINTS:
         app.router.add_get(path, stream_handler)
+    app.add_routes(auctions.routes())
     app.add_routes(rest_data.routes())
     app.add_routes(rest_options.routes())
     app.add_routes(trading_api.routes())

@@ -76,7 +76,7 @@ def _partial_day(market: Market, symbol: str, day: date, now: datetime) -> tuple
     """Today's bar so far (or a completed day's bar)."""
     session = market.calendar.session(day)
     if now >= session.close:
-        return market.daily_bar(symbol, day)
+        return market.late_closes.apply(symbol, day, market.daily_bar(symbol, day))
     done = market.minutes_until(symbol, day, now)
     if done == 0:
         return None

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alpaca_sim.calendar import NY, TradingCalendar
+from alpaca_sim.late_closes import LateCloses
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -105,6 +106,7 @@ class Market:
         self._paths: OrderedDict[tuple[str, date], DayPath] = OrderedDict()
         self._trades_cache: OrderedDict[tuple[str, date], DayTrades] = OrderedDict()
         self._cache_size = cache_size
+        self.late_closes = LateCloses()  # corrected closes of past sessions (/sim/late_close)
 
     def is_halted(self, symbol: str, day: date) -> bool:
         """No prints for `symbol` on `day` (configured, or a symbol named `HALT...`)."""

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     max_batch: int = 2000  # data messages per frame
     universe: CsvList = Field(default_factory=lambda: DEFAULT_UNIVERSE.split(","))
     halted: CsvList = Field(default_factory=list)  # SYM or SYM@YYYY-MM-DD: no prints
+    no_auction: CsvList = Field(default_factory=list)  # symbols without a closing auction
     delayed_sip_seconds: float = 900.0
 
     # REST.
@@ -80,6 +81,7 @@ class Settings(BaseSettings):
         "halted",
         "extra_holidays",
         "extra_half_days",
+        "no_auction",
         "oauth_redirect_uris",
         mode="before",
     )

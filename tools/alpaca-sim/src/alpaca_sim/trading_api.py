@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from alpaca_sim.calendar import NY
+from alpaca_sim.expired_options import expired_chain, expired_json
 from alpaca_sim.http_common import ApiError, decode_token, encode_token, json_response, parse_int
 from alpaca_sim.keys import IDENTITY_KEY, SIM_KEY
 from alpaca_sim.options import (
@@ -191,13 +192,19 @@ async def option_contracts(request: web.Request) -> web.Response:
         raise ApiError(422, "underlying_symbols is required by the simulator", 42210000)
     limit = parse_int(q.get("limit"), 100, 1, 10_000, "limit")
     lte = q.get("expiration_date_lte")
-    if not (q.get("expiration_date") or lte or q.get("expiration_date_gte")):
+    inactive = q.get("status") == "inactive"
+    if not inactive and not (q.get("expiration_date") or lte or q.get("expiration_date_gte")):
         lte = (today + timedelta(days=(5 - today.weekday()) % 7 + 1)).isoformat()
     token_in = decode_token(q.get("page_token"))
     cursor = (parse_occ(token_in[0]).root, token_in[0]) if token_in else None
     picked: list[Contract] = []
     for u in underlyings:
-        for c in chain(sim.market, u, today):
+        listed = (
+            expired_chain(sim, u, today, q.get("expiration_date_gte"), lte)
+            if inactive
+            else chain(sim.market, u, today)
+        )
+        for c in listed:
             if q.get("type") and c.call != (q["type"] == "call"):
                 continue
             if q.get("expiration_date") and c.expiration.isoformat() != q["expiration_date"]:
@@ -218,6 +225,8 @@ async def option_contracts(request: web.Request) -> web.Response:
     page = picked[:limit]
     token = encode_token(page[-1].symbol, 0) if len(picked) > limit else None
     body = [contract_json(sim, c, today) for c in page]
+    if inactive:
+        body = [expired_json(sim, c, b) for c, b in zip(page, body, strict=True)]
     return json_response({"option_contracts": body, "next_page_token": token})
 
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 from alpaca.common.exceptions import APIError
-from alpaca.data.enums import Adjustment, CorporateActionsType, OptionsFeed
+from alpaca.data.enums import Adjustment, CorporateActionsType, DataFeed, OptionsFeed
 from alpaca.data.historical.corporate_actions import CorporateActionsClient
 from alpaca.data.historical.option import OptionHistoricalDataClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
@@ -29,17 +29,19 @@ from alpaca.data.requests import (
 )
 from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import AssetStatus
 from alpaca.trading.requests import GetCalendarRequest, GetOptionContractsRequest
 from pydantic import SecretStr
-from raxx_contracts import NanoDatetime
-from raxx_contracts.alpaca_plan import RECENT_SIP_SECONDS
+from raxx_contracts import NanoDatetime, SettleFeed
 
 from eod_settler.domain import Session, quote_mid, to_decimal
-from eod_settler.errors import PermanentError, RetryableError
+from eod_settler.errors import NotEntitledError, PermanentError, RetryableError
 from eod_settler.metrics import Metrics
 from eod_settler.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
+SIP_DELAY = dt.timedelta(minutes=15)
+"""History at least this old may be read from SIP on every plan (Basic included)."""
 _OCC = re.compile(r"^(?P<root>[A-Z0-9.]{1,6})(?P<exp>\d{6})(?P<cp>[CP])(?P<strike>\d{8})$")
 
 
@@ -49,6 +51,41 @@ class AlpacaCredentials:
 
     key_id: SecretStr
     secret_key: SecretStr
+
+
+def official_close(closing: list[dict[str, Any]]) -> Decimal | None:
+    """The listing market's official close among a day's closing auction prints (`c == "M"`).
+
+    Corrections are listed again with their own timestamp; the latest `M` print wins.
+    """
+    official = [a for a in closing if a.get("c") == "M" and to_decimal(a.get("p")) is not None]
+    if not official:
+        return None
+    latest = max(official, key=lambda a: str(a.get("t") or ""))
+    return to_decimal(latest.get("p"))
+
+
+@dataclass(frozen=True, slots=True)
+class OccContract:
+    """The parts of an OCC option symbol."""
+
+    root: str
+    expiration: dt.date
+    call: bool
+    strike: Decimal
+
+
+def occ_contract(symbol: str) -> OccContract | None:
+    """Parse `AAPL240315C00172500`; None when it is not an OCC symbol."""
+    m = _OCC.match(symbol)
+    if m is None:
+        return None
+    exp = m["exp"]
+    try:
+        expiration = dt.date(2000 + int(exp[:2]), int(exp[2:4]), int(exp[4:]))
+    except ValueError:
+        return None
+    return OccContract(m["root"], expiration, m["cp"] == "C", Decimal(int(m["strike"])) / 1000)
 
 
 def occ_underlying(symbol: str) -> str | None:
@@ -90,6 +127,8 @@ def _classify(exc: Exception, what: str) -> Exception:
         code = exc.status_code or 0
         if code == 429 or code >= 500:
             return RetryableError(f"{what}: HTTP {code}", retry_after=3.0)
+        if code == 403:
+            return NotEntitledError(f"{what}: HTTP 403: {str(exc)[:200]}")
         return PermanentError(f"{what}: HTTP {code}: {str(exc)[:200]}")
     if isinstance(exc, requests.RequestException):
         return RetryableError(f"{what}: {type(exc).__name__}")
@@ -107,9 +146,9 @@ class AlpacaRest:
         limiter: TokenBucket,
         metrics: Metrics,
         tz: ZoneInfo,
-        feed: str | None = None,
+        feed: str = "sip",
         concurrency: int = 4,
-        options_feed: str | None = None,
+        options_feed: str = "opra",
     ) -> None:
         self._creds = creds
         self._data_url = data_url.rstrip("/")
@@ -117,9 +156,11 @@ class AlpacaRest:
         self._limiter = limiter
         self._metrics = metrics
         self._tz = tz
-        self._feed = feed
-        self._options_feed = OptionsFeed(options_feed) if options_feed else None
+        self.feed = feed
+        """Feed of stock history requests (SIP: free on every plan once 15 minutes old)."""
         self._slots = asyncio.Semaphore(concurrency)
+        self.options_feed = options_feed
+        """`opra` until the key answers 403 for it, then `indicative` (Basic)."""
 
     def _wire(self, client: Any, endpoint: str) -> Any:
         limiter = self._limiter
@@ -170,27 +211,26 @@ class AlpacaRest:
             )
         return out
 
-    async def daily_closes(self, date: dt.date, symbols: list[str]) -> dict[str, Decimal]:
-        """Official daily-bar close of `date` for each symbol that printed (raw adjustment)."""
+    def _window(self, date: dt.date, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        """[midnight, min(day end, now - 15 min)] of `date`: SIP that old is free on every plan."""
         start = dt.datetime.combine(date, dt.time(0, 0), self._tz)
-        end = start + dt.timedelta(days=1) - dt.timedelta(seconds=1)
-        if self._feed == "sip":
-            # SIP younger than 15 minutes is refused (403) without real-time SIP: end the window
-            # before it (the daily bar, stamped at midnight, is still inside)
-            recent = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=RECENT_SIP_SECONDS + 30)
-            end = max(min(end, recent), start)
+        day_end = start + dt.timedelta(days=1) - dt.timedelta(seconds=1)
+        return start, min(day_end, now - SIP_DELAY)
+
+    async def daily_closes(
+        self, date: dt.date, symbols: list[str], now: dt.datetime
+    ) -> dict[str, Decimal]:
+        """Daily-bar close of `date` for each symbol that printed (raw adjustment, `self.feed`)."""
+        start, end = self._window(date, now)
 
         def call() -> Any:
             key, secret = self._key()
             client = self._wire(
                 _PacedStock(key, secret, raw_data=True, url_override=self._data_url), "bars"
             )
-            kwargs: dict[str, Any] = {}
-            if self._feed:
-                kwargs["feed"] = self._feed
             req = StockBarsRequest(
                 symbol_or_symbols=symbols, timeframe=TimeFrame.Day, start=start, end=end,
-                adjustment=Adjustment.RAW, **kwargs,
+                adjustment=Adjustment.RAW, feed=DataFeed(self.feed),
             )  # fmt: skip
             return client.get_stock_bars(req)
 
@@ -204,16 +244,60 @@ class AlpacaRest:
                         out[symbol] = price
         return out
 
+    async def closing_auctions(
+        self, date: dt.date, symbols: list[str], now: dt.datetime
+    ) -> dict[str, Decimal]:
+        """The official closing auction price of `date` (condition `M`), per symbol that had one.
+
+        `GET /v2/stocks/auctions` (alpaca-py has no client method for it; the paced client's
+        raw GET keeps the token bucket and error mapping). Only `feed=sip` is valid there.
+        """
+        start, end = self._window(date, now)
+        out: dict[str, Decimal] = {}
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {
+                "symbols": ",".join(symbols), "start": start.isoformat(),
+                "end": end.isoformat(), "feed": "sip", "limit": 10_000,
+            }  # fmt: skip
+            if token:
+                params["page_token"] = token
+
+            def call(params: dict[str, Any] = params) -> Any:
+                key, secret = self._key()
+                client = self._wire(
+                    _PacedStock(key, secret, raw_data=True, url_override=self._data_url),
+                    "auctions",
+                )
+                return client.get("/stocks/auctions", params)
+
+            page: dict[str, Any] = await self._call("auctions", call) or {}
+            for symbol, days in (page.get("auctions") or {}).items():
+                for day in days or []:
+                    if day.get("d") != date.isoformat():
+                        continue
+                    price = official_close(day.get("c") or [])
+                    if price is not None:
+                        out[symbol] = price
+            token = page.get("next_page_token")
+            if not token:
+                return out
+
     async def contract_closes(self, date: dt.date, symbols: list[str]) -> dict[str, Decimal]:
         """`close_price` of held contracts whose `close_price_date` is `date`."""
         wanted = set(symbols)
         roots = sorted({r for s in symbols if (r := occ_underlying(s))})
         out: dict[str, Decimal] = {}
-        for i in range(0, len(roots), 100):
-            batch = roots[i : i + 100]
+        pages = [
+            (roots[i : i + 100], status)
+            for i in range(0, len(roots), 100)
+            # Inactive: contracts that expired (or were delisted) since `date`, for catch-up.
+            for status in (AssetStatus.ACTIVE, AssetStatus.INACTIVE)
+        ]
+        for batch, status in pages:
             token: str | None = None
             while True:
-                page = await self._contracts_page(batch, date, token)
+                page = await self._contracts_page(batch, date, token, status)
                 for c in page.get("option_contracts") or []:
                     sym = c.get("symbol")
                     if sym in wanted and c.get("close_price_date") == date.isoformat():
@@ -226,7 +310,7 @@ class AlpacaRest:
         return out
 
     async def _contracts_page(
-        self, roots: list[str], date: dt.date, token: str | None
+        self, roots: list[str], date: dt.date, token: str | None, status: AssetStatus
     ) -> dict[str, Any]:
         def call() -> Any:
             key, secret = self._key()
@@ -236,7 +320,7 @@ class AlpacaRest:
             )
             req = GetOptionContractsRequest(
                 underlying_symbols=roots, expiration_date_gte=date, limit=10_000,
-                page_token=token,
+                page_token=token, status=status,
             )  # fmt: skip
             return client.get_option_contracts(req)
 
@@ -266,31 +350,47 @@ class AlpacaRest:
         result: dict[str, list[dict[str, Any]]] = await self._call("corporate_actions", call) or {}
         return result
 
-    async def quote_mids(self, date: dt.date, symbols: list[str]) -> dict[str, Decimal]:
-        """Mid of each contract's latest quote, when that quote was stamped on `date`."""
+    async def quote_mids(
+        self, date: dt.date, symbols: list[str]
+    ) -> tuple[dict[str, Decimal], SettleFeed]:
+        """Mid of each contract's latest quote stamped on `date`, and the feed it came from.
+
+        OPRA when the key is entitled; a 403 switches this adapter to the indicative feed.
+        """
         out: dict[str, Decimal] = {}
         for i in range(0, len(symbols), 100):
             batch = symbols[i : i + 100]
-
-            def call(batch: list[str] = batch) -> Any:
-                key, secret = self._key()
-                client = self._wire(
-                    _PacedOption(key, secret, raw_data=True, url_override=self._data_url),
-                    "option_quotes",
-                )
-                feed = {"feed": self._options_feed} if self._options_feed else {}
-                return client.get_option_latest_quote(
-                    OptionLatestQuoteRequest(symbol_or_symbols=batch, **feed)
-                )
-
-            quotes: dict[str, dict[str, Any]] = await self._call("option_quotes", call) or {}
+            try:
+                quotes = await self._latest_option_quotes(batch)
+            except NotEntitledError:
+                if self.options_feed != OptionsFeed.OPRA.value:
+                    raise
+                log.warning("key not entitled to OPRA: option settles use the indicative feed")
+                self.options_feed = OptionsFeed.INDICATIVE.value
+                quotes = await self._latest_option_quotes(batch)
             for sym, q in quotes.items():
                 if _bar_date(q.get("t"), self._tz) != date:
                     continue
                 mid = quote_mid(q.get("bp"), q.get("ap"))
                 if mid is not None:
                     out[sym] = mid
-        return out
+        return out, SettleFeed(self.options_feed)
+
+    async def _latest_option_quotes(self, batch: list[str]) -> dict[str, dict[str, Any]]:
+        feed = OptionsFeed(self.options_feed)
+
+        def call() -> Any:
+            key, secret = self._key()
+            client = self._wire(
+                _PacedOption(key, secret, raw_data=True, url_override=self._data_url),
+                "option_quotes",
+            )
+            return client.get_option_latest_quote(
+                OptionLatestQuoteRequest(symbol_or_symbols=batch, feed=feed)
+            )
+
+        quotes: dict[str, dict[str, Any]] = await self._call("option_quotes", call) or {}
+        return quotes
 
 
 def _hhmm(text: str) -> dt.time:

@@ -26,7 +26,7 @@ import psycopg
 import psycopg.errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from raxx_contracts import AssetClass, SettleSource
+from raxx_contracts import AssetClass, SettleFeed, SettleSource
 
 from eod_settler.domain import Stored, Target
 from eod_settler.errors import DatabaseUnavailableError, RetryableError, RunInProgressError
@@ -49,6 +49,7 @@ class SettleRow:
     asset_class: AssetClass
     price: Decimal
     source: SettleSource
+    feed: SettleFeed | None
     stale: bool
     session_close: dt.datetime
     computed_at: dt.datetime
@@ -351,13 +352,14 @@ class Store:
         try:
             async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
                 async with cur.copy(
-                    "COPY settles (date, symbol, revision, asset_class, price, source, stale,"
-                    " session_close, computed_at) FROM STDIN"
+                    "COPY settles (date, symbol, revision, asset_class, price, source, feed,"
+                    " stale, session_close, computed_at) FROM STDIN"
                 ) as copy:
                     for r in rows:
                         await copy.write_row(
                             (r.date, r.symbol, r.revision, str(r.asset_class), r.price,
-                             str(r.source), r.stale, r.session_close, r.computed_at)
+                             str(r.source), str(r.feed) if r.feed else None, r.stale,
+                             r.session_close, r.computed_at)
                         )  # fmt: skip
                 async with cur.copy(
                     "COPY settle_outbox (date, kind, source, subject, msg_id, payload) FROM STDIN"
@@ -468,6 +470,24 @@ class Store:
             row = await cur.fetchone()
             return row is not None
 
+    async def needs_reread(self, date: dt.date) -> bool:
+        """Whether `date` is complete and its next-morning re-read has not been done."""
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM settle_runs WHERE date = %s AND reread_at IS NULL", (date,)
+            )
+            row = await cur.fetchone()
+            await conn.rollback()
+            return row is not None
+
+    async def mark_reread(self, date: dt.date) -> None:
+        """Record that `date`'s next-morning re-read ran (the first one wins)."""
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE settle_runs SET reread_at = now() WHERE date = %s AND reread_at IS NULL",
+                (date,),
+            )
+
     async def last_complete_close(self) -> dt.datetime | None:
         """Session close of the latest completed date."""
         async with self._connection() as conn:
@@ -524,7 +544,7 @@ class Store:
         async def _read() -> list[dict[str, Any]]:
             async with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(
-                    "SELECT DISTINCT ON (symbol) date, symbol, asset_class, price, source,"
+                    "SELECT DISTINCT ON (symbol) date, symbol, asset_class, price, source, feed,"
                     " revision, stale, session_close, computed_at FROM settles WHERE date = %s"
                     " ORDER BY symbol, revision DESC",
                     (date,),
