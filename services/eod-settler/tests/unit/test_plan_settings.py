@@ -1,4 +1,5 @@
-"""ALPACA_PLAN -> the settler's feeds and REST rate; explicit settings win."""
+"""ALPACA_PLAN -> the settler's option quotes feed and REST rate; explicit settings win; the
+stock settle reads SIP on every plan."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ def test_explicit_settings_override_the_plan(monkeypatch: pytest.MonkeyPatch) ->
     assert s.alpaca_options_feed == "opra"
     monkeypatch.setenv("EOD_ALPACA_PLAN", "basic")  # the prefixed form wins
     assert Settings().alpaca_plan == "basic"
-    monkeypatch.setenv("EOD_ALPACA_FEED", "")  # empty: let Alpaca choose
-    assert Settings().alpaca_feed is None
+    assert Settings().alpaca_feed == "iex"  # the stock settle's feed is never the plan's
+    monkeypatch.setenv("EOD_ALPACA_OPTIONS_FEED", "opra")
+    assert Settings().alpaca_options_feed == "opra"  # explicit, on Basic
 
 
 def test_unknown_plan_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
