@@ -190,6 +190,49 @@ def intraday_rows(
         yield from reversed(rows) if descending else rows
 
 
+def history_tape(symbol: str) -> str:
+    """The SIP tape letter historical trades and quotes of `symbol` carry."""
+    return "ABC"[sum(map(ord, symbol)) % 3]
+
+
+@dataclass(frozen=True)
+class PastEdit:
+    """A print of a closed session that a correction or cancel reached."""
+
+    trade_id: int
+    price: float
+    size: int
+    t_ns: int
+    tape: str
+
+
+def edit_past_print(
+    market: Market,
+    symbol: str,
+    day: date,
+    trade_id: int | None,
+    new: tuple[float, int] | None,
+    now: datetime,
+) -> PastEdit:
+    """Correct (`new` = (price, size)) or bust (`new` None) one print of `symbol`'s closed
+    session `day` (default: its last standing print), through `market.late_closes`.
+
+    Editing the session's last standing print moves the REST daily bar's close and the closing
+    auction print; editing any other print leaves both alone. ValueError when `day` is not a
+    closed session with prints, or the id names no standing print of it.
+    """
+    if not market.calendar.is_trading_day(day) or market.is_halted(symbol, day):
+        raise ValueError(f"{symbol} has no prints on {day}")
+    if market.calendar.session(day).close > now:
+        raise ValueError(f"the {day} session has not closed; correct the live tape instead")
+    tr = market.day_trades(symbol, day)
+    index = None if trade_id is None else trade_id - tr.first_id
+    index, (price, size) = market.late_closes.edit_print(
+        symbol, day, tr.p.tolist(), tr.s.tolist(), index, new
+    )
+    return PastEdit(tr.first_id + index, price, size, int(tr.t[index]), history_tape(symbol))
+
+
 def tick_rows(
     market: Market,
     symbol: str,
@@ -202,7 +245,7 @@ def tick_rows(
     """(t_ns, trade or quote) in [start, end], day by day."""
     lo = int(start.timestamp() * NS)
     hi = min(int(end.timestamp() * NS), int(now.timestamp() * NS))
-    tape = "ABC"[sum(map(ord, symbol)) % 3]
+    tape = history_tape(symbol)
     days = _days(market, symbol, start, end, now)
     for day in reversed(days) if descending else days:
         tr = market.day_trades(symbol, day)

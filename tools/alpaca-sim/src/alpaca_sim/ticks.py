@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
 
+from alpaca_sim.history import edit_past_print
 from alpaca_sim.live import MINUTE_NS, SymbolState
 from alpaca_sim.options import is_occ
 from alpaca_sim.protocol import ts
@@ -281,6 +283,25 @@ def publish(engine: Engine, body: dict[str, Any], now_ns: int) -> int:
     elif kind == "status":
         channel = "statuses"
         msg = _status(st, t, bool(body.get("halt", True)))
+    elif kind in ("correction", "cancel") and body.get("date"):
+        # a print of a closed session: its last standing print moves the official close
+        channel = "trades"
+        new = None if kind == "cancel" else (float(body["price"]), int(body.get("size", 100)))
+        trade_id = int(body["trade_id"]) if body.get("trade_id") is not None else None
+        day = date.fromisoformat(str(body["date"]))
+        now = datetime.fromtimestamp(now_ns / 1e9, UTC)
+        past = edit_past_print(engine.sim.market, symbol, day, trade_id, new, now)
+        if new is None:
+            msg = {
+                "T": "x", "S": symbol, "i": past.trade_id, "x": "V", "p": past.price,
+                "s": past.size, "a": body.get("action", "C"), "t": t, "z": past.tape,
+            }  # fmt: skip
+        else:  # the corrected print keeps its place (and id) in the session's tape
+            msg = {
+                "T": "c", "S": symbol, "x": "V", "oi": past.trade_id, "op": past.price,
+                "os": past.size, "oc": ["@"], "ci": past.trade_id, "cp": new[0], "cs": new[1],
+                "cc": body.get("conditions", ["@"]), "t": t, "z": past.tape,
+            }  # fmt: skip
     elif kind in ("correction", "cancel"):
         # both reach every `trades` listener, and change the day's tape like Alpaca's would
         channel = "trades"
