@@ -39,9 +39,12 @@ async def test_settler_reads_sip_closes_and_its_options_feed_on_each_plan(
         options_feed=s.alpaca_options_feed,
     )  # fmt: skip
     day = latest_closed_session(sim.url)
-    closes = await rest.daily_closes(day, SYMBOLS)
+    now = dt.datetime.now(NY)
+    closes = await rest.daily_closes(day, SYMBOLS, now)
     assert sorted(closes) == SYMBOLS
+    auctions = await rest.closing_auctions(day, SYMBOLS, now)  # SIP only, on both plans
+    assert sorted(auctions) == SYMBOLS
     # today's window ends in the future: without the 15-minute end, Basic would answer 403
-    await rest.daily_closes(dt.datetime.now(NY).date(), SYMBOLS)
+    await rest.daily_closes(now.date(), SYMBOLS, now)
     occ = ["AAPL251219C00200000"]
     await rest.quote_mids(day, occ)  # indicative on Basic, OPRA on Algo Trader Plus: no 403

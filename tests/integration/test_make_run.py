@@ -270,11 +270,14 @@ def test_settle_cli_settles_the_last_session_through_the_hub(stack: RunningStack
     env_text = env_file.read_text()
     assert "/alpaca" in env_text
     metrics = httpx.get(f"{stack.url('market-data-hub')}/metrics").text
-    bars = [
+    # closing auctions first (the official close), daily bars for symbols without one
+    closes = [
         line for line in metrics.splitlines()
-        if line.startswith("mdh_passthrough_requests_total{") and "/v2/stocks/bars" in line
+        if line.startswith("mdh_passthrough_requests_total{")
+        and ("/v2/stocks/auctions" in line or "/v2/stocks/bars" in line)
     ]  # fmt: skip
-    assert any('outcome="ok"' in line and not line.endswith(" 0.0") for line in bars), bars
+    assert any('outcome="ok"' in line and not line.endswith(" 0.0") for line in closes), closes
+    assert {s["source"] for s in settles["settles"]} <= {"auction", "daily_bar"}
 
 
 def _fresh_machine_env(**extra: str) -> dict[str, str]:
