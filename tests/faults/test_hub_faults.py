@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,8 @@ from nats.aio.client import Client
 from raxx_contracts import InterestRequest, encode
 from raxx_devstack import servers
 from raxx_devstack.ports import free_port
+
+from tests.integration.test_hub_resilience import start_replica
 
 pytestmark = pytest.mark.integration
 TTL = 3.0
@@ -268,19 +269,6 @@ async def test_leader_with_a_silent_upstream_in_market_hours_is_not_ready(
 
 
 # -- two hub processes: freeze the leader, then kill the new one ------------------------------
-
-
-def start_replica(
-    env: dict[str, str], replica: str, port: int, log: Path
-) -> subprocess.Popen[bytes]:
-    full = {**os.environ, **env, "MDH_REPLICA_ID": replica, "MDH_HTTP_PORT": str(port)}
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "market_data_hub"],
-            env=full,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 async def role(port: int) -> str | None:
