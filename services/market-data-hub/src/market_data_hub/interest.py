@@ -20,7 +20,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -39,6 +38,7 @@ from raxx_contracts import (
     Rejection,
     TierPolicy,
     UnknownTierError,
+    UpstreamHeld,
     decode,
     encode,
     subjects,
@@ -77,13 +77,13 @@ class UpstreamState:
         """Deserialize; refusals already over are left out."""
         if not data:
             return cls()
-        raw = orjson.loads(data)
+        rec = decode(UpstreamHeld, data)
         refused = {
             sym: f"Alpaca refused the subscription ({code} {msg})"
-            for sym, (code, msg, until) in raw.get("refused", {}).items()
-            if int(until) > now_ns
+            for sym, (code, msg, until) in rec.refused.items()
+            if until > now_ns
         }
-        return cls(frozenset(raw.get("held", ())), refused)
+        return cls(frozenset(rec.held), refused)
 
 
 def owner_key(asset: AssetClass, user_token: str) -> str:
@@ -139,7 +139,7 @@ class InterestStore:
         """Leader only: publish what Alpaca acknowledged and refused (bounded by the cap and
         the refusals of the last `upstream_refusal_seconds`, newest kept)."""
         keep = sorted(refused.items(), key=lambda kv: kv[1][2])[-4 * self.cap(asset) - 100 :]
-        body = orjson.dumps({"held": sorted(held), "refused": {s: list(v) for s, v in keep}})
+        body = encode(UpstreamHeld(held=tuple(sorted(held)), refused=dict(keep)))
         await self.kv.put(upstream_key(asset), body)
 
     async def upstream_state(self, asset: AssetClass) -> UpstreamState:
