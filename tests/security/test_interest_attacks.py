@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import pytest_asyncio
 from market_data_hub.settings import Settings
@@ -61,19 +62,38 @@ class User:
         return decode(InterestReply, msg.data)
 
 
-@pytest_asyncio.fixture
-async def hub(
-    tier_gate_stack: TierGateStack, vault: Vault, alpaca_sim: AlpacaSim
+async def _running_hub(
+    stack: TierGateStack, vault: Vault, alpaca_sim: AlpacaSim, **extra: Any
 ) -> AsyncIterator[Any]:
-    stack = tier_gate_stack
     settings: Settings = local_settings(
         stack.nats_url, vault.addr, vault.token, alpaca_sim.url, alpaca_sim.ws_url,
         options_enabled=False, symbol_cap=CAP,
         nats_creds=str(stack.creds("hub")),
         nats_responder_creds=str(stack.creds("hub-responder")),
+        **extra,
     )  # fmt: skip
     write_alpaca_key(vault.addr, vault.token, settings.vault.path)
     async with running_hub(settings) as app:
+        yield app
+
+
+@pytest_asyncio.fixture
+async def hub(
+    tier_gate_stack: TierGateStack, vault: Vault, alpaca_sim: AlpacaSim
+) -> AsyncIterator[Any]:
+    async for app in _running_hub(tier_gate_stack, vault, alpaca_sim):
+        yield app
+
+
+@pytest_asyncio.fixture
+async def unthrottled_hub(
+    tier_gate_stack: TierGateStack, vault: Vault, alpaca_sim: AlpacaSim
+) -> AsyncIterator[Any]:
+    """A hub without the per-user request rate: the storage quotas alone face a flood."""
+    async for app in _running_hub(
+        tier_gate_stack, vault, alpaca_sim,
+        interest_requests_per_min=1e9, interest_burst=1_000_000, interest_user_in_flight=1000,
+    ):  # fmt: skip
         yield app
 
 
@@ -216,9 +236,9 @@ async def test_one_free_user_cannot_take_the_cap_and_a_pro_user_keeps_room(
 
 
 async def test_consumer_ids_past_the_quota_are_refused_and_the_hub_stays_connected(
-    tier_gate_stack: TierGateStack, hub: Any
+    tier_gate_stack: TierGateStack, unthrottled_hub: Any
 ) -> None:
-    stack = tier_gate_stack
+    stack, hub = tier_gate_stack, unthrottled_hub
     mallory = await _user(stack, "free")
     channels = tuple(Channel(c) for c in ("quotes", "trades", "bars", "dailybars", "statuses"))
     syms = ("AAPL", "MSFT")
@@ -260,3 +280,29 @@ async def test_a_user_cannot_release_another_users_lease(
     assert r.subscribed == 0
     await alice.nc.close()
     await mallory.nc.close()
+
+
+async def test_one_users_request_flood_is_rate_limited_and_delays_no_one_else(
+    tier_gate_stack: TierGateStack, hub: Any
+) -> None:
+    stack = tier_gate_stack
+    mallory = await _user(stack, "free")
+    flood = [
+        mallory.nc.request(
+            mallory.interest,
+            encode(InterestRequest(consumer_id="m", symbols=("AAPL",))),
+            timeout=10,
+        )
+        for _ in range(200)
+    ]
+    replies = await asyncio.gather(*flood)
+    codes = [orjson.loads(m.data).get("error") for m in replies]
+    assert codes.count("rate_limited") >= 200 - 10  # burst 10, at most 4 queued
+    # Meanwhile, and right after, another user is answered at once.
+    alice = await _user(stack, "free")
+    t0 = time.monotonic()
+    assert (await alice.ask(symbols=("IBM",))).accepted == ("IBM",)
+    assert time.monotonic() - t0 < 5
+    assert 'outcome="rate_limited"' in await _metrics(hub)
+    await mallory.nc.close()
+    await alice.nc.close()

@@ -146,7 +146,7 @@ class Hub:
                 creds=s.nats_responder_creds,
             )
         self.responder = InterestResponder(
-            self.responder_nc or self.nc, self.interest, self.metrics
+            self.responder_nc or self.nc, self.interest, self.metrics, s
         )
         await self.interest.wait_usable()  # a request answered as soon as we subscribe works
         await self.responder.start()

@@ -46,6 +46,7 @@ from raxx_contracts import (
 
 from market_data_hub.domain import Clock, Limits, OwnerLeases, SlotTable, apply_request
 from market_data_hub.domain.leases import InterestOutcome
+from market_data_hub.domain.ratelimit import KeyedBuckets
 from market_data_hub.metrics import Metrics
 from market_data_hub.settings import Settings
 
@@ -256,11 +257,20 @@ class InterestResponder:
     """Answers `md.ctl.interest.<tier>.<user>` with InterestReply, or ErrorReply (a code and a
     safe message; details only in the log). Replies only inside the requester's own inbox."""
 
-    def __init__(self, nc: Client, store: InterestStore, metrics: Metrics) -> None:
+    def __init__(
+        self, nc: Client, store: InterestStore, metrics: Metrics, settings: Settings
+    ) -> None:
         self.nc = nc
         self.store = store
         self.metrics = metrics
+        self.settings = settings
         self._sub: Subscription | None = None
+        self._rates = KeyedBuckets()
+        self._queued: dict[str, tuple[asyncio.Lock, int]] = {}
+        """Per user: a lock (one user's requests are answered one at a time, in order, as one
+        revision-checked record cannot take concurrent writes) and how many wait or run."""
+        self._slots = asyncio.Semaphore(settings.interest_max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Subscribe in the hub's queue group."""
@@ -268,11 +278,16 @@ class InterestResponder:
         await self.nc.flush()  # registered on the server before anyone is told we are up
 
     async def stop(self) -> None:
-        """Unsubscribe."""
+        """Unsubscribe; requests still being answered are cancelled (their users retry)."""
         if self._sub is not None:
             await self._sub.unsubscribe()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _on_msg(self, msg: Msg) -> None:
+        """Checks that cost nothing run here, in order; answering runs in its own task, so one
+        user's slow request (waiting for Alpaca's acknowledgement) never delays another's."""
         try:
             who = subjects.parse_interest(msg.subject)
         except ContractError:
@@ -284,11 +299,40 @@ class InterestResponder:
             self.metrics.interest_requests.labels("foreign_reply").inc()
             log.warning("interest request with a reply outside the requester's inbox dropped")
             return
+        user = who.user_token
+        s = self.settings
+        wait = self._rates.try_take(user, s.interest_requests_per_min, s.interest_burst)
+        lock, queued = self._queued.get(user) or (asyncio.Lock(), 0)
+        if wait or queued >= s.interest_user_in_flight:
+            self.metrics.interest_requests.labels("rate_limited").inc()
+            message = f"too many interest requests; retry in {max(wait, 1.0):.0f} s"
+            await self.nc.publish(
+                msg.reply, encode(ErrorReply(error="rate_limited", message=message))
+            )
+            return
+        self._queued[user] = (lock, queued + 1)
+        task = asyncio.create_task(self._reply(who.tier, user, lock, msg.data, msg.reply))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reply(
+        self, tier: str, user: str, lock: asyncio.Lock, data: bytes, reply: str
+    ) -> None:
         try:
-            body = await self._answer(who.tier, who.user_token, msg.data)
-        except RequestRefused as exc:
-            body = encode(ErrorReply(error=exc.code, message=exc.message))
-        await self.nc.publish(msg.reply, body)
+            async with lock, self._slots:
+                try:
+                    body = await self._answer(tier, user, data)
+                except RequestRefused as exc:
+                    body = encode(ErrorReply(error=exc.code, message=exc.message))
+                await self.nc.publish(reply, body)
+        except Exception:  # the connection is closing: the user's client retries
+            log.warning("interest reply not sent", exc_info=True)
+        finally:
+            left = self._queued[user][1] - 1
+            if left:
+                self._queued[user] = (lock, left)
+            else:
+                del self._queued[user]
 
     async def _answer(self, tier: str, user_token: str, data: bytes) -> bytes:
         if len(data) > MAX_REQUEST_BYTES:

@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     lease_record_max_bytes: int = Field(default=256 * 1024, ge=4096)
     """No lease record (one user's, or an asset's slot table) is written larger than this;
     keep it under the server's max_payload (1 MiB by default)."""
+    interest_requests_per_min: float = Field(default=60, gt=0)
+    """Interest requests one user may send per minute (per replica; a lease lasts up to
+    `max_lease_seconds`, so a well-behaved client renews far less often); past it the reply
+    is the error `rate_limited`."""
+    interest_burst: int = Field(default=10, ge=1)
+    interest_max_in_flight: int = Field(default=8, ge=1)
+    """Users' requests answered concurrently (each user's one at a time, in order), so a user
+    whose requests wait for Alpaca's acknowledgement never delays anyone else's."""
+    interest_user_in_flight: int = Field(default=4, ge=1)
+    """Requests of one user waiting or being answered; more are refused `rate_limited`."""
 
     rest_rate_per_min: int = Field(default=200, gt=0)
     """Alpaca REST requests per minute this replica may make (the plan's budget / replicas)."""
