@@ -10,8 +10,8 @@ export UV_PYTHON_DOWNLOADS := never
 # Trust the system's certificate store (as pip does), so a TLS-inspecting proxy's CA works too.
 export UV_SYSTEM_CERTS ?= 1
 RUN := $(UV) run --no-sync
-SRC := libs/contracts/src libs/md-client/src services/market-data-hub/src services/tier-gate/src \
-       services/broker-handoff/src services/eod-settler/src tools/alpaca-sim/src tools/devstack/src
+SRC := libs/contracts/src libs/service-kit/src libs/md-client/src services/market-data-hub/src services/tier-gate/src \
+       services/broker-handoff/src services/eod-settler/src services/md-replay/src tools/alpaca-sim/src tools/devstack/src
 PYTEST_ARGS ?=
 # Our own temp root: concurrent pytest runs sharing /tmp/pytest-of-$USER prune each other's
 # directories, servers' data directories included.

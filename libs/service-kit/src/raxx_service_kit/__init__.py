@@ -1,0 +1,1 @@
+"""raxx_service_kit: the plumbing every Raxx service needs, written once."""

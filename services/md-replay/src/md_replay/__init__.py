@@ -1,0 +1,1 @@
+"""md_replay: session archive (Parquet) and replay to one requester."""
