@@ -121,6 +121,16 @@ class TierPolicy(WireModel):
                 allow.append(subjects.path_root(Path.RT, asset))
         return tuple(allow)
 
+    def readable_streams(self, tier: str) -> tuple[str, ...]:
+        """Capture streams a credential of `tier` may read (direct get, to recover gaps or start
+        from a time): exactly those of the paths it may subscribe to."""
+        streams: list[str] = []
+        for asset in AssetClass:
+            streams.append(subjects.capture_stream(Path.DELAYED, asset))
+            if self.stream_path(tier, asset) is Path.RT:
+                streams.append(subjects.capture_stream(Path.RT, asset))
+        return tuple(streams)
+
     def eligible_for_handoff(self, tier: str) -> bool:
         """Whether `tier` may connect a live broker."""
         return self.rule(tier).broker_handoff

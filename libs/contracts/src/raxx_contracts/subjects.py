@@ -234,3 +234,98 @@ def is_user_reply(reply: str, user_token_: str) -> bool:
         and len(reply) > len(prefix)
         and not any(c in reply for c in " \t\r\n*>")
     )
+
+
+# --- Gap-free delivery: capture streams, republish headers, recovery (issue 13) -------------
+
+CAPTURE_PREFIX = "mdcap"
+"""The hub publishes every market-data message on `mdcap.<path>.<asset>.<channel>.<SYM>` (only
+the hub may). A capture stream per (path, asset) stores it and *republishes* it on the public
+`md.<path>...` subject with the headers below, so a subscriber sees only what was stored (the
+capture is as complete as what subscribers saw) and can detect a gap per subject."""
+
+HDR_STREAM = "Nats-Stream"
+HDR_SUBJECT = "Nats-Subject"
+HDR_SEQUENCE = "Nats-Sequence"
+HDR_LAST_SEQUENCE = "Nats-Last-Sequence"
+"""Sequence of the previous message *on the same subject* in the same stream (0: none kept).
+A consumer that last saw sequence `s` on a subject and then receives `Nats-Last-Sequence`
+other than `s` has missed the messages in between; it recovers them from the stream with a
+direct get (`next_by_subj` = the capture subject, from `s + 1`)."""
+HDR_TIME_STAMP = "Nats-Time-Stamp"
+HDR_NUM_PENDING = "Nats-Num-Pending"
+
+
+def capture_stream(path: Path, asset: AssetClass) -> str:
+    """`MD_RT_STOCKS`, `MD_DELAYED_OPTIONS`, ...: one stream per (path, asset), so a tier's
+    credential is allowed to read exactly the streams of the paths it may subscribe to."""
+    return f"MD_{str(path).upper()}_{str(asset).upper()}"
+
+
+CAPTURE_STREAMS = tuple(capture_stream(p, a) for p in Path for a in AssetClass)
+
+
+def capture_root(path: Path, asset: AssetClass | None = None) -> str:
+    """`mdcap.rt.stocks.>` (a capture stream's subjects) or `mdcap.rt.>`."""
+    return f"{CAPTURE_PREFIX}.{path}.{asset}.>" if asset else f"{CAPTURE_PREFIX}.{path}.>"
+
+
+def to_capture(subject: str) -> str:
+    """`md.rt.stocks.quotes.X` -> `mdcap.rt.stocks.quotes.X` (also for patterns)."""
+    if not subject.startswith(f"{MD_PREFIX}."):
+        raise ContractError(f"not a market-data subject: {subject!r}")
+    return f"{CAPTURE_PREFIX}.{subject[len(MD_PREFIX) + 1 :]}"
+
+
+def from_capture(subject: str) -> str:
+    """`mdcap.rt.stocks.quotes.X` -> `md.rt.stocks.quotes.X` (also for patterns)."""
+    if not subject.startswith(f"{CAPTURE_PREFIX}."):
+        raise ContractError(f"not a capture subject: {subject!r}")
+    return f"{MD_PREFIX}.{subject[len(CAPTURE_PREFIX) + 1 :]}"
+
+
+def stream_of(subject: str) -> str:
+    """The capture stream holding a public or capture subject or pattern (`md.rt.stocks...`)."""
+    parts = subject.split(".")
+    if len(parts) < 3 or parts[0] not in (MD_PREFIX, CAPTURE_PREFIX):
+        raise ContractError(f"not a market-data subject: {subject!r}")
+    try:
+        return capture_stream(Path(parts[1]), AssetClass(parts[2]))
+    except ValueError as exc:
+        raise ContractError(f"not a market-data subject: {subject!r}") from exc
+
+
+def direct_get(stream: str) -> str:
+    """`$JS.API.DIRECT.GET.<stream>`: the stateless read a credential may use on the streams
+    its tier may read (batch requests with `next_by_subj`, `start_time`, `batch`)."""
+    return f"$JS.API.DIRECT.GET.{stream}"
+
+
+# --- Replay of archived sessions (issue 13) ------------------------------------------------
+
+REPLAY = "md.ctl.replay"
+"""Root of replay request subjects; a credential publishes only on its own
+`md.ctl.replay.<tier>.<user token>` (see :func:`replay`). The replay is delivered inside the
+requester's own inbox (`_INBOX_U.<token>.`), which only that user may subscribe to."""
+REPLAY_ANY = f"{REPLAY}.*.*"
+
+ARCHIVE_BUCKET = "MD_ARCHIVE"
+"""NATS Object Store bucket of the session archive in `make run` (Parquet, by date and symbol)."""
+
+
+def replay(tier: str, user_token_: str) -> str:
+    """`md.ctl.replay.<tier>.<user token>`: the one replay subject a credential may use."""
+    return f"{REPLAY}.{_check_tier(tier)}.{_check_user_token(user_token_)}"
+
+
+def replay_template(tier: str, tag: str) -> str:
+    """The subject of :func:`replay` with the user token as a template tag."""
+    return f"{REPLAY}.{_check_tier(tier)}.{{{{tag({tag})}}}}"
+
+
+def parse_replay(subject: str) -> InterestSubject:
+    """Parse a subject built by :func:`replay` (who asks, at which tier)."""
+    parts = subject.split(".")
+    if len(parts) != 5 or ".".join(parts[:3]) != REPLAY:
+        raise ContractError(f"not a replay subject: {subject!r}")
+    return InterestSubject(_check_tier(parts[3]), _check_user_token(parts[4]))
