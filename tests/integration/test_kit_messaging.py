@@ -87,3 +87,41 @@ async def test_nak_delay_term_and_dead_letter_on_a_real_server(own_nats: str) ->
     finally:
         await broker.stop()
         await nc.close()
+
+
+async def test_a_retry_that_reaches_max_deliver_is_dead_lettered_not_dropped(
+    own_nats: str,
+) -> None:
+    nc = await nats.connect(own_nats)
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="KITMD", subjects=["kit.md.>"]))
+    dead: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_dead(msg: Msg) -> None:
+        await dead.put(msg)
+
+    await nc.subscribe("dlq.svc.>", cb=on_dead)
+    registry = CollectorRegistry()
+    broker = make_broker(ServiceSettings(nats_url=own_nats), "kit-it")
+    router = control_router("svc", registry, metrics_prefix="svc", max_deliver=3)
+    calls = 0
+
+    @jetstream_subscriber(router, "kit.md.>", stream="KITMD", durable="svc-md")
+    async def handle(event: Event) -> None:
+        nonlocal calls
+        calls += 1
+        raise RetryableError("still down", 0.1)
+
+    broker.include_router(router)
+    await broker.start()
+    try:
+        await js.publish("kit.md.x", b'{"kind": "x"}')
+        parked = await asyncio.wait_for(dead.get(), 15)
+        assert parked.subject == "dlq.svc.kit.md.x"
+        assert parked.headers is not None
+        assert parked.headers[HDR_REASON] == "max_deliver"
+        assert parked.headers["Raxx-Dlq-Deliveries"] == "3"
+        assert calls == 3
+    finally:
+        await broker.stop()
+        await nc.close()
