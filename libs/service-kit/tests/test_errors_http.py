@@ -12,6 +12,7 @@ from raxx_service_kit.errors import (
     PermanentError,
     RetryableError,
     ServiceError,
+    TypedError,
     UnauthorizedError,
 )
 from raxx_service_kit.http import (
@@ -157,3 +158,25 @@ async def test_ping_checks_report_instead_of_raising() -> None:
     assert checks["c"].reason == "OSError: refused"
     assert not checks["c"].critical
     assert Readiness.of(checks).status == "not_ready"
+
+
+def test_a_service_error_class_takes_its_message_first() -> None:
+    class NotEligible(TypedError):
+        code = "not_eligible"
+        status = 403
+        default_message = "not for your tier"
+
+    assert NotEligible().body() == {"error": "not_eligible", "message": "not for your tier"}
+    exc = NotEligible("live needs the pro tier", details={"tier": "free"})
+    assert (exc.status, exc.body()["message"], exc.body()["tier"]) == (
+        403,
+        "live needs the pro tier",
+        "free",
+    )
+    assert isinstance(exc, ServiceError)
+    assert ConfigError("no key").exit_code == 78
+
+
+def test_extra_readiness_blocks_never_override_the_shape() -> None:
+    body = Readiness.of({"db": Check(ok=False)}, status="fine", role="leader").body()
+    assert (body["status"], body["role"]) == ("not_ready", "leader")

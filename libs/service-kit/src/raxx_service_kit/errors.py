@@ -28,7 +28,11 @@ class ErrorBody(BaseModel):
 
 
 class ServiceError(Exception):
-    """Base of every error a service raises on purpose; mapped once at the edge."""
+    """Base of every error a service raises on purpose; mapped once at the edge.
+
+    `ServiceError(code, status, message)` for a one-off; a service's own error classes
+    derive from `TypedError` (message first) or one of the kinds below.
+    """
 
     code: str = "internal"
     status: int = 500
@@ -66,7 +70,31 @@ class ServiceError(Exception):
         return out
 
 
-class RetryableError(ServiceError):
+class TypedError(ServiceError):
+    """Base of a service's own error classes: `code`/`status` are class attributes and the
+    constructor takes the public message first (`raise NotEligible("...")`).
+
+        class NotEligible(TypedError):
+            code = "not_eligible"
+            status = 403
+            default_message = "your tier may not use the live-broker handoff"
+    """
+
+    default_message = "internal error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+        log_detail: str | None = None,
+    ) -> None:
+        super().__init__(
+            None, None, message or self.default_message, details=details, log_detail=log_detail
+        )
+
+
+class RetryableError(TypedError):
     """A dependency failed in a way that may pass: 503 + `Retry-After`, or a NATS `nak(delay)`."""
 
     code = "unavailable"
@@ -82,11 +110,15 @@ class RetryableError(ServiceError):
         details: dict[str, Any] | None = None,
         log_detail: str | None = None,
     ) -> None:
-        super().__init__(code, status, message, details=details, log_detail=log_detail)
+        super().__init__(message, details=details, log_detail=log_detail)
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
         self.retry_after = retry_after
 
 
-class PermanentError(ServiceError):
+class PermanentError(TypedError):
     """Will fail the same way again (bad data, a 4xx upstream): a NATS message is dead-lettered."""
 
     code = "bad_request"
@@ -101,10 +133,14 @@ class PermanentError(ServiceError):
         details: dict[str, Any] | None = None,
         log_detail: str | None = None,
     ) -> None:
-        super().__init__(code, status, message, details=details, log_detail=log_detail)
+        super().__init__(message, details=details, log_detail=log_detail)
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
 
 
-class ConfigError(ServiceError):
+class ConfigError(TypedError):
     """The process cannot run with this configuration or secret; raised at start-up only."""
 
     code = "config"
@@ -112,16 +148,13 @@ class ConfigError(ServiceError):
     exit_code = 78
     """EX_CONFIG (sysexits.h), for CLIs."""
 
-    def __init__(self, message: str, *, log_detail: str | None = None) -> None:
-        super().__init__(None, None, message, log_detail=log_detail)
 
-
-class UnauthorizedError(ServiceError):
+class UnauthorizedError(TypedError):
     """Missing or invalid credentials (401 + `WWW-Authenticate: Bearer`); `reason` is public."""
 
     code = "unauthorized"
     status = 401
 
     def __init__(self, reason: str, message: str = "invalid or missing token") -> None:
-        super().__init__(None, None, message, details={"reason": reason})
+        super().__init__(message, details={"reason": reason})
         self.reason = reason

@@ -113,8 +113,8 @@ class Readiness(BaseModel):
         return self.status != "not_ready"
 
     def body(self) -> dict[str, Any]:
-        """The JSON body (checks, then the extra blocks at the top level)."""
-        return {**self.model_dump(mode="json"), **self.extra}
+        """The JSON body: the extra blocks at the top level (never overriding status/checks)."""
+        return {**self.extra, **self.model_dump(mode="json")}
 
 
 ReadinessSource = Callable[[], Readiness | Awaitable[Readiness]]
