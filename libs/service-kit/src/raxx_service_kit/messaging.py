@@ -50,7 +50,7 @@ from pydantic import ValidationError
 from raxx_contracts import subjects
 
 from raxx_service_kit.errors import PermanentError, RetryableError
-from raxx_service_kit.nats import CONNECT_OPTIONS, credentials
+from raxx_service_kit.nats import CONNECT_OPTIONS, ConnectionStatus, credentials
 from raxx_service_kit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,29 @@ HDR_SERVICE = "Raxx-Dlq-Service"
 HDR_DELIVERIES = "Raxx-Dlq-Deliveries"
 
 
-def make_broker(settings: ServiceSettings, name: str, **options: Any) -> NatsBroker:
-    """A `NatsBroker` for the control plane, with the kit's connection options and creds."""
+def make_broker(
+    settings: ServiceSettings,
+    name: str,
+    *,
+    status: ConnectionStatus | None = None,
+    **options: Any,
+) -> NatsBroker:
+    """A `NatsBroker` for the control plane: the kit's connection options, the settings'
+    creds, callbacks into `status` (readiness reasons). Readiness can also use
+    `ping_checks({"nats": lambda: broker.ping(1.0)})`.
+
+    With these options `broker.start()` retries the first connect forever (nats-py's rule
+    with `max_reconnect_attempts=-1`): bound it (`asyncio.timeout`) where start-up must fail.
+    """
+    status = status or ConnectionStatus(name)
     opts: dict[str, Any] = {
-        k: v for k, v in CONNECT_OPTIONS.items() if k not in ("pending_size",)
-    } | {"name": name, "log_level": logging.DEBUG}
+        **CONNECT_OPTIONS,
+        "name": name,
+        "error_cb": status.on_error,
+        "disconnected_cb": status.on_disconnected,
+        "reconnected_cb": status.on_reconnected,
+        "log_level": logging.DEBUG,  # faststream logs every message at this level
+    }
     creds = credentials(settings)
     if creds is not None:  # a file path, or nats-py's RawCredentials (which it accepts too)
         opts["user_credentials"] = str(creds) if isinstance(creds, Path) else creds
