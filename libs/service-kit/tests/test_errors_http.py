@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -151,7 +153,13 @@ async def test_ping_checks_report_instead_of_raising() -> None:
     async def boom() -> None:
         raise OSError("refused")
 
-    checks = await ping_checks({"a": good, "b": false, "c": boom}, non_critical=["c"])
+    async def frozen() -> None:
+        await asyncio.Event().wait()
+
+    checks = await ping_checks(
+        {"a": good, "b": false, "c": boom, "d": frozen}, non_critical=["c"], timeout=0.05
+    )
+    assert checks["d"].reason == "no answer within 0.05 s"
     assert checks["a"].ok
     assert not checks["b"].ok
     assert not checks["c"].ok

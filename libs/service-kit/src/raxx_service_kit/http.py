@@ -15,6 +15,7 @@ a failing non-critical one only `degraded` (200: tier-gate keeps issuing while N
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -135,18 +136,27 @@ async def ping_checks(
     pings: Mapping[str, Callable[[], Awaitable[object]]],
     *,
     non_critical: Iterable[str] = (),
+    timeout: float = 1.0,  # noqa: ASYNC109 - a per-ping bound, not the caller's deadline
 ) -> dict[str, Check]:
-    """Run each ping (bounded by the ping itself); raising or returning False fails the check."""
+    """Run the pings concurrently, each bounded by `timeout`; raising, timing out or returning
+    False fails its check (a readiness probe reports, never raises)."""
     optional = set(non_critical)
-    out: dict[str, Check] = {}
-    for name, ping in pings.items():
+
+    async def one(ping: Callable[[], Awaitable[object]]) -> tuple[bool, str | None]:
         try:
-            result = await ping()
-            ok, reason = result is not False, None if result is not False else "not answering"
-        except Exception as exc:  # a readiness probe reports, never raises
-            ok, reason = False, f"{type(exc).__name__}: {exc}"[:200]
-        out[name] = Check(ok=ok, reason=reason, critical=name not in optional)
-    return out
+            async with asyncio.timeout(timeout):
+                result = await ping()
+        except TimeoutError:
+            return False, f"no answer within {timeout:g} s"
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"[:200]
+        return (True, None) if result is not False else (False, "not answering")
+
+    results = await asyncio.gather(*(one(p) for p in pings.values()))
+    return {
+        name: Check(ok=ok, reason=reason, critical=name not in optional)
+        for name, (ok, reason) in zip(pings, results, strict=True)
+    }
 
 
 def health_router(
