@@ -13,6 +13,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from nats.aio.client import RawCredentials
 from raxx_contracts import AssetClass, Channel, subjects
+from raxx_service_kit.nats import creds_text
 from tier_gate import natsjwt
 
 from tests.integration.fixtures_tier_gate import (
@@ -77,7 +78,7 @@ async def test_forged_and_self_signed_credentials_are_refused(
     tampered_body = natsjwt.encode(edited, user_kp).split(".")[1]
     tampered = f"{head}.{tampered_body}.{sig}"
     for bad in (self_signed, forged, tampered):
-        assert "uthorization" in await _refused(stack, natsjwt.creds_text(bad, seed))
+        assert "uthorization" in await _refused(stack, creds_text(bad, seed))
     # and the genuine one still works
     nc = await stack.connect_user(tok["nats"]["creds"])
     await nc.close()
@@ -184,8 +185,9 @@ async def test_identity_errors_give_401_with_a_reason(tier_gate_stack: TierGateS
         key, user_id="x", tier="free", issuer="raxx-identity", audience="someone-else"
     )
     expired = identity.dev_identity_token(
-        key, user_id="x", tier="free", issuer="raxx-identity", audience="raxx", ttl=-10
+        key, user_id="x", tier="free", issuer="raxx-identity", audience="raxx", ttl=-120
     )
+    # ttl=-120: beyond the kit verifier's 30 s clock-skew leeway.
     cases = {bad_sig: "bad_signature", wrong_aud: "wrong_aud", expired: "expired",
              "garbage": "malformed"}  # fmt: skip
     for token, reason in cases.items():
@@ -209,7 +211,7 @@ async def test_client_supplied_public_key_gets_only_a_jwt_that_works_with_its_se
     assert natsjwt.decode(tok["nats"]["jwt"])["sub"] == natsjwt.public_key(seed)
     nc = await nats.connect(
         stack.nats_url,
-        user_credentials=RawCredentials(natsjwt.creds_text(tok["nats"]["jwt"], seed)),
+        user_credentials=RawCredentials(creds_text(tok["nats"]["jwt"], seed)),
         allow_reconnect=False,
     )
     await nc.close()
@@ -263,7 +265,9 @@ async def test_init_is_idempotent_and_dev_admin_reads_everything(
 async def test_readyz_and_metrics_are_served(tier_gate_stack: TierGateStack) -> None:
     stack = tier_gate_stack
     await stack.token(unique_user(), "free")
-    assert (await stack.http.get("/readyz")).json() == {"status": "ready"}
+    ready = (await stack.http.get("/readyz")).json()
+    assert ready["status"] == "ready", ready
+    assert {"postgres", "identity-keys", "nats", "nats-system", "openbao"} <= set(ready["checks"])
     text = (await stack.http.get("/metrics")).text
     assert 'tg_credentials_issued_total{tier="free"} 1.0' in text
     assert "tg_issuance_seconds_bucket" in text
