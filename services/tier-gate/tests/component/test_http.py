@@ -88,7 +88,8 @@ async def test_database_down_is_503_with_retry_after_and_readyz_not_ready(
     assert ready.status_code == 503
     body = Readiness.model_validate(ready.json())
     assert body.status == "not_ready"
-    assert body.checks["postgres"].critical and not body.checks["postgres"].ok
+    assert body.checks["postgres"].critical
+    assert not body.checks["postgres"].ok
 
 
 async def test_readyz_is_the_kit_shape_and_nats_only_degrades(running: Running) -> None:
