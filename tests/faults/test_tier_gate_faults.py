@@ -199,3 +199,48 @@ def _pid_listening_on(port: int) -> int:
         except OSError:
             continue
     raise LookupError(f"nothing listens on port {port}")
+
+
+async def _metric(stack: TierGateStack, line: str, within: float = 30.0) -> str:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        text = (await stack.http.get("/metrics")).text
+        if line in text:
+            return text
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{line!r} not in /metrics within {within:.0f} s")
+
+
+async def test_a_tier_change_during_a_postgres_outage_is_applied_when_it_returns(
+    private_pg: PrivatePostgres, tier_gate_stack_factory: StackFactory
+) -> None:
+    """The kit's ack policy on the real BILLING consumer: the database's RetryableError naks
+    the event with its 2 s delay (never terms it), so it lands once PostgreSQL is back."""
+    stack = await tier_gate_stack_factory(database_url=private_pg.dsn)
+    user = unique_user()
+    assert (await stack.token(user, "free"))["tier"] == "free"
+    private_pg.stop()
+    await stack.publish_tier(user, "pro", version=50)
+    await asyncio.sleep(3)  # at least one delivery fails and is nak'ed meanwhile
+    private_pg.start()
+    await _metric(stack, "tg_billing_events_applied_total 1.0")
+    assert (await stack.token(user))["tier"] == "pro"
+
+
+async def test_an_undecodable_billing_event_is_dead_lettered_and_does_not_block(
+    tier_gate_stack_factory: StackFactory,
+) -> None:
+    stack = await tier_gate_stack_factory()
+    billing = await stack.service("billing")
+    try:
+        await billing.jetstream().publish("billing.tier.changed", b"{not json")
+    finally:
+        await billing.close()
+    await _metric(
+        stack,
+        'tg_dead_letters_total{reason="undecodable",subject="billing.tier.changed"} 1.0',
+    )
+    user = unique_user()
+    await stack.publish_tier(user, "pro", version=1)
+    await _metric(stack, "tg_billing_events_applied_total 1.0")
+    assert (await stack.token(user))["tier"] == "pro"
