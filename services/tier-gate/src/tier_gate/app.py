@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from faststream.nats import NatsBroker
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, OKPKey
 from raxx_contracts import TierChanged, default_policy, subjects
 from raxx_service_kit.http import Check, Readiness, health_router, install_error_handlers
 from raxx_service_kit.jwt import JwtVerifier
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 BROKER_START_TIMEOUT = 10.0
 
 
-def _verifier(settings: Settings, dev_key: object | None) -> JwtVerifier:
+def _verifier(settings: Settings, dev_key: OKPKey | None) -> JwtVerifier:
+    """The kit's verifier: the configured JWKS, or in dev the dev identity key."""
     if settings.identity_jwks_url:
         return JwtVerifier(
             issuer=settings.identity_issuer,
