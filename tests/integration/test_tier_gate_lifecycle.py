@@ -273,3 +273,53 @@ async def test_readyz_and_metrics_are_served(tier_gate_stack: TierGateStack) -> 
     assert "tg_issuance_seconds_bucket" in text
     assert "tg_revocation_pushes_total" in text
     _ = (httpx, nats.errors, Violations)
+
+
+async def test_the_durable_the_old_pull_loop_created_is_resumed_after_the_upgrade(
+    tier_gate_stack: TierGateStack,
+) -> None:
+    """Upgrading must not lose tier changes published while tier-gate was down: the pre-kit
+    pull loop made the durable with this config, and the faststream consumer picks it up (same
+    name, stream bound not re-declared) rather than starting a fresh one."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    stack = tier_gate_stack
+    durable = stack.settings.billing_durable
+    await stack.stop_tier_gate()
+    nc = await stack.service("tier-gate")
+    try:
+        js = nc.jetstream()
+        await js.delete_consumer(subjects.BILLING_STREAM, durable)
+        stream_before = (await js.stream_info(subjects.BILLING_STREAM)).config
+        old = await js.pull_subscribe(  # exactly what the old `billing_batches` did
+            subjects.BILLING_TIER_CHANGED,
+            durable=durable,
+            stream=subjects.BILLING_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=30,
+                max_deliver=20,
+                deliver_policy=DeliverPolicy.ALL,
+            ),
+        )
+        await old.unsubscribe()  # (a durable outlives its subscription)
+    finally:
+        await nc.close()
+    user = unique_user()
+    await stack.publish_tier(user, "pro", version=7)  # while no tier-gate runs
+    await stack.start_tier_gate()
+    for _ in range(100):
+        metrics = (await stack.http.get("/metrics")).text
+        if "tg_billing_events_applied_total 1.0" in metrics:
+            break
+        await asyncio.sleep(0.1)
+    assert "tg_billing_events_applied_total 1.0" in metrics
+    assert (await stack.token(user))["tier"] == "pro"
+    nc = await stack.service("dev-admin")
+    try:
+        js = nc.jetstream()
+        names = [c.name for c in await js.consumers_info(subjects.BILLING_STREAM)]
+        assert names.count(durable) == 1
+        assert (await js.stream_info(subjects.BILLING_STREAM)).config == stream_before
+    finally:
+        await nc.close()
