@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from raxx_contracts import default_policy, subjects
+from raxx_service_kit.nats import creds_text
 from tier_gate import domain, natsjwt
 
 POLICY = default_policy()
@@ -106,7 +107,7 @@ def test_nats_jwt_round_trip_and_tamper_detection() -> None:
 
 def test_creds_text_round_trips() -> None:
     seed = natsjwt.new_seed("user")
-    assert natsjwt.parse_creds(natsjwt.creds_text("eyJabc", seed)) == ("eyJabc", seed)
+    assert natsjwt.parse_creds(creds_text("eyJabc", seed)) == ("eyJabc", seed)
 
 
 def test_public_key_validation() -> None:
