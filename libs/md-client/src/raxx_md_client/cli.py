@@ -28,6 +28,7 @@ from raxx_contracts import (
 
 from raxx_md_client.client import MdClient
 from raxx_md_client.credentials import Credential, TierGateClient, TierGateError
+from raxx_md_client.recovery import Gap
 
 DEFAULT_TIER_GATE = os.environ.get("RAXX_MD_TIER_GATE", "http://127.0.0.1:8082")
 DEFAULT_NATS = os.environ.get("RAXX_MD_NATS", "nats://127.0.0.1:14222")
@@ -52,8 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def format_event(event: BaseModel, path: str) -> str:
-    """One human line per message."""
+def format_event(event: BaseModel | Gap, path: str) -> str:
+    """One human line per message (and per gap that could not be filled)."""
+    if isinstance(event, Gap):
+        return (
+            f"--:--:--  GAP      {event.subject} seq {event.from_seq}..{event.to_seq}"
+            f" not recoverable ({event.reason})"
+        )
     ts = getattr(event, "timestamp", None)
     clock = ts.strftime("%H:%M:%S.%f")[:-3] if ts is not None else "--:--:--"
     sym = f"{getattr(event, 'symbol', '?'):<8}"
