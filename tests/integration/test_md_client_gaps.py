@@ -151,7 +151,12 @@ class Publisher:
     url: str
     symbols: tuple[str, ...]
     sent: int = 0
-    stored: list[int] = field(default_factory=list)
+    _at: dict[int, asyncio.Event] = field(default_factory=dict)
+
+    async def reached(self, n: int) -> None:
+        """Returns once `n` messages are stored."""
+        if self.sent < n:
+            await self._at.setdefault(n, asyncio.Event()).wait()
 
     async def run(self, total: int, rate: float = 1000.0, start: int = 0) -> None:
         nc = await nats.connect(self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
@@ -167,17 +172,19 @@ class Publisher:
                     except Exception:  # server restarting: retry the same id
                         await asyncio.sleep(0.05)
                 self.sent = n + 1
+                if (ev := self._at.get(self.sent)) is not None:
+                    ev.set()
                 if n % step == 0:
                     await asyncio.sleep(step / rate)
         finally:
             await nc.close()
 
 
-async def collect(client: MdClient, total: int, timeout: float = 30.0) -> list[Quote | Gap]:
+async def collect(client: MdClient, total: int, within: float = 30.0) -> list[Quote | Gap]:
     got: list[Quote | Gap] = []
     count = 0
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while count < total:
                 event = await client.next()
                 assert isinstance(event, Quote | Gap)
@@ -227,8 +234,7 @@ async def test_cut_connection_loses_and_duplicates_nothing(
     total = 4000
     task = asyncio.create_task(pub.run(total))
     for cut_at in (800, 2000, 3000):
-        while pub.sent < cut_at:
-            await asyncio.sleep(0.01)
+        await pub.reached(cut_at)
         proxy.cut()
         await asyncio.sleep(0.4)  # ~400 messages published while the client is cut off
         proxy.open = True
@@ -251,8 +257,7 @@ async def test_nats_server_restart_loses_and_duplicates_nothing(
     pub = Publisher(capture_server.url, syms)
     total = 3000
     task = asyncio.create_task(pub.run(total))
-    while pub.sent < 1000:
-        await asyncio.sleep(0.01)
+    await pub.reached(1000)
     await asyncio.to_thread(capture_server.restart)
     await task
     assert_exact(await collect(client, total), range(total), syms)

@@ -136,6 +136,7 @@ class _Control:
 
 
 _Ingress = tuple[str, Msg] | _Control
+_Queued = tuple[type[BaseModel], str, bytes] | Gap | MdClientError
 
 
 class MdClient:
@@ -161,7 +162,10 @@ class MdClient:
         self._seed = new_user_seed()
         self._lease_seconds = lease_seconds
         self._refresh_fraction = refresh_fraction
-        self._queue: asyncio.Queue[Item | MdClientError] = asyncio.Queue(queue_size)
+        # Payloads are queued undecoded and decoded by `next()`: the pump's work per message
+        # stays small (a recovered range is queued as fast as it is read), and decoding is paid
+        # once, by the consumer, at its own pace.
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue(queue_size)
         self._ingress: asyncio.Queue[_Ingress] = asyncio.Queue()
         self._book = SequenceBook()
         self._tracks: dict[str, _Track] = {}
@@ -279,10 +283,17 @@ class MdClient:
 
     async def next(self) -> Item:
         """The next message or `Gap` (wrap in `asyncio.timeout` to bound the wait)."""
-        item = await self._queue.get()
-        if isinstance(item, MdClientError):
-            raise item
-        return item
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, MdClientError):
+                raise item
+            if isinstance(item, Gap):
+                return item
+            model, subject, data = item
+            try:
+                return decode(model, data)
+            except DecodeError as exc:
+                log.warning("undecodable message on %s: %s", subject, exc)
 
     def recover(self) -> None:
         """Read every subscription back from its high-water mark now (done by itself after a
@@ -473,13 +484,9 @@ class MdClient:
 
     async def _emit(self, track: _Track, st: Stamp, data: bytes) -> None:
         self._book.delivered(st.subject, st.seq)
-        track.edge = max(track.edge, st.seq)
-        try:
-            event = decode(track.model, data)
-        except DecodeError as exc:
-            log.warning("undecodable message on %s: %s", st.subject, exc)
-            return
-        await self._queue.put(event)
+        if st.seq > track.edge:
+            track.edge = st.seq
+        await self._queue.put((track.model, st.subject, data))
 
     async def _live(self, pattern: str, msg: Msg) -> None:
         track = self._tracks.get(pattern)
@@ -504,12 +511,7 @@ class MdClient:
             msg.subject, msg.data
         ):
             return
-        try:
-            event = decode(track.model, msg.data)
-        except DecodeError as exc:
-            log.warning("undecodable message on %s: %s", msg.subject, exc)
-            return
-        await self._queue.put(event)
+        await self._queue.put((track.model, msg.subject, msg.data))
 
     async def _control(self, ctl: _Control) -> None:
         if ctl.start is not None and ctl.pattern is not None:
@@ -662,10 +664,13 @@ class MdClient:
                 page: list[tuple[Stamp, bytes]] = []
                 pending = 0
                 while True:
-                    try:
-                        msg = await asyncio.wait_for(q.get(), self._read_timeout)
-                    except TimeoutError as exc:
-                        raise RecoveryError(stream, "timeout", "no answer") from exc
+                    if q.empty():
+                        try:
+                            msg = await asyncio.wait_for(q.get(), self._read_timeout)
+                        except TimeoutError as exc:
+                            raise RecoveryError(stream, "timeout", "no answer") from exc
+                    else:
+                        msg = q.get_nowait()
                     if isinstance(msg, MdClientError):
                         raise msg
                     headers = msg.headers or {}
