@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raxx_contracts import AssetClass, Path, TierPolicy, subjects
+from raxx_contracts import AssetClass, TierPolicy, subjects
 
 INBOX_TAG = "inbox"
 """User JWT tag carrying the user's inbox token; scoped templates expand `{{tag(inbox)}}`."""
@@ -54,7 +54,8 @@ _JS_CLIENT = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
 HUB_BUCKET_PREFIX = "MDH"
 """market-data-hub's `MDH_BUCKET_PREFIX` in every deployment: its rights name these streams."""
 _HUB_BUCKETS = tuple(f"{HUB_BUCKET_PREFIX}_{n}" for n in ("INTEREST", "LATEST", "STATE", "LEADER"))
-_HUB_STREAMS = (f"{HUB_BUCKET_PREFIX}_DELAY", *(f"KV_{b}" for b in _HUB_BUCKETS))
+_HUB_STREAMS = (*subjects.CAPTURE_STREAMS, *(f"KV_{b}" for b in _HUB_BUCKETS))
+"""The hub declares the capture streams (`MD_RT_STOCKS`, ...) and its KV buckets' streams."""
 
 
 def _js_stream_rights(stream: str) -> tuple[str, ...]:
@@ -88,14 +89,15 @@ HUB_RESPONDER = "hub-responder"
 """market-data-hub's user-facing identity: it only receives interest requests and replies."""
 
 SERVICE_PERMISSIONS: dict[str, Permissions] = {
-    # market-data-hub, data and state: publishes the real-time and delayed paths, keeps its own
-    # stream and KV buckets (JetStream rights name them), reads MBT's held-options bucket. No
-    # publish right on user inboxes, md.ctl, md.settle or any other service's stream: a reply
-    # subject a user chose can never reach this identity's rights (it answers nobody).
+    # market-data-hub, data and state: publishes the capture subjects (`mdcap.>`; the capture
+    # streams store them and republish on md.rt/md.delayed, so nobody publishes those), keeps
+    # its capture streams and KV buckets (JetStream rights name them), reads MBT's
+    # held-options bucket. No publish right on md.*, user inboxes, md.ctl, md.settle or any
+    # other service's stream: a reply subject a user chose can never reach this identity's
+    # rights (it answers nobody).
     "hub": Permissions(
         pub=(
-            subjects.path_root(Path.RT),
-            subjects.path_root(Path.DELAYED),
+            f"{subjects.CAPTURE_PREFIX}.>",
             *_HUB_JS,
         ),
         sub=("_INBOX.>", f"$KV.{subjects.HELD_OPTIONS_BUCKET}.>"),
@@ -174,7 +176,16 @@ def tier_template(policy: TierPolicy, tier: str) -> dict[str, Any]:
     rule = policy.rule(tier)
     return {
         "sub": {"allow": [*policy.subscribe_allow(tier), _INBOX_TEMPLATE]},
-        "pub": {"allow": [subjects.interest_template(tier, INBOX_TAG), _INBOX_TEMPLATE]},
+        "pub": {
+            "allow": [
+                subjects.interest_template(tier, INBOX_TAG),
+                _INBOX_TEMPLATE,
+                # gap recovery / start-from-time: direct gets on exactly the capture streams of
+                # the paths this tier may subscribe to (the server refuses any other stream)
+                *(subjects.direct_get(s) for s in policy.readable_streams(tier)),
+                subjects.replay_template(tier, INBOX_TAG),
+            ]
+        },
         "subs": rule.max_subscriptions,
         "data": -1,
         "payload": USER_MAX_PAYLOAD,
@@ -258,10 +269,14 @@ def granted(policy: TierPolicy, tier: str, user_id: str) -> dict[str, Any]:
     """The `subjects` part of a token response: what the credential allows."""
     inbox = subjects.user_inbox_prefix(user_id)
     interest = subjects.interest(tier, subjects.user_token(user_id))
+    replay = subjects.replay(tier, subjects.user_token(user_id))
+    streams = list(policy.readable_streams(tier))
     return {
         "subscribe": [*policy.subscribe_allow(tier), f"{inbox}.>"],
-        "publish": [interest, f"{inbox}.>"],
+        "publish": [interest, f"{inbox}.>", *(subjects.direct_get(s) for s in streams), replay],
         "interest": interest,
+        "streams": streams,
+        "replay": replay,
         "inbox_prefix": inbox,
         "max_subscriptions": policy.rule(tier).max_subscriptions,
         "paths": {str(a): str(policy.stream_path(tier, a)) for a in AssetClass},
