@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raxx_contracts import AssetClass, TierPolicy, subjects
+from raxx_contracts import AssetClass, Path, TierPolicy, subjects
 
 INBOX_TAG = "inbox"
 """User JWT tag carrying the user's inbox token; scoped templates expand `{{tag(inbox)}}`."""
@@ -54,8 +54,23 @@ _JS_CLIENT = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
 HUB_BUCKET_PREFIX = "MDH"
 """market-data-hub's `MDH_BUCKET_PREFIX` in every deployment: its rights name these streams."""
 _HUB_BUCKETS = tuple(f"{HUB_BUCKET_PREFIX}_{n}" for n in ("INTEREST", "LATEST", "STATE", "LEADER"))
-_HUB_STREAMS = (*subjects.CAPTURE_STREAMS, *(f"KV_{b}" for b in _HUB_BUCKETS))
-"""The hub declares the capture streams (`MD_RT_STOCKS`, ...) and its KV buckets' streams."""
+_HUB_STREAMS = tuple(f"KV_{b}" for b in _HUB_BUCKETS)
+
+
+def _capture_rights() -> tuple[str, ...]:
+    """What the hub does on its capture streams, and nothing more (a user JWT's CONNECT line
+    must stay under the server's 4 KiB `max_control_line`, so rights are not padded): declare
+    and inspect every stream; on the real-time ones also run the delay line's pull consumer
+    (create/delete, `MSG.NEXT`; it acks nothing)."""
+    rights: list[str] = []
+    for path in Path:
+        for asset in AssetClass:
+            stream = subjects.capture_stream(path, asset)
+            rights.append(f"$JS.API.STREAM.*.{stream}")  # CREATE, UPDATE, INFO
+            if path is Path.RT:
+                rights.append(f"$JS.API.CONSUMER.*.{stream}.>")  # CREATE, INFO, DELETE
+                rights.append(f"$JS.API.CONSUMER.*.*.{stream}.>")  # DURABLE.CREATE, MSG.NEXT
+    return tuple(rights)
 
 
 def _js_stream_rights(stream: str) -> tuple[str, ...]:
@@ -76,6 +91,7 @@ def _js_stream_rights(stream: str) -> tuple[str, ...]:
 _USER_TIERS_STREAM = f"KV_{subjects.USER_TIERS_BUCKET}"
 _HUB_JS = (
     "$JS.API.INFO",
+    *_capture_rights(),
     *(r for stream in _HUB_STREAMS for r in _js_stream_rights(stream)),
     *(f"$KV.{b}.>" for b in _HUB_BUCKETS),
     # tier-gate's current-tier bucket, read only (the HTTP API refuses superseded tokens).

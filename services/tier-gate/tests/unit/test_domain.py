@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from raxx_contracts import default_policy, subjects
 from tier_gate import domain, natsjwt
@@ -57,6 +59,9 @@ def test_only_the_hub_publishes_capture_subjects_and_nobody_publishes_md_paths()
     hub = domain.SERVICE_PERMISSIONS["hub"].pub
     for stream in subjects.CAPTURE_STREAMS:
         assert f"$JS.API.STREAM.*.{stream}" in hub
+    # the hub's credential must fit a CONNECT line (nats-server max_control_line: 4096)
+    claims = domain.service_user_claims("hub", "U" * 56, domain.SERVICE_PERMISSIONS["hub"])
+    assert len(json.dumps(claims)) * 4 // 3 + 600 < 4096
 
 
 def test_no_template_lets_a_user_publish_market_data() -> None:
