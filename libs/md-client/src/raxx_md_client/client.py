@@ -527,10 +527,20 @@ class MdClient:
             stream = subjects.stream_of(track.pattern)
             floor = track.edge if track.mark is None else track.mark
             track.mark = None
-            if floor:
-                await self._fill(track, track.pattern, stream, floor + 1, live=None)
-            else:
-                await self._read_into(track, track.pattern, start=track.since)
+            try:
+                if floor:
+                    await self._fill(track, track.pattern, stream, floor + 1, live=None)
+                else:
+                    await self._read_into(track, track.pattern, start=track.since)
+            except RecoveryDeniedError as exc:
+                await self._queue.put(exc)
+            except RecoveryError as exc:
+                if exc.status == "503":  # no capture stream (yet): nothing was stored to miss
+                    log.info("no capture stream for %s: %s", track.pattern, exc)
+                    continue
+                log.warning("could not read %s back (%s): %s", track.pattern, ctl.reason, exc)
+                self.metrics.gaps.labels("unrecoverable").inc()
+                await self._queue.put(Gap(track.pattern, stream, floor + 1, 0, GapReason.FAILED))
 
     async def _read_into(self, track: _Track, pattern: str, *, start: dt.datetime) -> None:
         """Deliver what the stream holds on `pattern` from `start` (no gap check: history)."""
@@ -589,9 +599,11 @@ class MdClient:
                 await self._emit(track, pending[0], pending[1])
             raise
         except RecoveryError as exc:
+            if pending is None:
+                raise
             log.warning("could not read %s back from %d: %s", pattern, frm, exc)
-            to = (pending[0].last_seq or pending[0].seq - 1) if pending else frm
-            await self._queue.put(Gap(pattern, stream, frm, to, GapReason.FAILED))
+            to = pending[0].last_seq or pending[0].seq - 1
+            await self._queue.put(Gap(pending[0].subject, stream, frm, to, GapReason.FAILED))
             gap = True
         if pending is not None:
             st = pending[0]

@@ -77,7 +77,8 @@ class Gap:
     """Messages on `subject` with stream sequences in `[from_seq, to_seq]` may be missing.
 
     Delivered in-band, where the missing messages would have been; the sequences are those of
-    `stream`. Part of the range may have been on other subjects (a stream sequence is shared by
+    `stream` (`to_seq` 0: unknown, up to where delivery resumed; `subject` may be a wildcard
+    subscription's pattern). Part of the range may have been on other subjects (a stream sequence is shared by
     all subjects of the stream), so this is an upper bound of what was lost."""
 
     subject: str
