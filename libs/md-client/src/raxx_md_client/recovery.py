@@ -78,8 +78,8 @@ class Gap:
 
     Delivered in-band, where the missing messages would have been; the sequences are those of
     `stream` (`to_seq` 0: unknown, up to where delivery resumed; `subject` may be a wildcard
-    subscription's pattern). Part of the range may have been on other subjects (a stream sequence is shared by
-    all subjects of the stream), so this is an upper bound of what was lost."""
+    subscription's pattern). Part of the range may have been on other subjects (a stream
+    sequence is shared by all subjects of the stream), so this is an upper bound of the loss."""
 
     subject: str
     stream: str
