@@ -13,8 +13,8 @@ no longer holds is delivered as a `Gap` item and counted in `raxx_md_client_gaps
 
 Renewal: the new connection is opened and its subscriptions are confirmed by the server (flush)
 *before* the old connection is closed; messages seen on both are dropped by sequence. Messages
-without capture headers (a publisher that bypasses the capture) are passed through with the
-older (subject, payload) window during a swap and without gap detection.
+without capture headers (only on a server without the capture streams) are passed through
+without gap detection or de-duplication.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ from raxx_contracts import (
 )
 
 from raxx_md_client.credentials import Credential, new_user_seed, public_key
-from raxx_md_client.dedupe import DedupeWindow
 from raxx_md_client.recovery import (
     ClientMetrics,
     Gap,
@@ -178,8 +177,6 @@ class MdClient:
         self._nc: Client | None = None
         self._subs: list[Subscription] = []
         self._cred: Credential | None = None
-        self._dedupe = DedupeWindow()
-        self._dedupe_until = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._swap_lock = asyncio.Lock()
         self._closing = False
@@ -424,7 +421,6 @@ class MdClient:
 
     async def _swap(self, cred: Credential, seed: bytes) -> None:
         """Overlap: open + subscribe the new connection, then retire the old one."""
-        self._dedupe_until = time.monotonic() + 30.0
         self._mark_tracks()
         new_nc, new_subs = await self._open(cred, seed)
         old = self._nc
@@ -506,11 +502,9 @@ class MdClient:
         await self._fill(track, st.subject, st.stream, frm, live=(st, msg.data))
 
     async def _unstamped(self, track: _Track, msg: Msg) -> None:
-        # Not from a capture stream: no sequence, so only the swap-overlap window dedupes.
-        if time.monotonic() < self._dedupe_until and not self._dedupe.first_time(
-            msg.subject, msg.data
-        ):
-            return
+        # Not from a capture stream (no sequence): nobody may publish on md.* but the capture
+        # streams' republish, so this happens only on a server without the capture; delivered
+        # as is, with neither gap detection nor de-duplication.
         await self._queue.put((track.model, msg.subject, msg.data))
 
     async def _control(self, ctl: _Control) -> None:
