@@ -60,6 +60,7 @@ from raxx_contracts import (
 from raxx_md_client.credentials import Credential, new_user_seed, public_key
 from raxx_md_client.recovery import (
     ClientMetrics,
+    FastHeadersClient,
     Gap,
     GapReason,
     MdClientError,
@@ -331,7 +332,7 @@ class MdClient:
         return self._nc
 
     async def _open(self, cred: Credential, seed: bytes) -> tuple[Client, list[Subscription]]:
-        nc = Client()
+        nc: Client = FastHeadersClient()
         creds = RawCredentials(_creds_text(cred.jwt, seed.decode()))
 
         async def on_error(exc: Exception) -> None:

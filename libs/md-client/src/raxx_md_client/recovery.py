@@ -18,6 +18,7 @@ import enum
 import json
 from dataclasses import dataclass
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from raxx_contracts import subjects
@@ -172,6 +173,32 @@ def batch_request(
     else:
         body["seq"] = max(1, seq or 1)
     return json.dumps(body).encode()
+
+
+class FastHeadersClient(Client):
+    """nats-py's client with a faster header parser (same result).
+
+    Every market-data message now carries five capture headers, and nats-py 2.16 checks each
+    header name with a per-character generator (`any(c.isspace() for c in key)`): measured as
+    the largest single cost of reading a range back (about a third of the time). This parses
+    the same `Name: Value` lines with the same rules (skip lines without a colon, non-ASCII
+    names and names containing whitespace; strip; decode values with `replace`)."""
+
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in raw.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            try:
+                key = name.strip().decode("ascii")
+            except UnicodeDecodeError:
+                continue
+            if key and len(key.split()) != 1:
+                continue
+            out[key] = value.strip().decode("utf-8", "replace")
+        return out
 
 
 class SequenceBook:

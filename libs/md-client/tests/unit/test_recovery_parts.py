@@ -6,11 +6,13 @@ import datetime as dt
 import json
 
 import pytest
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 from raxx_md_client.cli import format_event
 from raxx_md_client.recovery import (
     ClientMetrics,
+    FastHeadersClient,
     Gap,
     GapReason,
     SequenceBook,
@@ -88,3 +90,18 @@ def test_the_cli_prints_a_gap_line() -> None:
     gap = Gap(SUBJ, "MD_RT_STOCKS", 2, 201, GapReason.EXPIRED)
     assert "GAP" in format_event(gap, "rt")
     assert "2..201" in format_event(gap, "rt")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Nats-Stream: MD_RT_STOCKS\r\nNats-Subject: mdcap.rt.stocks.quotes.AAPL\r\n"
+        b"Nats-Sequence: 12\r\nNats-Time-Stamp: 2026-11-26T01:18:07.745408247Z\r\n"
+        b"Nats-Last-Sequence: 9\r\n\r\n",
+        b"A:b\r\nno colon\r\nBad Name: x\r\n\xff: y\r\nC:\t v \r\nU: \xe2\x82\xac\xff\r\n",
+        b"",
+        b": empty name\r\n",
+    ],
+)
+def test_the_fast_header_parser_gives_the_same_result_as_nats_py(raw: bytes) -> None:
+    assert FastHeadersClient._parse_header_lines(raw) == Client._parse_header_lines(raw)
