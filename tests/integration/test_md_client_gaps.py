@@ -332,6 +332,10 @@ async def test_start_before_the_window_is_a_typed_error(capture_server: CaptureS
     await Publisher(capture_server.url, ("AAPL",)).run(300, rate=5000)
     client = MdClient(capture_server.url, source())  # type: ignore[arg-type]
     await client.start()
-    with pytest.raises(WindowExpiredError):
+    with pytest.raises(WindowExpiredError) as expired:
         await client.subscribe(["AAPL"], start=start)
+    assert expired.value.first_available > start
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await client.subscribe(["AAPL"], start=dt.datetime(2026, 1, 1))  # noqa: DTZ001
+    assert client.positions == {}
     await client.close()

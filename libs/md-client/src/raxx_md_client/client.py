@@ -241,6 +241,8 @@ class MdClient:
                 subjects.market(
                     self.credential.paths[w.asset], w.asset, w.channel, w.symbol
                 )  # validate
+        if start is not None and start.tzinfo is None:
+            raise ValueError("start must be a timezone-aware datetime")
         if start is not None:
             for stream in {subjects.stream_of(self.subject_for(w)) for w in added}:
                 await self._check_window(stream, start)
