@@ -88,8 +88,9 @@ async def test_every_message_a_subscriber_saw_before_a_nats_shutdown_is_captured
             snapshot = list(seen)  # all of it is stored by now: a subscriber gets stored ones
             rt = Counter(await stored(reader, RT_STREAM))
             missing = Counter(snapshot) - rt
-            print(f"\nseen {len(snapshot)} live ({before} before the stop), stored {rt.total()}, "
-                  f"missing from the capture {missing.total()}")  # noqa: T201  # fmt: skip
+            report = (f"seen {len(snapshot)} live ({before} before the stop), stored "
+                      f"{rt.total()}, missing from the capture {missing.total()}")  # fmt: skip
+            print(f"\n{report}")  # noqa: T201
             assert missing.total() == 0
 
             want = set(snapshot)
