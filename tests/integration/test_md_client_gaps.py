@@ -339,3 +339,22 @@ async def test_start_before_the_window_is_a_typed_error(capture_server: CaptureS
         await client.subscribe(["AAPL"], start=dt.datetime(2026, 1, 1))  # noqa: DTZ001
     assert client.positions == {}
     await client.close()
+
+
+async def test_a_predecessor_dropped_by_retention_is_reported_not_ignored(
+    capture_server: CaptureServer,
+) -> None:
+    await declare_streams(capture_server.url, max_msgs=100)
+    client = await started(capture_server.url, ["AAPL"])
+    await Publisher(capture_server.url, ("AAPL",)).run(1)
+    first = await asyncio.wait_for(client.next(), 5)
+    assert isinstance(first, Quote)
+    await Publisher(capture_server.url, ("MSFT",)).run(200, rate=5000, start=1)
+    await Publisher(capture_server.url, ("AAPL",)).run(1, start=201)  # Nats-Last-Sequence 0
+    gap = await asyncio.wait_for(client.next(), 5)
+    assert isinstance(gap, Gap)
+    assert (gap.reason, gap.from_seq, gap.to_seq) == (GapReason.EXPIRED, 2, 102)
+    after = await asyncio.wait_for(client.next(), 5)
+    assert isinstance(after, Quote)
+    assert after.bid_size == 201
+    await client.close()

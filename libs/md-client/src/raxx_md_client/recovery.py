@@ -220,6 +220,10 @@ class SequenceBook:
         `floor` is the highest sequence delivered on the subscription (a wildcard's other
         subjects): a subject seen for the first time whose previous message is above it was
         published while we were subscribed, so we missed it."""
+        if last_seq == 0 and subject in self.last:
+            # Nothing before it is stored any more, yet we delivered an earlier one: the stream
+            # dropped what followed ours (retention); reading back from there reports it.
+            return self.last[subject] + 1
         h = self.last.get(subject, floor)
         if h <= 0 or last_seq is None or last_seq <= h:
             return None

@@ -40,6 +40,13 @@ def test_a_previous_sequence_above_the_last_delivered_is_a_gap_from_the_next_one
     assert book.missing_after(SUBJ, 9) == 6
 
 
+def test_no_stored_predecessor_after_a_delivered_one_is_checked_against_the_window() -> None:
+    book = SequenceBook()
+    book.delivered(SUBJ, 5)
+    assert book.missing_after(SUBJ, 0) == 6
+    assert book.missing_after("md.rt.stocks.quotes.NEW", 0, floor=50) is None  # a new subject
+
+
 def test_a_new_subject_of_a_wildcard_is_checked_against_the_subscription_floor() -> None:
     book = SequenceBook()
     assert book.missing_after("md.rt.stocks.quotes.MSFT", 40, floor=50) is None  # before us
