@@ -485,7 +485,11 @@ class MdClient:
         self._book.delivered(st.subject, st.seq)
         if st.seq > track.edge:
             track.edge = st.seq
-        await self._queue.put((track.model, st.subject, data))
+        item = (track.model, st.subject, data)
+        if self._queue.full():
+            await self._queue.put(item)  # the application is behind: wait, never drop
+        else:
+            self._queue.put_nowait(item)
 
     async def _live(self, pattern: str, msg: Msg) -> None:
         track = self._tracks.get(pattern)

@@ -17,6 +17,7 @@ import datetime as dt
 import enum
 import json
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -120,16 +121,17 @@ class ClientMetrics:
             self.gaps.labels(outcome)
 
 
-@dataclass(frozen=True)
-class Stamp:
-    """The capture headers of one message (live republish or direct get)."""
+class Stamp(NamedTuple):
+    """The capture headers of one message (live republish or direct get); a tuple because one
+    is built per message read back (tens of thousands per range)."""
 
     stream: str
     subject: str
     """The public subject (`md.<path>...`)."""
     seq: int
     last_seq: int | None
-    """Previous sequence on the subject (live republish only; None for a direct get)."""
+    """Live: the previous sequence on the subject (the gap rule). In a direct-get batch the
+    server means the previous message of the batch; the client does not use it there."""
     time: str
 
 
