@@ -184,11 +184,12 @@ async def one_run(url: str, proxy: Proxy, pub: Client, start: int) -> dict[str, 
         while client._queue.qsize() < N:
             await asyncio.sleep(0.001)
     got = 0
-    while got < N:
-        event = await asyncio.wait_for(client.next(), 30)
-        if not isinstance(event, Quote) or event.bid_size != start + 1 + got:
-            raise RuntimeError(f"out of order or lost: {event!r} at {got}")
-        got += 1
+    async with asyncio.timeout(60):  # one deadline: a wait_for per message costs a task each
+        while got < N:
+            event = await client.next()
+            if not isinstance(event, Quote) or event.bid_size != start + 1 + got:
+                raise RuntimeError(f"out of order or lost: {event!r} at {got}")
+            got += 1
     total = time.perf_counter() - t0
     fill = registry.get_sample_value("raxx_md_client_recovery_seconds_sum") or 0.0
     recovered = registry.get_sample_value("raxx_md_client_recovered_messages_total")
