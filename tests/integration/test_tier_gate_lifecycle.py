@@ -111,7 +111,7 @@ async def test_downgrade_cuts_live_realtime_subscription_within_five_seconds(
 
     await nc.subscribe(AAPL_RT, cb=cb)
     await nc.flush()
-    hub = await stack.service("hub")
+    hub = await stack.hub_publisher()
     await hub.publish(AAPL_RT, b"1")
     await hub.flush()
     await asyncio.sleep(0.2)

@@ -104,7 +104,7 @@ async def test_downgrade_consumed_by_replica_a_cuts_a_credential_from_replica_b(
     nc = await b.connect_user(tok["nats"]["creds"], closed_cb=on_closed)
     await nc.subscribe(AAPL_RT, cb=cb)
     await nc.flush()
-    hub = await a.service("hub")
+    hub = await a.hub_publisher()
     await hub.publish(AAPL_RT, b"1")
     await hub.flush()
     await asyncio.sleep(0.2)
