@@ -375,7 +375,9 @@ async def run() -> dict[str, Any]:
             "md.rt.>", cb=rep.on_msg, pending_msgs_limit=5_000_000, pending_bytes_limit=2 * 1024**3
         )
         await nc.flush()
-        js = nc.jetstream()
+        # a separate connection: the subscriber's is flooded, its API replies would time out
+        ctl = await nats.connect(nats_srv.url)
+        js = ctl.jetstream(timeout=30)
         seq0 = (await js.stream_info("MD_RT_STOCKS")).state.last_seq
         t0 = time.monotonic()
         pub = subprocess.Popen(
@@ -391,6 +393,7 @@ async def run() -> dict[str, Any]:
         pub.wait(30)
         await rsub.unsubscribe()
         stored = (await js.stream_info("MD_RT_STOCKS")).state.last_seq - seq0
+        await ctl.close()
         took = max(1e-6, rep.last - (first or t0))
         result["raw_republish_ceiling_msgs_per_s"] = round(rep.n / took)
         detail["raw_republish"] = {"published": n, "stored": stored, "received": rep.n,
