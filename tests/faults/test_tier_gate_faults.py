@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from raxx_contracts import subjects
 
 from tests.faults.postgres import PrivatePostgres, private_pg
 from tests.integration.fixtures.servers import Vault
@@ -231,6 +232,11 @@ async def test_an_undecodable_billing_event_is_dead_lettered_and_does_not_block(
     tier_gate_stack_factory: StackFactory,
 ) -> None:
     stack = await tier_gate_stack_factory()
+    # An operator's view (dev-admin) watches the dead-letter subject: the parked message must
+    # really reach the bus, which tier-gate's NATS identity must be allowed to publish.
+    admin = await stack.service("dev-admin")
+    parked = await admin.subscribe(subjects.dead_letter("tier-gate", ">"))
+    await admin.flush()
     billing = await stack.service("billing")
     try:
         await billing.jetstream().publish("billing.tier.changed", b"{not json")
@@ -240,6 +246,12 @@ async def test_an_undecodable_billing_event_is_dead_lettered_and_does_not_block(
         stack,
         'tg_dead_letters_total{reason="undecodable",subject="billing.tier.changed"} 1.0',
     )
+    try:
+        letter = await parked.next_msg(timeout=10)
+    finally:
+        await admin.close()
+    assert letter.subject == subjects.dead_letter("tier-gate", "billing.tier.changed")
+    assert letter.data == b"{not json"
     user = unique_user()
     await stack.publish_tier(user, "pro", version=1)
     await _metric(stack, "tg_billing_events_applied_total 1.0")

@@ -132,15 +132,26 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
         pub=("md.settle.>", subjects.CORPACTIONS_ANY, *_JS_CLIENT, "_INBOX.>"),
         sub=("md.>", "_INBOX.>"),
     ),
-    # broker-handoff: publishes handoff events, may consume tier changes and its own events.
+    # broker-handoff: publishes handoff events, may consume tier changes and its own events;
+    # a tier change it cannot apply goes to its dead-letter subject.
     "broker-handoff": Permissions(
-        pub=(subjects.BROKER_HANDOFF_EVENTS, *_JS_CLIENT, "_INBOX.>"),
+        pub=(
+            subjects.BROKER_HANDOFF_EVENTS,
+            subjects.dead_letter("broker-handoff", ">"),
+            *_JS_CLIENT,
+            "_INBOX.>",
+        ),
         sub=(subjects.BROKER_HANDOFF_EVENTS, subjects.BILLING_TIER_CHANGED, "_INBOX.>"),
     ),
     # tier-gate itself (MD account): owns the BILLING stream and its durable consumer, and
-    # writes each user's current tier into its KV bucket (read by the hub's HTTP API).
+    # writes each user's current tier into its KV bucket (read by the hub's HTTP API); a billing
+    # event it cannot apply goes to its dead-letter subject.
     "tier-gate": Permissions(
-        pub=(*_JS_CLIENT, f"$KV.{subjects.USER_TIERS_BUCKET}.>"),
+        pub=(
+            *_JS_CLIENT,
+            f"$KV.{subjects.USER_TIERS_BUCKET}.>",
+            subjects.dead_letter("tier-gate", ">"),
+        ),
         sub=(subjects.BILLING_TIER_CHANGED, "_INBOX.>"),
     ),
     # dev stand-in for billing: publishes tier changes into the BILLING stream.
