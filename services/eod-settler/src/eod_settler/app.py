@@ -51,7 +51,12 @@ def create_app(
     metrics = Metrics()
     status = ConnectionStatus(SERVICE)
     broker, pubs = new_broker(settings, status)
-    supervisor = Supervisor(on_restart=lambda name: metrics.task_restarts.labels(name).inc())
+    # Never give up (as before the kit): a scheduler failing while Alpaca or PostgreSQL is
+    # away for an hour must run again when they return, also where no orchestrator restarts
+    # the process (make run); /readyz reports it after 3 crashes in a row.
+    supervisor = Supervisor(
+        give_up_after=None, on_restart=lambda name: metrics.task_restarts.labels(name).inc()
+    )
     opener: OpenRuntime = open_runtime or Runtime.open
 
     @contextlib.asynccontextmanager
