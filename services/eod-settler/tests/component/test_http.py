@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 from eod_settler.app import create_app
 from eod_settler.settings import Settings
@@ -118,3 +121,27 @@ async def test_asyncapi_names_every_published_subject(settler: Harness) -> None:
     }  # fmt: skip
     assert not [op for op in doc["operations"].values() if op["action"] == "receive"]
     assert (await settler.client.get("/docs/asyncapi")).status_code == 200
+
+
+async def test_a_crashing_task_shows_in_readyz_and_restarts_are_counted(settler: Harness) -> None:
+    supervisor = settler.app.state.supervisor
+
+    async def crashes() -> None:
+        raise RuntimeError("boom")
+
+    supervisor.start("relay", crashes)
+    deadline = asyncio.get_running_loop().time() + 10
+    body: dict[str, Any] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        r = await settler.client.get("/readyz")
+        body = r.json()
+        if r.status_code == 503:
+            break
+        await asyncio.sleep(0.05)
+    assert body["status"] == "not_ready"
+    check = body["checks"]["task:relay"]
+    assert check["ok"] is False
+    assert "RuntimeError: boom" in check["reason"]
+    text = (await settler.client.get("/metrics")).text
+    assert 'eod_task_restarts_total{task="relay"}' in text
+    assert (await settler.client.get("/healthz")).status_code == 200  # never given up
