@@ -40,6 +40,11 @@ class OutboxRelay:
         self.acked = 0
         """Rows this relay published and marked (since it was built)."""
 
+    @property
+    def publishers(self) -> Publishers:
+        """The publishers this relay sends through."""
+        return self._publishers
+
     def wake(self) -> None:
         """Tell the relay new rows are waiting."""
         self._wake.set()

@@ -7,9 +7,9 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from faststream.nats import JStream, NatsBroker
+from faststream.nats.publisher.usecase import LogicPublisher
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
@@ -37,12 +37,12 @@ class Publishers:
     `ensure_stream` below is the only declaration (faststream would overwrite the config).
     """
 
-    stocks: Any
-    options: Any
-    done: Any
-    corpactions: Any
+    stocks: LogicPublisher
+    options: LogicPublisher
+    done: LogicPublisher
+    corpactions: LogicPublisher
 
-    def for_subject(self, subject: str) -> Any:
+    def for_subject(self, subject: str) -> LogicPublisher:
         """The publisher whose family `subject` belongs to (its stream named by the publish)."""
         if subject.startswith(_CORPACTIONS_PREFIX):
             return self.corpactions
@@ -64,7 +64,9 @@ def publishers(broker: NatsBroker, timeout: float) -> Publishers:
     settles = JStream(subjects.SETTLES_STREAM, declare=False)
     corp = JStream(subjects.CORPACTIONS_STREAM, declare=False)
 
-    def pub(subject: str, stream: JStream, schema: Any, title: str, description: str) -> Any:
+    def pub(
+        subject: str, stream: JStream, schema: type, title: str, description: str
+    ) -> LogicPublisher:
         return broker.publisher(
             subject, stream=stream, timeout=timeout, schema=schema, title=title,
             description=description,
@@ -188,7 +190,7 @@ async def publish_batch(
     `Nats-Msg-Id` makes a republish (a crash between ack and mark) a duplicate the stream
     drops; each publish names its stream, so a subject typo cannot land elsewhere."""
 
-    async def one(subject: str, msg_id: str, payload: bytes) -> Any:
+    async def one(subject: str, msg_id: str, payload: bytes) -> object:
         return await pubs.for_subject(subject).publish(
             payload,
             subject=subject,
