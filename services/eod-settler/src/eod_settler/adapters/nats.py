@@ -195,6 +195,7 @@ async def publish_batch(
             payload,
             subject=subject,
             headers={"Nats-Msg-Id": msg_id},
+            correlation_id=msg_id,  # faststream's default is a uuid4 per message
             stream=stream_for(subject),
             timeout=ack_wait,
         )
