@@ -99,10 +99,7 @@ def create_app(
         return Readiness.of(checks)
 
     app = FastAPI(title="eod-settler", version="0.1.0", lifespan=lifespan)
-    app.state.metrics = metrics
-    app.state.settings = settings
-    app.state.supervisor = supervisor
-    app.state.broker = broker
+    app.state.supervisor = supervisor  # component tests start tasks on it
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(health_router(readiness, metrics.registry, liveness=supervisor.liveness))
