@@ -22,13 +22,13 @@ from pathlib import Path
 import httpx
 import nats
 from eod_settler import domain
-from eod_settler.clock import FixedClock
 from eod_settler.metrics import Metrics
 from eod_settler.runtime import Deps, Runtime
 from eod_settler.settings import Settings
 from pydantic import SecretStr
 from raxx_contracts import subjects
 from raxx_devstack import servers
+from raxx_service_kit.clock import ManualClock
 
 DATES = (dt.date(2025, 12, 19), dt.date(2025, 12, 22), dt.date(2025, 12, 23))
 NOW = dt.datetime(2026, 1, 6, 12, 0, tzinfo=dt.UTC)
@@ -73,7 +73,7 @@ def warm(sim_url: str, syms: list[str], per_request: int, budget: int) -> None:
 async def measure(settings: Settings, date: dt.date) -> dict[str, object]:
     """One timed run (a date never settled before); returns the figures."""
     metrics = Metrics()
-    rt = await Runtime.open(settings, metrics, Deps(clock=FixedClock(NOW)))
+    rt = await Runtime.open(settings, metrics, Deps(clock=ManualClock(NOW)))
     try:
         timeline = Timeline()
         t0 = time.perf_counter()

@@ -73,7 +73,9 @@ async def test_stopped_postgres_is_a_fast_503_and_heals(
     await _fast_503s(settler)
     ready = await settler.get("/readyz")
     assert ready.status_code == 503
-    assert "postgres" in ready.json()["message"]
+    body = ready.json()
+    assert body["status"] == "not_ready"
+    assert body["checks"]["postgres"]["ok"] is False
     private_pg.start()
     after, first = await _recovery(settler, time.monotonic())
     log.info(

@@ -13,7 +13,6 @@ import httpx
 import nats
 import pytest
 from eod_settler.app import create_app
-from eod_settler.clock import FixedClock, SystemClock
 from eod_settler.errors import NotYetClosedError
 from eod_settler.metrics import Metrics
 from eod_settler.runtime import Deps, Runtime
@@ -28,6 +27,7 @@ from raxx_contracts import (
     subjects,
     utc_now,
 )
+from raxx_service_kit.clock import ManualClock, SystemClock
 
 from tests.integration.fixtures.servers import AlpacaSim
 from tests.integration.test_settler_helpers import (
@@ -47,12 +47,12 @@ async def test_half_day_settles_at_the_13_00_close_plus_lag(
     own_nats: str, postgres_dsn: str, alpaca_sim: AlpacaSim
 ) -> None:
     settings = make_settings(own_nats, postgres_dsn, alpaca_sim.url, symbols=["AAPL", "MSFT"])
-    clock = FixedClock(dt.datetime(2025, 12, 24, 13, 14, tzinfo=NY))
+    clock = ManualClock(dt.datetime(2025, 12, 24, 13, 14, tzinfo=NY))
     rt = await Runtime.open(settings, Metrics(), Deps(clock=clock))
     try:
         with pytest.raises(NotYetClosedError):
             await rt.settler.run(HALF_DAY)  # 13:00 close + 900 s lag = 13:15
-        clock.at = dt.datetime(2025, 12, 24, 13, 16, tzinfo=NY)
+        clock.set(dt.datetime(2025, 12, 24, 13, 16, tzinfo=NY))
         report = await rt.settler.run(HALF_DAY)
     finally:
         await rt.close()
@@ -152,7 +152,7 @@ async def recorded_symbols(rt: Runtime, date: dt.date, want: int) -> set[str]:
 async def test_symbols_the_hub_holds_upstream_are_recorded_and_settled(
     own_nats: str, postgres_dsn: str, alpaca_sim: AlpacaSim
 ) -> None:
-    clock = FixedClock(dt.datetime(2025, 12, 23, 11, 0, tzinfo=NY))
+    clock = ManualClock(dt.datetime(2025, 12, 23, 11, 0, tzinfo=NY))
     settings = make_settings(
         own_nats, postgres_dsn, alpaca_sim.url, catchup_sessions=0, interest_flush_seconds=0.1
     )
@@ -161,7 +161,7 @@ async def test_symbols_the_hub_holds_upstream_are_recorded_and_settled(
         await hold_upstream(own_nats, AssetClass.STOCKS, "NVDA", "AMD")
         rt: Runtime = app.state.runtime
         assert await recorded_symbols(rt, D1, 2) == {"NVDA", "AMD"}
-        clock.at = dt.datetime(2025, 12, 23, 17, 0, tzinfo=NY)
+        clock.set(dt.datetime(2025, 12, 23, 17, 0, tzinfo=NY))
         report = await rt.settler.run(D1)
     assert report.count == 2
 
@@ -169,7 +169,7 @@ async def test_symbols_the_hub_holds_upstream_are_recorded_and_settled(
 async def test_scheduler_settles_the_due_session_once_and_clears_late_flag(
     own_nats: str, postgres_dsn: str, alpaca_sim: AlpacaSim
 ) -> None:
-    clock = FixedClock(dt.datetime(2025, 12, 23, 23, 0, tzinfo=NY))
+    clock = ManualClock(dt.datetime(2025, 12, 23, 23, 0, tzinfo=NY))
     settings = make_settings(
         own_nats, postgres_dsn, alpaca_sim.url, symbols=["AAPL"], catchup_sessions=1,
         late_grace_seconds=1800,

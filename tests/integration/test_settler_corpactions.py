@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 import httpx
 import nats
 import pytest
-from eod_settler.clock import FixedClock
 from eod_settler.corpactions import CorpActionsReport
 from eod_settler.domain import Target
 from eod_settler.metrics import Metrics
@@ -33,6 +32,7 @@ from raxx_contracts import (
     encode_symbol,
     subjects,
 )
+from raxx_service_kit.clock import ManualClock
 
 from tests.integration.fixtures.servers import AlpacaSim
 from tests.integration.test_settler_helpers import make_settings, open_runtime
@@ -225,21 +225,21 @@ async def test_scheduler_publishes_at_eight_new_york_on_trading_days_only(
     )
     rt = await open_runtime(settings)
     try:
-        clock = FixedClock(dt.datetime(2026, 1, 3, 8, 30, tzinfo=ny))  # Saturday
+        clock = ManualClock(dt.datetime(2026, 1, 3, 8, 30, tzinfo=ny))  # Saturday
         sched = Scheduler(settings, rt.settler, rt.store, clock, Metrics(), rt.corpactions)
         await sched.tick()
         assert not await rt.store.corpactions_complete(dt.date(2026, 1, 3))
-        clock.at = dt.datetime(2026, 1, 5, 7, 59, tzinfo=ny)  # Monday, before 08:00
+        clock.set(dt.datetime(2026, 1, 5, 7, 59, tzinfo=ny))  # Monday, before 08:00
         wait = await sched.tick()
         assert 0.5 <= wait <= 61  # wakes up for 08:00 (or the poll interval)
         assert not await rt.store.corpactions_complete(EX)
         assert await read_all(own_nats) == []
-        clock.at = dt.datetime(2026, 1, 5, 8, 0, 5, tzinfo=ny)
+        clock.set(dt.datetime(2026, 1, 5, 8, 0, 5, tzinfo=ny))
         await sched.tick()
         assert await rt.store.corpactions_complete(EX)
         assert len(await read_all(own_nats)) == 2
         calls = rt.settler.limiter.acquired
-        clock.at = dt.datetime(2026, 1, 5, 9, 0, tzinfo=ny)
+        clock.set(dt.datetime(2026, 1, 5, 9, 0, tzinfo=ny))
         await sched.tick()  # already done today: no second run
         assert rt.settler.limiter.acquired == calls
         assert len(await read_all(own_nats)) == 2

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nats
-from eod_settler.clock import FixedClock
 from eod_settler.metrics import Metrics
 from eod_settler.runtime import Deps, Runtime
 from eod_settler.settings import Settings
@@ -15,6 +14,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import FetchTimeoutError
 from pydantic import SecretStr
 from raxx_contracts import Settle, SettleBatchDone, decode, subjects
+from raxx_service_kit.clock import ManualClock
 
 NOW = dt.datetime(2026, 1, 6, 12, 0, tzinfo=dt.UTC)
 """Pinned 'now' for the settler: every test date is in the past relative to it."""
@@ -109,7 +109,7 @@ class Consumer:
 
 async def open_runtime(settings: Settings, now: dt.datetime = NOW) -> Runtime:
     """A settler runtime with a pinned clock."""
-    return await Runtime.open(settings, Metrics(), Deps(clock=FixedClock(now)))
+    return await Runtime.open(settings, Metrics(), Deps(clock=ManualClock(now)))
 
 
 async def stream_count(url: str) -> int:

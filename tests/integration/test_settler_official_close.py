@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from eod_settler.adapters.alpaca import AlpacaCredentials, AlpacaRest
-from eod_settler.clock import FixedClock, SystemClock
 from eod_settler.metrics import Metrics
 from eod_settler.ratelimit import TokenBucket
 from eod_settler.runtime import Deps, Runtime
@@ -22,6 +21,7 @@ from eod_settler.scheduler import Scheduler
 from nats.js.api import KeyValueConfig
 from pydantic import SecretStr
 from raxx_contracts import HeldOptionContract, encode, encode_symbol, subjects, utc_now
+from raxx_service_kit.clock import ManualClock, SystemClock
 
 from tests.integration.fixtures.servers import AlpacaSim
 from tests.integration.test_settler_helpers import Consumer, make_settings, stream_count
@@ -62,7 +62,7 @@ async def test_auction_preferred_fallback_labelled_and_sip_on_a_basic_key(
     syms = ["AAPL", "MSFT", "NOAUCX", "BRK.B"]
     settings = make_settings(own_nats, postgres_dsn, sim.url, symbols=syms)
     # A settle run 20 minutes after the close: the window ends 15 minutes before `now`.
-    clock = FixedClock(dt.datetime(2025, 12, 23, 16, 20, tzinfo=NY))
+    clock = ManualClock(dt.datetime(2025, 12, 23, 16, 20, tzinfo=NY))
     rt = await Runtime.open(settings, Metrics(), Deps(clock=clock))
     try:
         report = await rt.settler.run(D1)
@@ -108,7 +108,7 @@ async def test_run_soon_after_the_close_reads_sip_only_up_to_15_minutes_ago(
     settings = make_settings(
         own_nats, postgres_dsn, sim.url, symbols=["AAPL"], settle_lag_seconds=300.0
     )
-    clock = FixedClock(close + dt.timedelta(minutes=5))
+    clock = ManualClock(close + dt.timedelta(minutes=5))
     rt = await Runtime.open(settings, Metrics(), Deps(clock=clock))
     try:
         report = await rt.settler.run(close.date())
@@ -133,7 +133,7 @@ async def test_next_morning_reread_makes_revision_2_exactly_once(
         own_nats, postgres_dsn, sim.url, symbols=syms, catchup_sessions=1,
         scheduler_poll_seconds=1.0,
     )  # fmt: skip
-    clock = FixedClock(dt.datetime(2025, 12, 23, 16, 20, tzinfo=NY))
+    clock = ManualClock(dt.datetime(2025, 12, 23, 16, 20, tzinfo=NY))
     mbt = Consumer(own_nats)
     rt = await Runtime.open(settings, Metrics(), Deps(clock=clock))
     try:
@@ -153,7 +153,7 @@ async def test_next_morning_reread_makes_revision_2_exactly_once(
         await sched.tick()  # still the evening: no re-read yet
         await mbt.consume()
         assert sorted(mbt.seen.keys()) == [(D1.isoformat(), s, 1) for s in syms]
-        clock.at = dt.datetime(2025, 12, 24, 7, 5, tzinfo=NY)
+        clock.set(dt.datetime(2025, 12, 24, 7, 5, tzinfo=NY))
         await sched.tick()  # the morning after: the re-read finds the corrected close
         after_reread = await stream_count(own_nats)
         # A second scheduler (a restart, or a replica) and a manual re-run: no revision 3.

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 import nats
 import pytest
 from eod_settler.app import create_app
-from eod_settler.clock import FixedClock
 from eod_settler.runtime import Deps, Runtime
 from raxx_contracts import AssetClass, InterestRequest, encode, subjects
+from raxx_service_kit.clock import ManualClock
 
 from tests.integration.fixtures.servers import AlpacaSim
 from tests.integration.test_settler_calendar import hold_upstream, recorded_symbols
@@ -26,7 +26,7 @@ D1 = dt.date(2025, 12, 23)
 async def test_symbols_a_user_only_asks_for_are_never_settled(
     own_nats: str, postgres_dsn: str, alpaca_sim: AlpacaSim
 ) -> None:
-    clock = FixedClock(dt.datetime(2025, 12, 23, 11, 0, tzinfo=NY))
+    clock = ManualClock(dt.datetime(2025, 12, 23, 11, 0, tzinfo=NY))
     settings = make_settings(
         own_nats, postgres_dsn, alpaca_sim.url, catchup_sessions=0, interest_flush_seconds=0.1
     )

@@ -9,7 +9,10 @@ import datetime as dt
 import logging
 import sys
 
-from eod_settler.errors import SettlerError
+from raxx_service_kit.errors import ServiceError
+from raxx_service_kit.serve import configure_logging, serve
+
+from eod_settler.errors import describe, exit_code
 from eod_settler.settings import Settings
 
 
@@ -35,14 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     corp.add_argument("--date", required=True, type=_date, help="YYYY-MM-DD")
     sub.add_parser("migrate", help="apply database migrations and exit")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = Settings()
     except ValueError as exc:
         print(f"eod-settler: bad settings: {exc}", file=sys.stderr)
         return 78
+    configure_logging(settings.log_level)
     logging.getLogger("eod_settler").info(
         "ALPACA_PLAN=%s: bars feed %s, options feed %s, REST %.0f/min",
         settings.alpaca_plan, settings.alpaca_feed,
@@ -60,34 +61,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "migrate":
             return asyncio.run(_migrate(settings))
         return _serve(settings)
-    except SettlerError as exc:
-        print(f"eod-settler: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except ServiceError as exc:
+        print(f"eod-settler: {describe(exc)}", file=sys.stderr)
+        return exit_code(exc)
     except KeyboardInterrupt:
         return 130
 
 
 async def _migrate(settings: Settings) -> int:
-    from eod_settler.adapters.postgres import Store
+    from eod_settler.adapters.postgres import apply_migrations
 
-    store = await Store.open(settings.database_url)
-    try:
-        applied = await store.migrate()
-    finally:
-        await store.close()
+    applied = await apply_migrations(settings.database_url)
     print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
     return 0
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
     from eod_settler.app import create_app
 
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="info"
-    )
-    return 0
+    return serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

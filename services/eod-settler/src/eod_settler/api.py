@@ -1,69 +1,34 @@
-"""HTTP routes: `GET /v1/settles/{date}`, health, readiness and metrics."""
+"""HTTP routes of the settler: `GET /v1/settles/{date}` (health, readiness and metrics come
+from the kit's health router, errors from its error handlers)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Request
 from raxx_contracts import NanoDatetime
+from raxx_service_kit.errors import ServiceError
 
 from eod_settler.runtime import Runtime
 
 router = APIRouter()
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+class Starting(ServiceError):
+    """The app is up but its lifespan has not opened the runtime yet."""
+
+    def __init__(self) -> None:
+        super().__init__("not_ready", 503, "starting")
+        self.retry_after = 2.0
 
 
-def get_runtime(request: Request) -> Runtime | None:
-    """The app's runtime (None until the lifespan opened it)."""
+def get_runtime(request: Request) -> Runtime:
+    """The app's runtime (503 `not_ready` until the lifespan opened it)."""
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
-    return rt
-
-
-RuntimeDep = Annotated[Runtime | None, Depends(get_runtime)]
-
-
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """The process is alive."""
-    return {"status": "ok"}
-
-
-@router.get("/readyz", response_model=None)
-async def readyz(request: Request, rt: RuntimeDep) -> JSONResponse | dict[str, Any]:
-    """200 when Postgres and NATS answer and background tasks run; else 503 naming what is down."""
     if rt is None:
-        return _error(503, "not_ready", "starting")
-    checks: dict[str, str] = {}
-    if rt.store.outage is not None:
-        checks["postgres"] = f"down: {rt.store.outage}"  # known without waiting
-    else:
-        try:
-            await rt.store.ping()  # bounded (the store's operation deadline)
-            checks["postgres"] = "ok"
-        except Exception as exc:
-            checks["postgres"] = f"down: {type(exc).__name__}: {exc}"[:200]
-    checks["nats"] = "ok" if rt.nc.is_connected else "down"
-    tasks: dict[str, str] = getattr(request.app.state, "tasks", {})
-    checks.update({f"task:{k}": v for k, v in tasks.items()})
-    bad = {k: v for k, v in checks.items() if v not in ("ok", "running")}
-    if bad:
-        return _error(
-            503, "not_ready", "; ".join(f"{k} {v}" for k, v in bad.items()), checks=checks
-        )
-    return {"status": "ready", "checks": checks}
-
-
-@router.get("/metrics")
-async def metrics(rt: RuntimeDep, request: Request) -> Response:
-    """Prometheus text from the app's own registry."""
-    registry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        raise Starting()
+    return rt
 
 
 def _settle_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -82,18 +47,21 @@ def _settle_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/settles/{date}", response_model=None)
-async def settles_for_date(date: str, rt: RuntimeDep) -> JSONResponse | dict[str, Any]:
-    """The date's settles (latest revision of each symbol) from Postgres."""
+def _day(date: str) -> dt.date:
     try:
-        day = dt.date.fromisoformat(date)
         if len(date) != 10:
             raise ValueError(date)
+        return dt.date.fromisoformat(date)
     except ValueError:
-        return _error(400, "bad_date", f"not a date (YYYY-MM-DD): {date!r}")
-    if rt is None:
-        return _error(503, "not_ready", "starting")
+        raise ServiceError("bad_date", 400, f"not a date (YYYY-MM-DD): {date[:40]!r}") from None
+
+
+@router.get("/v1/settles/{date}")
+async def settles_for_date(date: str, request: Request) -> dict[str, Any]:
+    """The date's settles (latest revision of each symbol) from Postgres."""
+    day = _day(date)
+    rt = get_runtime(request)
     rows = await rt.store.settles_for_date(day)
     if not rows:
-        return _error(404, "not_found", f"no settles for {day.isoformat()}")
+        raise ServiceError("not_found", 404, f"no settles for {day.isoformat()}")
     return {"date": day.isoformat(), "count": len(rows), "settles": [_settle_json(r) for r in rows]}

@@ -1,44 +1,69 @@
 """FastAPI factory: the HTTP API plus the supervised background tasks (scheduler, relay,
-interest recorder). Nothing connects or reads the environment at import."""
+interest recorder). Nothing connects or reads the environment at import.
+
+From the kit: error mapping (`install_error_handlers`), `/healthz` `/readyz` `/metrics`
+(`health_router`), the supervisor, the faststream broker and its AsyncAPI document
+(`/asyncapi.json`, `/docs/asyncapi`)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from raxx_service_kit.http import (
+    Check,
+    Readiness,
+    health_router,
+    install_error_handlers,
+    supervisor_checks,
+)
+from raxx_service_kit.messaging import asyncapi_router
+from raxx_service_kit.nats import ConnectionStatus
+from raxx_service_kit.supervisor import Supervisor
 
 from eod_settler.adapters import nats as bus
 from eod_settler.api import router
-from eod_settler.errors import DatabaseUnavailableError, RetryableError, SettlerError
 from eod_settler.interest import InterestRecorder
 from eod_settler.metrics import Metrics
-from eod_settler.runtime import Deps, Runtime
-from eod_settler.scheduler import Scheduler, supervise
+from eod_settler.runtime import SERVICE, Deps, Runtime, new_broker
+from eod_settler.scheduler import Scheduler
 from eod_settler.settings import Settings
 
 log = logging.getLogger(__name__)
 
+OpenRuntime = Callable[..., Awaitable[Runtime]]
+"""`Runtime.open`'s signature: (settings, metrics, deps, messaging=..., status=...)."""
+
 
 def create_app(
-    settings: Settings | None = None, deps: Deps | None = None, background: bool = True
+    settings: Settings | None = None,
+    deps: Deps | None = None,
+    background: bool = True,
+    open_runtime: OpenRuntime | None = None,
 ) -> FastAPI:
-    """Build the app; `background=False` serves the API only (no scheduler, relay, listener)."""
+    """Build the app; `background=False` serves the API only (no scheduler, relay, recorder).
+
+    `open_runtime` replaces `Runtime.open` (component tests hand in fake adapters)."""
     settings = settings or Settings()
     metrics = Metrics()
+    status = ConnectionStatus(SERVICE)
+    broker, pubs = new_broker(settings, status)
+    # Never give up (as before the kit): a scheduler failing while Alpaca or PostgreSQL is
+    # away for an hour must run again when they return, also where no orchestrator restarts
+    # the process (make run); /readyz reports it after 3 crashes in a row.
+    supervisor = Supervisor(
+        give_up_after=None, on_restart=lambda name: metrics.task_restarts.labels(name).inc()
+    )
+    opener: OpenRuntime = open_runtime or Runtime.open
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = await Runtime.open(settings, metrics, deps)
+        rt = await opener(settings, metrics, deps, messaging=(broker, pubs), status=status)
         app.state.runtime = rt
-        tasks: list[asyncio.Task[None]] = []
-        health: dict[str, str] = {}
-        app.state.tasks = health
+        recorder: InterestRecorder | None = None
         if background:
             js = rt.js
             recorder = InterestRecorder(
@@ -48,54 +73,48 @@ def create_app(
             scheduler = Scheduler(
                 settings, rt.settler, rt.store, rt.deps.clock, metrics, rt.corpactions
             )
-            for name, factory in (
-                ("relay", rt.relay.run_forever),
-                ("scheduler", scheduler.run_forever),
-                ("interest", lambda: recorder.run_forever(settings.interest_flush_seconds)),
-            ):
-                tasks.append(asyncio.create_task(supervise(name, factory, metrics, health)))
+            supervisor.start("relay", rt.relay.run_forever)
+            supervisor.start("scheduler", scheduler.run_forever)
+            every = settings.interest_flush_seconds
+            supervisor.start("interest", lambda: recorder.run_forever(every))
         try:
             yield
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            if background:
-                with contextlib.suppress(Exception):
+            await supervisor.stop()
+            if recorder is not None:
+                try:
                     await recorder.flush()
+                except Exception:  # shutting down; the next run records them again
+                    log.warning("interest flush at shutdown failed", exc_info=True)
+            app.state.runtime = None
             await rt.close()
 
+    async def readiness() -> Readiness:
+        rt: Runtime | None = getattr(app.state, "runtime", None)
+        if rt is None:
+            return Readiness.of({"runtime": Check(ok=False, reason="starting")})
+        checks = {"postgres": await _postgres_check(rt)}
+        checks["nats"] = rt.nats_check()
+        checks |= supervisor_checks(supervisor)
+        return Readiness.of(checks)
+
     app = FastAPI(title="eod-settler", version="0.1.0", lifespan=lifespan)
-    app.state.metrics = metrics
-    app.state.settings = settings
+    app.state.supervisor = supervisor  # component tests start tasks on it
+    install_error_handlers(app)
     app.include_router(router)
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_request(_r: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": "bad_request", "message": str(exc)[:500]}, 400)
-
-    @app.exception_handler(SettlerError)
-    async def _settler_error(_r: Request, exc: SettlerError) -> JSONResponse:
-        if isinstance(exc, DatabaseUnavailableError):
-            log.warning("request refused, database unavailable: %s", exc)
-            return JSONResponse(
-                {
-                    "error": "database_unavailable",
-                    "message": "the settle store is unavailable; retry after Retry-After",
-                },
-                503,
-                headers={"Retry-After": str(max(1, round(exc.retry_after or 2)))},
-            )
-        headers = None
-        if isinstance(exc, RetryableError):
-            headers = {"Retry-After": str(max(1, round(exc.retry_after or 2)))}
-        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, 503, headers)
-
-    @app.exception_handler(Exception)
-    async def _internal(_r: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse({"error": "internal", "message": "internal error"}, 500)
-
+    app.include_router(health_router(readiness, metrics.registry, liveness=supervisor.liveness))
+    app.include_router(asyncapi_router(broker, title="eod-settler"))
     return app
+
+
+async def _postgres_check(rt: Runtime) -> Check:
+    """Down at once while the store knows of an outage; else a ping bounded by the store's
+    operation deadline (a frozen server never answers)."""
+    if rt.store.outage is not None:
+        return Check(ok=False, reason=f"down: {rt.store.outage}"[:200])
+    try:
+        await rt.store.ping()
+    except Exception as exc:
+        reason = getattr(exc, "log_detail", None) or f"{type(exc).__name__}: {exc}"
+        return Check(ok=False, reason=f"down: {reason}"[:200])
+    return Check(ok=True)

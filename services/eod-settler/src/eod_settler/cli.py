@@ -8,16 +8,20 @@ import sys
 from types import TracebackType
 from typing import Any
 
+from raxx_service_kit.errors import ServiceError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eod_settler.corpactions import CorpActionsReport
-from eod_settler.errors import SettlerError
+from eod_settler.errors import describe, exit_code
 from eod_settler.metrics import Metrics
 from eod_settler.runtime import Deps, Runtime
 from eod_settler.service import RunReport
 from eod_settler.settings import Settings
 
 log = logging.getLogger("eod_settler.cli")
+CLI_ATTEMPTS = 3
+"""Start-up attempts of a one-shot command: a database or bus that is down is reported in
+about two seconds, not after the service's patient retries."""
 
 
 class RichProgress:
@@ -94,14 +98,14 @@ def summary(r: RunReport) -> str:
 async def run_date(settings: Settings, date: dt.date, deps: Deps | None = None) -> int:
     """Settle `date` and wait until it is published; returns the process exit code."""
     tty = sys.stderr.isatty()
-    rt = await Runtime.open(settings, Metrics(), deps)
+    rt = await Runtime.open(settings, Metrics(), deps, attempts=CLI_ATTEMPTS)
     try:
         progress: RichProgress | LogProgress = RichProgress() if tty else LogProgress()
         with progress:
             report = await rt.settler.run(date, progress)
-    except SettlerError as exc:
-        print(f"eod-settler: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except ServiceError as exc:
+        print(f"eod-settler: {describe(exc)}", file=sys.stderr)
+        return exit_code(exc)
     finally:
         await rt.close()
     print(summary(report))
@@ -127,14 +131,14 @@ def corpactions_summary(r: CorpActionsReport) -> str:
 async def run_corpactions(settings: Settings, date: dt.date, deps: Deps | None = None) -> int:
     """Publish `date`'s corporate actions and wait until they are on the stream."""
     tty = sys.stderr.isatty()
-    rt = await Runtime.open(settings, Metrics(), deps)
+    rt = await Runtime.open(settings, Metrics(), deps, attempts=CLI_ATTEMPTS)
     try:
         progress: RichProgress | LogProgress = RichProgress() if tty else LogProgress()
         with progress:
             report = await rt.corpactions.run(date, progress)
-    except SettlerError as exc:
-        print(f"eod-settler: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except ServiceError as exc:
+        print(f"eod-settler: {describe(exc)}", file=sys.stderr)
+        return exit_code(exc)
     finally:
         await rt.close()
     print(corpactions_summary(report))

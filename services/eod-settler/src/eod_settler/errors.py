@@ -1,48 +1,76 @@
-"""Typed errors of the settler, mapped once at the edges (HTTP, CLI exit codes)."""
+"""The settler's own errors, on the kit's types; mapped once at the edges (HTTP by the kit's
+`install_error_handlers`, CLI exit codes by `exit_code`).
+
+The `RetryableError` / `PermanentError` split is the kit's: a retryable failure (timeouts,
+5xx, 429, a database that is down) is retried with backoff and answers 503 + `Retry-After`;
+a permanent one (4xx other than 429, bad data) fails the same way again.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 
+from raxx_service_kit.errors import (
+    ConfigError,
+    PermanentError,
+    RetryableError,
+    ServiceError,
+    TypedError,
+)
 
-class SettlerError(Exception):
-    """Base of every error the settler raises on purpose."""
+__all__ = [
+    "ConfigError",
+    "DatabaseUnavailableError",
+    "NoSettleDateError",
+    "NotEntitledError",
+    "NotYetClosedError",
+    "PermanentError",
+    "RetryableError",
+    "RunInProgressError",
+    "ServiceError",
+    "describe",
+    "exit_code",
+]
 
-    exit_code = 1
+
+def describe(exc: ServiceError) -> str:
+    """An error for the operator's terminal: the public message and the logged detail."""
+    return f"{exc.message} ({exc.log_detail})" if exc.log_detail else exc.message
 
 
-class ConfigError(SettlerError):
-    """Bad or missing configuration; raised at startup and the process exits."""
-
-    exit_code = 78
-
-
-class RetryableError(SettlerError):
-    """A dependency failed in a way that may pass (timeouts, 5xx, 429)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+def exit_code(exc: ServiceError) -> int:
+    """The CLI exit code of an error (1 unless the class names one)."""
+    code = getattr(exc, "exit_code", 1)
+    return code if isinstance(code, int) else 1
 
 
 class DatabaseUnavailableError(RetryableError):
     """PostgreSQL is down, frozen or too slow right now (HTTP 503 with Retry-After)."""
 
-    def __init__(self, message: str, retry_after: float = 2.0) -> None:
-        super().__init__(message, retry_after)
+    code = "database_unavailable"
 
-
-class PermanentError(SettlerError):
-    """A request that will fail the same way again (4xx other than 429, bad data)."""
+    def __init__(
+        self,
+        message: str = "the settle store is unavailable; retry after Retry-After",
+        retry_after: float = 2.0,
+        *,
+        log_detail: str | None = None,
+    ) -> None:
+        super().__init__(message, retry_after, log_detail=log_detail)
 
 
 class NotEntitledError(PermanentError):
-    """HTTP 403: the key's plan does not cover the request (e.g. OPRA on Basic)."""
+    """HTTP 403 from Alpaca: the key's plan does not cover the request (e.g. OPRA on Basic)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="not_entitled", status=403)
 
 
-class NoSettleDateError(SettlerError):
+class NoSettleDateError(TypedError):
     """The date has no session (weekend or holiday): there is no settle to compute."""
 
+    code = "no_session"
+    status = 404
     exit_code = 3
 
     def __init__(self, date: dt.date) -> None:
@@ -50,9 +78,11 @@ class NoSettleDateError(SettlerError):
         self.date = date
 
 
-class NotYetClosedError(SettlerError):
+class NotYetClosedError(TypedError):
     """The date's session has not closed (plus lag) yet, or the date lies in the future."""
 
+    code = "not_yet_closed"
+    status = 409
     exit_code = 4
 
     def __init__(self, date: dt.date, reason: str) -> None:
@@ -60,9 +90,11 @@ class NotYetClosedError(SettlerError):
         self.date = date
 
 
-class RunInProgressError(SettlerError):
+class RunInProgressError(TypedError):
     """Another process is settling the same date right now."""
 
+    code = "run_in_progress"
+    status = 409
     exit_code = 5
 
     def __init__(self, date: dt.date) -> None:

@@ -23,9 +23,9 @@ from raxx_contracts import (
     decode,
     encode_symbol,
 )
+from raxx_service_kit.clock import Clock
 
 from eod_settler.adapters.postgres import Store
-from eod_settler.clock import Clock
 from eod_settler.domain import Target
 from eod_settler.metrics import Metrics
 

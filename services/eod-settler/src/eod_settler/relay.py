@@ -1,4 +1,5 @@
-"""Outbox relay: publishes unpublished outbox rows to JetStream in id order and marks them."""
+"""Outbox relay: publishes unpublished outbox rows to JetStream (through the kit's faststream
+broker) in id order and marks them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import asyncio
 import contextlib
 import logging
 
-from nats.js import JetStreamContext
-
-from eod_settler.adapters.nats import publish_batch
+from eod_settler.adapters.nats import Publishers, publish_batch
 from eod_settler.adapters.postgres import Store
 from eod_settler.metrics import Metrics
 
@@ -27,19 +26,24 @@ class OutboxRelay:
     def __init__(
         self,
         store: Store,
-        js: JetStreamContext,
+        publishers: Publishers,
         metrics: Metrics,
         batch: int = 1000,
         ack_wait: float = 10.0,
     ) -> None:
         self._store = store
-        self._js = js
+        self._publishers = publishers
         self._metrics = metrics
         self._batch = batch
         self._ack_wait = ack_wait
         self._wake = asyncio.Event()
         self.acked = 0
         """Rows this relay published and marked (since it was built)."""
+
+    @property
+    def publishers(self) -> Publishers:
+        """The publishers this relay sends through."""
+        return self._publishers
 
     def wake(self) -> None:
         """Tell the relay new rows are waiting."""
@@ -56,7 +60,7 @@ class OutboxRelay:
                 cut = 1
             todo = rows[:cut]
             results = await publish_batch(
-                self._js, [(r.subject, r.msg_id, r.payload) for r in todo], self._ack_wait
+                self._publishers, [(r.subject, r.msg_id, r.payload) for r in todo], self._ack_wait
             )
             for row, (ok, dup) in zip(todo, results, strict=True):
                 if not ok:

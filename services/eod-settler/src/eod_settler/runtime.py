@@ -1,4 +1,5 @@
-"""Wiring shared by the service and the CLI: Postgres, NATS, stream, relay and settler."""
+"""Wiring shared by the service and the CLI: Postgres, NATS (the kit's faststream broker),
+the streams, relay and settler."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from raxx_service_kit.clock import Clock, SystemClock
+from raxx_service_kit.http import Check
+from raxx_service_kit.messaging import make_broker
+from raxx_service_kit.nats import ConnectionStatus
 
 from eod_settler.adapters import nats as bus
 from eod_settler.adapters.alpaca import AlpacaCredentials
 from eod_settler.adapters.postgres import Store
-from eod_settler.adapters.vault import load_credentials
-from eod_settler.clock import Clock, SystemClock
+from eod_settler.adapters.vault import CredentialSource
 from eod_settler.corpactions import CorpActionsRun
 from eod_settler.errors import RetryableError
 from eod_settler.metrics import Metrics
@@ -25,6 +30,7 @@ from eod_settler.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SERVICE = "eod-settler"
 
 
 @dataclass
@@ -35,6 +41,14 @@ class Deps:
     credentials: Callable[[], Awaitable[AlpacaCredentials]] | None = None
 
 
+def new_broker(
+    settings: Settings, status: ConnectionStatus | None = None
+) -> tuple[NatsBroker, bus.Publishers]:
+    """The kit's control-plane broker with the settler's publishers registered (not connected)."""
+    broker = make_broker(settings, SERVICE, status=status)
+    return broker, bus.publishers(broker, settings.publish_timeout_seconds)
+
+
 @dataclass
 class Runtime:
     """Open connections and the objects built on them."""
@@ -43,6 +57,8 @@ class Runtime:
     metrics: Metrics
     deps: Deps
     store: Store
+    broker: NatsBroker
+    status: ConnectionStatus
     nc: Client
     js: JetStreamContext
     relay: OutboxRelay
@@ -51,11 +67,19 @@ class Runtime:
 
     @classmethod
     async def open(
-        cls, settings: Settings, metrics: Metrics, deps: Deps | None = None, attempts: int = 10
+        cls,
+        settings: Settings,
+        metrics: Metrics,
+        deps: Deps | None = None,
+        attempts: int = 10,
+        messaging: tuple[NatsBroker, bus.Publishers] | None = None,
+        status: ConnectionStatus | None = None,
     ) -> Runtime:
         """Connect (retrying while dependencies come up), migrate, declare SETTLES and
-        CORPACTIONS."""
+        CORPACTIONS, connect the broker (its publishers are the relay's)."""
         deps = deps or Deps()
+        status = status or ConnectionStatus(SERVICE)
+        broker, pubs = messaging or new_broker(settings, status)
         store = await _retry(
             lambda: Store.open(
                 settings.database_url,
@@ -68,48 +92,61 @@ class Runtime:
         )
         try:
             await store.migrate()
-            nc = await _retry(
-                lambda: bus.connect(settings.nats_url, settings.nats_creds), "nats", attempts
-            )
+            nc = await _retry(lambda: _start(broker), "nats", attempts)
         except BaseException:
             await store.close()
             raise
         js = nc.jetstream(timeout=settings.publish_timeout_seconds)
-        await bus.ensure_stream(
-            js,
+        for config in (
             bus.settles_stream_config(settings.stream_max_age_days, settings.dedup_window_seconds),
-        )
-        await bus.ensure_stream(
-            js,
             bus.corpactions_stream_config(
                 settings.stream_max_age_days, settings.dedup_window_seconds
             ),
-        )
+        ):
+            await bus.ensure_stream(js, config)
         relay = OutboxRelay(
-            store, js, metrics, settings.publish_batch, settings.publish_timeout_seconds
+            store, pubs, metrics, settings.publish_batch, settings.publish_timeout_seconds
         )
-
-        async def creds() -> AlpacaCredentials:
-            return await load_credentials(settings)
-
         settler = Settler(
-            settings, store, relay, metrics, deps.clock, deps.credentials or creds,
-            lambda: bus.held_options(js),
+            settings, store, relay, metrics, deps.clock,
+            deps.credentials or CredentialSource(settings), lambda: bus.held_options(js),
         )  # fmt: skip
         last = await store.last_complete_close()
         if last is not None:
             settler.last_success_close = last.timestamp()
             metrics.last_success.set(settler.last_success_close)
         metrics.outbox_depth.set(await store.outbox_depth())
-        return cls(settings, metrics, deps, store, nc, js, relay, settler, CorpActionsRun(settler))
+        return cls(
+            settings, metrics, deps, store, broker, status, nc, js, relay, settler,
+            CorpActionsRun(settler),
+        )  # fmt: skip
+
+    def nats_check(self) -> Check:
+        """Readiness of the broker's connection (why it is down, when it is)."""
+        return self.status.check(self.nc)
 
     async def close(self) -> None:
-        """Close NATS (flushing) and the pool."""
+        """Stop the broker (draining its connection) and close the pool."""
         try:
-            await self.nc.drain()
+            await self.broker.stop()
         except Exception:  # closing anyway
-            log.debug("nats drain failed", exc_info=True)
+            log.debug("broker stop failed", exc_info=True)
         await self.store.close()
+
+
+async def _start(broker: NatsBroker, timeout: float = 10.0) -> Client:  # noqa: ASYNC109
+    """Start the broker within `timeout` (its first connect would retry forever)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await broker.start()
+    except Exception as exc:
+        await broker.stop()
+        raise RetryableError(
+            "the message bus is unavailable", 2.0, code="nats_unavailable",
+            log_detail=f"{type(exc).__name__}: {exc}"[:300],
+        ) from exc  # fmt: skip
+    nc: Client = broker.connection
+    return nc
 
 
 async def _retry(fn: Callable[[], Awaitable[T]], what: str, attempts: int) -> T:
@@ -120,7 +157,7 @@ async def _retry(fn: Callable[[], Awaitable[T]], what: str, attempts: int) -> T:
         except RetryableError as exc:
             if i == attempts - 1:
                 raise
-            log.warning("%s not ready (%s); retrying in %.1f s", what, exc, delay)
+            log.warning("%s not ready (%s); retrying in %.1f s", what, exc.log_detail or exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
     raise AssertionError("unreachable")

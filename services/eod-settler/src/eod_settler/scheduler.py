@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
 from zoneinfo import ZoneInfo
+
+from raxx_service_kit.clock import Clock
 
 from eod_settler import domain
 from eod_settler.adapters.postgres import Store
-from eod_settler.clock import Clock
 from eod_settler.corpactions import CorpActionsRun
 from eod_settler.domain import Session
 from eod_settler.metrics import Metrics
@@ -139,29 +139,3 @@ class Scheduler:
         """Loop forever (errors propagate to the supervisor, which restarts it)."""
         while True:  # noqa: ASYNC110 - sleeps until the next due time, not polling a flag
             await asyncio.sleep(await self.tick())
-
-
-async def supervise(
-    name: str,
-    factory: Callable[[], Awaitable[None]],
-    metrics: Metrics,
-    health: dict[str, str],
-    max_backoff: float = 60.0,
-) -> None:
-    """Run `factory()` forever: log and restart with backoff; record its state in `health`."""
-    backoff = 1.0
-    while True:
-        health[name] = "running"
-        try:
-            await factory()
-            health[name] = "stopped"
-            return
-        except asyncio.CancelledError:
-            health[name] = "stopped"
-            raise
-        except Exception as exc:
-            health[name] = f"restarting after {type(exc).__name__}: {exc}"
-            metrics.task_restarts.labels(name).inc()
-            log.exception("task %s failed; restarting in %.0f s", name, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(max_backoff, backoff * 2)

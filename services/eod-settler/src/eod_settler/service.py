@@ -23,11 +23,11 @@ from raxx_contracts import (
     encode,
     subjects,
 )
+from raxx_service_kit.clock import Clock
 
 from eod_settler import domain
 from eod_settler.adapters.alpaca import AlpacaCredentials, AlpacaRest, OccContract, occ_contract
 from eod_settler.adapters.postgres import SettleRow, Store
-from eod_settler.clock import Clock
 from eod_settler.domain import Computed, Session, Target
 from eod_settler.errors import NoSettleDateError, NotYetClosedError, RetryableError
 from eod_settler.metrics import Metrics

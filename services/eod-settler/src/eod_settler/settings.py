@@ -5,48 +5,54 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 from raxx_contracts.alpaca_plan import AlpacaPlan, limits
+from raxx_service_kit.settings import (
+    ServiceSettings,
+    dev_database_url,
+    dev_port,
+    service_config,
+)
+from raxx_service_kit.vault import VaultSettings
 
 CsvList = Annotated[list[str], NoDecode]
 FaultPoint = Literal["", "after_write"]
 
 
-class VaultSettings(BaseModel):
-    """How to reach OpenBao/Vault (KV v2); the REST credentials are read at run time.
-
-    `path` (`EOD_VAULT__PATH`): the Alpaca market-data key (default, direct to Alpaca), or the
-    settler's hub service client `raxx/eod-settler/hub-client` when the Alpaca URLs point at
-    the hub's `/alpaca` passthrough. Same fields either way: `key_id`, `secret_key`.
+class SettlerVault(VaultSettings):
+    """The kit's OpenBao settings (`EOD_VAULT__ADDR`, `__TOKEN`, `__AUTH`, ...) plus where the
+    REST credentials are: `path` (`EOD_VAULT__PATH`), the Alpaca market-data key (default,
+    direct to Alpaca), or the settler's hub service client `raxx/eod-settler/hub-client` when
+    the Alpaca URLs point at the hub's `/alpaca` passthrough. Same fields either way:
+    `key_id`, `secret_key`.
     """
 
-    addr: str | None = None
-    token: SecretStr | None = None
-    auth: Literal["token", "approle", "kubernetes"] = "token"
-    role_id: str | None = None
-    secret_id: SecretStr | None = None
-    role: str | None = None
-    mount: str = "secret"
     path: str = "raxx/alpaca/market-data"
 
 
-class Settings(BaseSettings):
-    """Every knob of eod-settler (`EOD_*`); tests build it with keyword arguments."""
+class Settings(ServiceSettings):
+    """Every knob of eod-settler (`EOD_*`); tests build it with keyword arguments.
 
-    model_config = SettingsConfigDict(env_prefix="EOD_", env_nested_delimiter="__", extra="ignore")
+    From the kit: `EOD_ENV`, `EOD_LOG_LEVEL`, `EOD_HTTP_HOST`, `EOD_NATS_URL`, `EOD_NATS_CREDS`
+    (`_TEXT`), `EOD_VAULT__*`, with `make run`'s ports as defaults (NATS 14222, PostgreSQL
+    15432, OpenBao 18200, this API 8084; shifted by `RAXX_PORT_OFFSET`), so the service and its
+    CLI reach the dev stack without an env file.
+    """
 
-    env: Literal["dev", "prod"] = "dev"
-    nats_url: str = "nats://127.0.0.1:4222"
-    nats_creds: str | None = None
-    database_url: str = "postgresql://127.0.0.1:5432/raxx"
+    model_config = service_config("EOD_")
+
+    http_port: int = Field(default_factory=lambda: dev_port("eod-settler"))
+    database_url: str = Field(default_factory=lambda: dev_database_url("eod_settler"))
     db_pool_timeout: float = Field(default=2.0, gt=0)
     """Seconds to wait for a pooled connection before a request gets 503."""
     db_operation_timeout: float = Field(default=3.0, gt=0)
     """Client-side deadline of an API read or readiness ping (a frozen server never answers)."""
     db_statement_timeout: float = Field(default=30.0, gt=0)
     """PostgreSQL `statement_timeout` of every session (a settle run's COPY included)."""
-    vault: VaultSettings = Field(default_factory=VaultSettings)
+    vault: SettlerVault = Field(
+        default_factory=lambda: SettlerVault(addr=f"http://127.0.0.1:{dev_port('openbao')}")
+    )
     # Dev only: a key without Vault (tests, alpaca-sim).
     alpaca_key_id: SecretStr | None = None
     alpaca_secret_key: SecretStr | None = None
@@ -84,8 +90,6 @@ class Settings(BaseSettings):
     published; before the 09:30 open."""
     settle_lag_seconds: float = Field(default=900.0, ge=0)
     symbols: CsvList = Field(default_factory=list)
-    http_host: str = "127.0.0.1"
-    http_port: int = 8084
     timezone: str = "America/New_York"
     stream_max_age_days: int = Field(default=400, ge=3)
     dedup_window_seconds: int = Field(default=7 * 86_400, ge=2 * 86_400)

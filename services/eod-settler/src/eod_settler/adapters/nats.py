@@ -1,33 +1,96 @@
-"""NATS: connection, the ONE declaration of stream SETTLES, held options, JetStream publish."""
+"""NATS: the ONE declaration of streams SETTLES and CORPACTIONS, the publishers of the outbox
+relay (on the kit's faststream broker), and the KV reads (held options, the hub's interest)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
-import nats
-from nats.aio.client import Client
+from faststream.nats import JStream, NatsBroker
+from faststream.nats.publisher.usecase import LogicPublisher
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
-from raxx_contracts import AssetClass, DecodeError, HeldOptionContract, decode, subjects
-
-from eod_settler.errors import RetryableError
+from raxx_contracts import (
+    AssetClass,
+    CorporateAction,
+    DecodeError,
+    HeldOptionContract,
+    Settle,
+    SettleBatchDone,
+    decode,
+    subjects,
+)
 
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, creds: str | None, name: str = "eod-settler") -> Client:
-    """Connect with reconnects forever (the relay and listener survive server restarts)."""
-    opts: dict[str, Any] = {"name": name, "max_reconnect_attempts": -1, "connect_timeout": 5}
-    if creds:
-        opts["user_credentials"] = creds
-    try:
-        return await nats.connect(url, **opts)
-    except Exception as exc:
-        raise RetryableError(f"nats unreachable at {url}: {type(exc).__name__}") from exc
+@dataclass(frozen=True)
+class Publishers:
+    """The settler's JetStream publishers on the kit's faststream broker, one per subject family.
+
+    They document the channels (the AsyncAPI document served at `/asyncapi.json`) and carry
+    the stream each family belongs to; a publish always names the row's concrete subject
+    (built by `raxx_contracts.subjects`). None of them declares a stream (`declare=False`):
+    `ensure_stream` below is the only declaration (faststream would overwrite the config).
+    """
+
+    stocks: LogicPublisher
+    options: LogicPublisher
+    done: LogicPublisher
+    corpactions: LogicPublisher
+
+    def for_subject(self, subject: str) -> LogicPublisher:
+        """The publisher whose family `subject` belongs to (its stream named by the publish)."""
+        if subject.startswith(_CORPACTIONS_PREFIX):
+            return self.corpactions
+        if subject.startswith(_DONE_PREFIX):
+            return self.done
+        if subject.startswith(_OPTIONS_PREFIX):
+            return self.options
+        return self.stocks
+
+
+_CORPACTIONS_PREFIX = subjects.CORPACTIONS_ANY.removesuffix(">")
+_DONE_PREFIX = subjects.SETTLE_DONE_ANY.removesuffix("*")
+_OPTIONS_PREFIX = subjects.SETTLE_OPTIONS_ANY.removesuffix(">")
+
+
+def publishers(broker: NatsBroker, timeout: float) -> Publishers:
+    """Register the settler's publishers on `broker` (`timeout`: seconds to wait for each
+    PubAck; faststream's 0.5 s default is too short for a stream under load)."""
+    settles = JStream(subjects.SETTLES_STREAM, declare=False)
+    corp = JStream(subjects.CORPACTIONS_STREAM, declare=False)
+
+    def pub(
+        subject: str, stream: JStream, schema: type, title: str, description: str
+    ) -> LogicPublisher:
+        return broker.publisher(
+            subject, stream=stream, timeout=timeout, schema=schema, title=title,
+            description=description,
+        )  # fmt: skip
+
+    return Publishers(
+        stocks=pub(
+            subjects.SETTLE_STOCKS_ANY, settles, Settle, "settle.stocks",
+            "A stock's settle revision for a date (md.settle.stocks.<date>.<symbol>);"
+            " Nats-Msg-Id settle:<date>:<symbol>:<revision>.",
+        ),
+        options=pub(
+            subjects.SETTLE_OPTIONS_ANY, settles, Settle, "settle.options",
+            "An option's settle revision (md.settle.options.<date>.<occ>).",
+        ),
+        done=pub(
+            subjects.SETTLE_DONE_ANY, settles, SettleBatchDone, "settle.done",
+            "The date's batch marker: every settle of the date is on the stream before it.",
+        ),
+        corpactions=pub(
+            subjects.CORPACTIONS_ANY, corp, CorporateAction, "corpactions",
+            "A symbol's corporate actions effective on a date (md.corpactions.<date>.<symbol>).",
+        ),
+    )  # fmt: skip
 
 
 def settles_stream_config(max_age_days: int, dedup_window_seconds: int) -> StreamConfig:
@@ -118,26 +181,32 @@ async def held_options(js: JetStreamContext) -> list[str]:
 
 
 async def publish_batch(
-    js: JetStreamContext,
+    pubs: Publishers,
     messages: Sequence[tuple[str, str, bytes]],
     ack_wait: float,
 ) -> list[tuple[bool, bool]]:
-    """Publish (subject, msg_id, payload) pipelined; per message (acked, duplicate)."""
-    futures: list[asyncio.Future[Any]] = []
-    for subject, msg_id, payload in messages:
-        fut = await js.publish_async(
-            subject,
+    """Publish (subject, msg_id, payload) concurrently; per message (acked, duplicate).
+
+    `Nats-Msg-Id` makes a republish (a crash between ack and mark) a duplicate the stream
+    drops; each publish names its stream, so a subject typo cannot land elsewhere."""
+
+    async def one(subject: str, msg_id: str, payload: bytes) -> object:
+        return await pubs.for_subject(subject).publish(
             payload,
+            subject=subject,
             headers={"Nats-Msg-Id": msg_id},
+            correlation_id=msg_id,  # faststream's default is a uuid4 per message
             stream=stream_for(subject),
+            timeout=ack_wait,
         )
-        futures.append(fut)
-    results = await asyncio.gather(
-        *(asyncio.wait_for(f, ack_wait) for f in futures), return_exceptions=True
-    )
+
+    results = await asyncio.gather(*(one(*m) for m in messages), return_exceptions=True)
     out: list[tuple[bool, bool]] = []
     for r in results:
         if isinstance(r, BaseException):
+            if not isinstance(r, Exception):
+                raise r
+            log.debug("publish failed: %s", type(r).__name__)
             out.append((False, False))
         else:
             out.append((True, bool(getattr(r, "duplicate", False))))

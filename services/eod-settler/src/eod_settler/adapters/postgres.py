@@ -19,14 +19,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from importlib import resources
 from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from raxx_contracts import AssetClass, SettleFeed, SettleSource
+from raxx_service_kit.migrations import migrate
 
 from eod_settler.domain import Stored, Target
 from eod_settler.errors import DatabaseUnavailableError, RetryableError, RunInProgressError
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _CONNECTIVITY = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
-_MIGRATION_LOCK = 0x0E0D5E77
+MIGRATIONS = "eod_settler.migrations"
+MIGRATIONS_TABLE = "eod_schema_migrations"
 _RELAY_LOCK = 0x0E0D5E78
 
 
@@ -84,6 +86,37 @@ class CorpActionRow:
     subject: str
     msg_id: str
     payload: bytes
+
+
+def unreachable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
+    """The typed error of a database that cannot be reached: where (host, port, database;
+    never the password) and the driver's reason, e.g. connection refused."""
+    try:
+        info = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        info = {}
+    where = (
+        f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname') or '?'}"
+    )
+    reason = " ".join(str(exc).split()) or "no detail"
+    return DatabaseUnavailableError(
+        f"PostgreSQL at {where} is unreachable; is it running (`make run`), and is"
+        " EOD_DATABASE_URL right?",
+        log_detail=f"{type(exc).__name__}: {reason}"[:300],
+    )
+
+
+async def apply_migrations(dsn: str) -> list[str]:
+    """Apply the package's pending numbered SQL files with the kit's runner; returns them.
+
+    The record table and versions (file stems) are the ones the settler's earlier runner
+    wrote, so a database it created is recognised and only newer files are applied."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=3)
+    except (psycopg.Error, OSError) as exc:
+        raise unreachable(dsn, exc) from None
+    async with conn:
+        return await migrate(conn, MIGRATIONS, table=MIGRATIONS_TABLE)
 
 
 def _date_lock_key(date: dt.date, kind: str = "settle") -> int:
@@ -135,13 +168,22 @@ class Store:
 
     @classmethod
     async def open(cls, dsn: str, max_size: int = 8, **timeouts: float) -> Store:
-        """Open a pool and check it answers."""
+        """Check PostgreSQL answers, then open a pool.
+
+        A database that is down is a `DatabaseUnavailableError` naming where it was looked
+        for and why it failed (connection refused, authentication, unknown database), never a
+        bare `PoolTimeout` from the pool."""
         store = cls(dsn, max_size, **timeouts)
+        try:
+            conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=3)
+        except (psycopg.Error, OSError) as exc:
+            raise unreachable(dsn, exc) from None
+        await conn.close()
         try:
             await store._pool.open(wait=True, timeout=15)
         except Exception as exc:
             await store._pool.close()
-            raise RetryableError(f"postgres unreachable: {type(exc).__name__}") from exc
+            raise unreachable(dsn, exc) from None
         return store
 
     async def close(self) -> None:
@@ -251,34 +293,8 @@ class Store:
         await self._bounded(_ping)
 
     async def migrate(self) -> list[str]:
-        """Apply pending versioned migrations (serialised by an advisory lock)."""
-        files = sorted(
-            (
-                f
-                for f in resources.files("eod_settler.migrations").iterdir()
-                if f.name.endswith(".sql")
-            ),
-            key=lambda f: f.name,
-        )
-        applied: list[str] = []
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS eod_schema_migrations ("
-                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            cur = await conn.execute("SELECT version FROM eod_schema_migrations")
-            done = {r[0] for r in await cur.fetchall()}
-            for f in files:
-                version = f.name.removesuffix(".sql")
-                if version in done:
-                    continue
-                await conn.execute(f.read_text())
-                await conn.execute(
-                    "INSERT INTO eod_schema_migrations (version) VALUES (%s)", (version,)
-                )
-                applied.append(version)
-        return applied
+        """Apply the package's pending numbered SQL files (`apply_migrations`)."""
+        return await apply_migrations(self._dsn)
 
     @asynccontextmanager
     async def date_lock(self, date: dt.date, kind: str = "settle") -> AsyncIterator[None]:

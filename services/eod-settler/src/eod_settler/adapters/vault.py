@@ -1,51 +1,46 @@
-"""OpenBao/Vault KV v2: the Alpaca market-data key (hvac runs in a worker thread)."""
+"""OpenBao/Vault KV v2: the Alpaca market-data key, through the kit's `VaultKV` (login,
+re-login on `Forbidden`, threads, typed errors). The secret layout stays here: one secret at
+`EOD_VAULT__PATH` with fields `key_id` and `secret_key`."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
-import hvac
 from pydantic import SecretStr
+from raxx_service_kit.vault import VaultKV
 
 from eod_settler.adapters.alpaca import AlpacaCredentials
-from eod_settler.errors import ConfigError, RetryableError
+from eod_settler.errors import ConfigError
 from eod_settler.settings import Settings
 
 
-def _read(settings: Settings) -> AlpacaCredentials:
-    v = settings.vault
-    client = hvac.Client(url=v.addr, timeout=10)
-    if v.auth == "token":
-        client.token = v.token.get_secret_value() if v.token else None
-    elif v.auth == "approle":
-        client.auth.approle.login(
-            role_id=v.role_id, secret_id=v.secret_id.get_secret_value() if v.secret_id else None
-        )
-    else:
-        with open("/var/run/secrets/kubernetes.io/serviceaccount/token") as fh:
-            client.auth.kubernetes.login(role=v.role, jwt=fh.read())
-    resp: dict[str, Any] = client.secrets.kv.v2.read_secret_version(
-        path=v.path, mount_point=v.mount, raise_on_deleted_version=True
-    )
-    data = resp["data"]["data"]
-    try:
-        return AlpacaCredentials(SecretStr(data["key_id"]), SecretStr(data["secret_key"]))
-    except KeyError as exc:
-        raise ConfigError(f"vault secret {v.mount}/{v.path} lacks field {exc}") from exc
+class CredentialSource:
+    """Reads the Alpaca key on every run (a rotated key is picked up without a restart)."""
 
+    def __init__(self, settings: Settings, kv: VaultKV | None = None) -> None:
+        self._settings = settings
+        self._kv = kv
 
-async def load_credentials(settings: Settings) -> AlpacaCredentials:
-    """The Alpaca key: dev settings when given (dev only), else Vault. Re-read on every run."""
-    if settings.alpaca_key_id and settings.alpaca_secret_key and settings.env == "dev":
-        return AlpacaCredentials(settings.alpaca_key_id, settings.alpaca_secret_key)
-    if not settings.vault.addr:
-        raise ConfigError("no Alpaca key: set EOD_VAULT__ADDR (or, in dev, EOD_ALPACA_KEY_ID)")
-    try:
-        return await asyncio.to_thread(_read, settings)
-    except ConfigError:
-        raise
-    except hvac.exceptions.Forbidden as exc:
-        raise ConfigError("vault refused the settler's token") from exc
-    except Exception as exc:
-        raise RetryableError(f"vault read failed: {type(exc).__name__}") from exc
+    @property
+    def kv(self) -> VaultKV:
+        """The KV client (built on first use: a dev key needs no OpenBao)."""
+        if self._kv is None:
+            self._kv = VaultKV(self._settings.vault)
+        return self._kv
+
+    async def __call__(self) -> AlpacaCredentials:
+        """The Alpaca key: dev settings when given (dev only), else OpenBao.
+
+        OpenBao down or sealed -> `VaultUnavailable` (retryable); denied -> `VaultDenied`
+        (a `ConfigError`); absent or incomplete secret -> `ConfigError`."""
+        s = self._settings
+        if s.alpaca_key_id and s.alpaca_secret_key and s.env == "dev":
+            return AlpacaCredentials(s.alpaca_key_id, s.alpaca_secret_key)
+        where = f"{s.vault.mount}/{s.vault.path}"
+        data = await self.kv.read(s.vault.path)
+        if data is None:
+            raise ConfigError(
+                f"no Alpaca key in OpenBao at {where} (or, in dev, EOD_ALPACA_KEY_ID)"
+            )
+        try:
+            return AlpacaCredentials(SecretStr(data["key_id"]), SecretStr(data["secret_key"]))
+        except KeyError as exc:
+            raise ConfigError(f"OpenBao secret {where} lacks field {exc}") from None
