@@ -154,6 +154,9 @@ class Replayer:
             try:
                 cmd = _COMMAND.validate_json(msg.data)
             except ValidationError as exc:
+                # Malformed requests count against the rate too (a flood is a flood).
+                if not self.rate.allow(user, time.monotonic()):
+                    raise ReplayError("rate_limited", "too many replay requests") from exc
                 raise ReplayError("malformed", _first_error(exc)) from exc
             if not isinstance(cmd, ReplayRequest):
                 return  # acks and stops: the control subscription
@@ -162,10 +165,10 @@ class Replayer:
                 self.metrics.requests.labels("start", "foreign_reply").inc()
                 log.warning("replay request with a reply outside the requester's inbox dropped")
                 return
-            if not subjects.is_user_reply(cmd.deliver, user):
-                raise ReplayError("malformed", "deliver must lie inside your own inbox")
             if not self.rate.allow(user, time.monotonic()):
                 raise ReplayError("rate_limited", "too many replay requests; retry in a minute")
+            if not subjects.is_user_reply(cmd.deliver, user):
+                raise ReplayError("malformed", "deliver must lie inside your own inbox")
             mine = sum(1 for (u, _) in self.running if u == user)
             if mine >= self.settings.max_concurrent_per_user:
                 raise ReplayError(

@@ -25,7 +25,8 @@ class NatsObjectStore:
                 self._obs = await self.js.object_store(self.bucket)
             except (BucketNotFoundError, NotFoundError):
                 self._obs = await self.js.create_object_store(
-                    config=ObjectStoreConfig(bucket=self.bucket, storage=StorageType.FILE)
+                    self.bucket,
+                    config=ObjectStoreConfig(bucket=self.bucket, storage=StorageType.FILE),
                 )
         return self._obs
 
