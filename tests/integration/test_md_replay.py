@@ -66,8 +66,8 @@ def replayer(app: Any) -> Replayer:
     return r
 
 
-async def wait_for(cond: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(cond: Any, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
@@ -111,8 +111,11 @@ async def test_archived_replay_equals_what_live_subscribers_saw(
             await user.drain()
         wanted = [(s_, d) for s_, d in live if subjects.parse_market(s_).symbol in SYMS]
         assert [(m.subject, m.payload) for m in msgs] == wanted
-        assert end is not None and end.reason == "complete" and end.messages == len(wanted)
-        assert progress and progress[-1].messages == len(wanted)
+        assert end is not None
+        assert end.reason == "complete"
+        assert end.messages == len(wanted)
+        assert progress
+        assert progress[-1].messages == len(wanted)
         assert all(m.event is not None for m in msgs if ".quotes." in m.subject)
         assert [m.seq for m in msgs] == sorted(m.seq for m in msgs)
         await wait_for(lambda: not replayer(app).running)
@@ -135,7 +138,8 @@ async def test_free_tier_sees_delayed_subjects_and_from_skips_earlier(
             part, _, _ = await collect(replay(user, "free", TOKEN, today(), ["AAPL"], start=start))
         finally:
             await user.drain()
-    assert part and all(m.ts_ns >= cut - 1000 for m in part)
+    assert part
+    assert all(m.ts_ns >= cut - 1000 for m in part)
     assert [m.seq for m in part] == [m.seq for m in full if m.ts_ns >= part[0].ts_ns]
 
 
@@ -213,8 +217,9 @@ async def test_silent_consumer_is_ended_by_ack_timeout(own_nats: str, js_nc: Cli
         await user.subscribe(deliver, cb=on)
         req = ReplayRequest(replay_id="silent", date=today(), symbols=("AAPL",), deliver=deliver)
         await user.request(subjects.replay("pro", TOKEN), encode(req), timeout=5)
-        await wait_for(lambda: bool(ends), timeout=5)
-        assert ends[0].reason == "ack_timeout" and ends[0].frames == 2
+        await wait_for(lambda: bool(ends), within=5)
+        assert ends[0].reason == "ack_timeout"
+        assert ends[0].frames == 2
         await wait_for(lambda: not replayer(app).running)
         assert (await js_nc.jetstream().stream_info("MD_RT_STOCKS")).state.consumer_count == 0
         await user.drain()
@@ -278,7 +283,8 @@ async def test_free_replay_of_current_session_has_nothing_younger_than_the_delay
             pro, _, _ = await collect(replay(user, "pro", TOKEN, today(), ["AAPL"]))
         finally:
             await user.drain()
-    assert len(free) == 50 and all(m.ts_ns < boundary for m in free)
+    assert len(free) == 50
+    assert all(m.ts_ns < boundary for m in free)
     assert all(m.ts_ns <= t_req - 2 * 10**9 for m in free)
     assert len(pro) == 100
 
