@@ -14,7 +14,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MDR_", env_nested_delimiter="__", extra="ignore")
 
-    env: Literal["dev", "paper", "live"] = "dev"
+    env: Literal["dev", "prod"] = "dev"
     nats_url: str = "nats://127.0.0.1:4222"
     nats_creds: Path | None = None
     http_host: str = "127.0.0.1"
