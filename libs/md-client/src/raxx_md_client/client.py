@@ -49,6 +49,8 @@ from raxx_contracts import (
 
 from raxx_md_client.credentials import Credential, new_user_seed, public_key
 from raxx_md_client.dedupe import DedupeWindow
+from raxx_md_client.replay import ReplayItem
+from raxx_md_client.replay import replay as replay_session
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +179,25 @@ class MdClient:
     async def next(self) -> BaseModel:
         """The next message (wrap in `asyncio.timeout` to bound the wait)."""
         return await self._queue.get()
+
+    def replay(
+        self,
+        date: dt.date,
+        symbols: Iterable[str],
+        *,
+        asset: AssetClass = AssetClass.STOCKS,
+        channels: Iterable[Channel] = (Channel.QUOTES, Channel.TRADES),
+        start: dt.datetime | None = None,
+        speed: float | None = None,
+        decode_events: bool = True,
+    ) -> AsyncIterator[ReplayItem]:
+        """Replay `date`'s recorded session (see :mod:`raxx_md_client.replay`): messages in
+        original order with their original timestamps, progress, then the end marker."""
+        cred = self.credential
+        return replay_session(
+            self._require_nc(), cred.tier, cred.inbox_prefix.split(".")[1], date, symbols,
+            asset=asset, channels=channels, start=start, speed=speed, decode_events=decode_events,
+        )  # fmt: skip
 
     async def renew(self) -> None:
         """Swap to a fresh credential now (normally done at ~75% of its lifetime)."""

@@ -32,7 +32,7 @@ def session_window(date: dt.date) -> tuple[int, int]:
 
 def session_date(ns: int) -> dt.date:
     """The session date an instant belongs to."""
-    return dt.datetime.fromtimestamp(ns / NS, NY).date()
+    return dt.datetime.fromtimestamp(ns // NS, NY).date()  # integer: no float rounding
 
 
 def check_date(date: dt.date, now_ns: int, retention_days: int) -> None:
