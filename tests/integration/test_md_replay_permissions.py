@@ -10,8 +10,8 @@ import pytest
 from md_replay.app import Deps, create_app
 from md_replay.domain import session_date
 from nats.js.api import StorageType, StreamConfig
-from raxx_contracts import AssetClass, Path, subjects
-from raxx_md_client.replay import ReplayEnd, replay
+from raxx_contracts import AssetClass, Path, ReplayEnd, subjects
+from raxx_md_client.replay import replay
 
 from tests.integration.fixtures_tier_gate import (
     TierGateStack,

@@ -19,8 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field
 
@@ -153,8 +152,7 @@ _SUBJ = struct.Struct("<H")
 _REC = struct.Struct("<HQqI")  # subject index, stream sequence, publish time ns, payload length
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayRecord:
+class ReplayRecord(NamedTuple):
     """One recorded market-data message: its public subject, its capture stream sequence, the
     instant it was published (ns since the epoch, `Nats-Time-Stamp`) and the exact payload."""
 

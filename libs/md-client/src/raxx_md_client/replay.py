@@ -16,7 +16,7 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -52,8 +52,7 @@ class ReplayRefused(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayMessage:
+class ReplayMessage(NamedTuple):
     """One replayed market-data message: its subject as the tier sees it live, the capture
     sequence, the original publish time (ns) and the exact payload; `event` is the decoded
     contract model (None when decoding was not asked for)."""

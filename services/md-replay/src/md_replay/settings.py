@@ -38,15 +38,15 @@ class Settings(BaseSettings):
 
     max_symbols: int = Field(default=100, ge=1, le=100)
     max_concurrent_per_user: int = Field(default=2, ge=1)
-    max_concurrent_total: int = Field(default=32, ge=1)
+    max_concurrent_total: int = Field(default=16, ge=1)
     requests_per_minute: int = Field(default=20, ge=1)
     frame_records: int = Field(default=1000, ge=1, le=10_000)
     frame_bytes: int = Field(default=256 * 1024, ge=1024, le=900 * 1024)
     frame_span_ms: float = Field(default=50.0, gt=0)
     """At N x real time a frame holds at most this much original time (pacing granularity)."""
-    window: int = Field(default=16, ge=1, le=1024)
+    window: int = Field(default=32, ge=1, le=1024)
     """Frames in flight without an acknowledgement."""
-    ack_every: int = Field(default=4, ge=1)
+    ack_every: int = Field(default=8, ge=1)
     ack_timeout_seconds: float = Field(default=10.0, gt=0)
     progress_every: int = Field(default=50, ge=1)
     """A progress message every this many frames."""
