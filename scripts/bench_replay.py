@@ -212,7 +212,7 @@ async def run() -> dict[str, Any]:
                     "frames": f,
                 }
                 for n, w, s, f in runs
-            ],  # fmt: skip
+            ],
             "note": "replay_msgs_per_s: first message to end marker; end_to_end adds the "
             "request's preparation (reading and merging the Parquet files)",
             "record_seconds": round(record_s, 2),
