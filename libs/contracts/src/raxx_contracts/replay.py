@@ -115,7 +115,7 @@ class ReplayAccepted(WireModel):
     source: Literal["archive", "capture"]
     """Where the session is read from: the archive, or the capture streams (current session)."""
     messages: int | None = None
-    """Messages to expect when known in advance (the archive), else None."""
+    """Messages to expect when known in advance, else None (the end marker has the count)."""
     until: NanoDatetime
     """Nothing published after this instant is replayed (now minus the caller's delay)."""
     ack_every: int

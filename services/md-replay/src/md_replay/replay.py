@@ -273,9 +273,15 @@ class Replayer:
         except StoreError as exc:
             raise ReplayError("unavailable", "the archive cannot be read now") from exc
         if manifest is not None and manifest.get("complete"):
-            tables = await self._load(req)
-            table = await asyncio.to_thread(tape.select, tables, channels, start, until)
-            return Plan("archive", path, until, table.num_rows, lambda: _table_batches(table))
+            # Reading and merging the files is the heavy part: it runs in the replay's task,
+            # after the answer, so a large request is accepted at once.
+            async def from_archive() -> AsyncGenerator[list[Record], None]:
+                tables = await self._load(req)
+                table = await asyncio.to_thread(tape.select, tables, channels, start, until)
+                async for chunk in _table_batches(table):
+                    yield chunk
+
+            return Plan("archive", path, until, None, from_archive)
         stream = subjects.capture_stream(Path.RT, req.asset_class)
         first = await self.reader.first_time_ns(stream)
         info_first_seq = await self._first_seq(stream)
