@@ -299,3 +299,32 @@ async def test_refused_replay_raises_typed_error_in_client(own_nats: str, js_nc:
             assert exc.value.code == "unknown_date"
         finally:
             await user.drain()
+
+
+async def test_concurrent_replays_are_bounded_per_user_and_stop_answers(
+    own_nats: str, js_nc: Client
+) -> None:
+    await publish_tape(js_nc.jetstream(), ["AAPL"], 3)
+    s = settings(own_nats, archive_url="memory://busy", max_concurrent_per_user=1)
+    async with running_replay(s) as (app, _):
+        user = await nats.connect(own_nats, inbox_prefix=f"_INBOX_U.{TOKEN}")
+        try:
+            deliver = f"_INBOX_U.{TOKEN}.slow"
+            await user.subscribe(deliver)
+            slow = ReplayRequest(replay_id="slow", date=today(), symbols=("AAPL",),
+                                 speed=0.0001, deliver=deliver)  # fmt: skip
+            accepted = await user.request(subjects.replay("pro", TOKEN), encode(slow), timeout=5)
+            assert b'"replay_id":"slow"' in accepted.data
+            again = slow.model_copy(update={"replay_id": "second"})
+            assert (await _ask(user, "pro", encode(again))).error == "too_many_replays"
+            from raxx_contracts import ReplayStop
+
+            stop = ReplayStop(replay_id="slow")
+            ended = await user.request(subjects.replay("pro", TOKEN), encode(stop), timeout=5)
+            assert decode(ReplayEnd, ended.data).reason == "stopped"
+            await wait_for(lambda: not replayer(app).running)
+            other = slow.model_copy(update={"replay_id": "third", "speed": None})
+            reply = await user.request(subjects.replay("pro", TOKEN), encode(other), timeout=5)
+            assert b'"replay_id":"third"' in reply.data
+        finally:
+            await user.drain()

@@ -11,6 +11,7 @@ from md_replay.app import Deps, create_app
 from md_replay.domain import session_date
 from nats.js.api import StorageType, StreamConfig
 from raxx_contracts import AssetClass, Path, ReplayEnd, subjects
+from raxx_md_client import cli
 from raxx_md_client.replay import replay
 
 from tests.integration.fixtures_tier_gate import (
@@ -27,7 +28,7 @@ __all__ = ["tier_gate_stack", "tier_gate_stack_factory"]
 
 
 async def test_replay_subjects_and_deliveries_are_private_to_the_user(
-    tier_gate_stack: TierGateStack,
+    tier_gate_stack: TierGateStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stack = tier_gate_stack
     # The capture streams exist (declared by the hub's side in production; any JetStream
@@ -66,6 +67,13 @@ async def test_replay_subjects_and_deliveries_are_private_to_the_user(
         assert isinstance(items[-1], ReplayEnd)
         assert items[-1].reason == "complete"
         assert not service_violations.errors
+        # The CLI gets its own credential from tier-gate and runs the same replay.
+        args = cli._parser().parse_args(
+            ["replay", "--tier", "free", "--user", alice, "--tier-gate", stack.base_url,
+             "--nats", stack.nats_url, "--date", str(session_date(time.time_ns())), "AAPL"]
+        )  # fmt: skip
+        assert await cli._replay(args) == 0
+        assert "end of replay (complete): 0 messages" in capsys.readouterr().err
         # Another tier's subject, another user's subject and another user's deliveries.
         pro = subjects.replay("pro", a_token)
         bobs = subjects.replay("free", b_token)
