@@ -24,6 +24,17 @@ INTEREST_ANY = f"{INTEREST}.*.*"
 BILLING_TIER_CHANGED = "billing.tier.changed"
 BROKER_HANDOFF_EVENTS = "broker.handoff.events"
 
+DEAD_LETTER_PREFIX = "dlq"
+"""Root of dead-letter subjects: `dlq.<service>.<original subject>` (see :func:`dead_letter`)."""
+
+
+def dead_letter(service: str, subject: str) -> str:
+    """Where `service` parks a message from `subject` that it can never process."""
+    if not service or any(c in service for c in " .*>"):
+        raise ContractError(f"bad service name for a dead-letter subject: {service!r}")
+    return f"{DEAD_LETTER_PREFIX}.{service}.{subject}"
+
+
 SETTLES_STREAM = "SETTLES"
 """JetStream stream holding settles and batch markers; declared by eod-settler only."""
 SETTLES_ANY = "md.settle.>"
