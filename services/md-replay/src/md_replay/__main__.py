@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import logging
 import sys
+
+from raxx_service_kit.serve import configure_logging, serve
 
 from md_replay.settings import Settings
 
@@ -43,24 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     arch = sub.add_parser("archive", help="archive one session now (re-runnable)")
     arch.add_argument("--date", required=True, type=_date, help="YYYY-MM-DD (America/New_York)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = Settings()
     except ValueError as exc:
         print(f"md-replay: bad settings: {exc}", file=sys.stderr)
         return 78
+    configure_logging(settings.log_level)
     if args.cmd == "archive":
         return asyncio.run(archive(settings, args.date))
-    import uvicorn
-
     from md_replay.app import create_app
 
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="info"
-    )
-    return 0
+    return serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import nats
 from nats.aio.client import Client
 from raxx_contracts import TierPolicy, default_policy
+from raxx_service_kit.nats import ConnectionStatus
+from raxx_service_kit.nats import connect as kit_connect
 
 from md_replay.adapters.capture import CaptureReader
 from md_replay.adapters.objectstore import NatsObjectStore
@@ -30,18 +31,11 @@ class Runtime:
     """What the service and the CLI share."""
 
     nc: Client
+    status: ConnectionStatus
     store: ArchiveStore
     reader: CaptureReader
     archiver: Archiver
     policy: TierPolicy
-
-
-async def connect(settings: Settings) -> Client:
-    """NATS connection with the service's credentials (reconnects forever)."""
-    kwargs: dict[str, object] = {"name": "md-replay", "max_reconnect_attempts": -1}
-    if settings.nats_creds:
-        kwargs["user_credentials"] = str(settings.nats_creds)
-    return await nats.connect(settings.nats_url, **kwargs)
 
 
 def make_store(settings: Settings, nc: Client) -> ArchiveStore:
@@ -57,12 +51,13 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Connect (unless `nc` is given) and build the shared objects; close on exit."""
     own = nc is None
-    conn = nc or await connect(settings)
+    status = ConnectionStatus("md-replay")
+    conn = nc or await kit_connect(settings, "md-replay", status=status)
     try:
         store = make_store(settings, conn)
         reader = CaptureReader(conn.jetstream(), settings.archive_batch)
         archiver = Archiver(store, reader, metrics, settings.retention_days)
-        yield Runtime(conn, store, reader, archiver, default_policy())
+        yield Runtime(conn, status, store, reader, archiver, default_policy())
     finally:
         if own:
             with contextlib.suppress(Exception):
@@ -71,7 +66,8 @@ async def open_runtime(
 
 async def schedule(rt: Runtime, settings: Settings) -> None:
     """Archive each session `archive_lag_seconds` after it ends (catching up a missed one
-    on start) and prune what is past the retention. Runs until cancelled."""
+    on start) and prune what is past the retention. Runs until cancelled (supervised: a
+    failure is retried with backoff by the kit's Supervisor)."""
     while True:
         now = time.time_ns()
         today = session_date(now)
@@ -83,18 +79,3 @@ async def schedule(rt: Runtime, settings: Settings) -> None:
             await rt.archiver.prune(today)
         due = session_window(today)[1] + int(settings.archive_lag_seconds * NS)
         await asyncio.sleep(max(1.0, (due - time.time_ns()) / NS))
-
-
-async def supervise(
-    name: str, factory: Callable[[], Awaitable[None]], backoff: float = 5.0
-) -> None:
-    """Run `factory()` until it returns: log a failure and restart it after `backoff` s."""
-    while True:
-        try:
-            await factory()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s failed; restarting in %.0f s", name, backoff)
-            await asyncio.sleep(backoff)

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from raxx_service_kit.settings import ServiceSettings, dev_port, service_config
 
 
-class Settings(BaseSettings):
-    """Every setting of md-replay; see the README's table."""
+class Settings(ServiceSettings):
+    """Every setting of md-replay; env, log level, HTTP and NATS come from the kit's base
+    (`MDR_ENV`, `MDR_LOG_LEVEL`, `MDR_HTTP_HOST`, `MDR_NATS_URL`, `MDR_NATS_CREDS`, ...)."""
 
-    model_config = SettingsConfigDict(env_prefix="MDR_", env_nested_delimiter="__", extra="ignore")
+    model_config = service_config("MDR_")
 
-    env: Literal["dev", "prod"] = "dev"
-    nats_url: str = "nats://127.0.0.1:4222"
-    nats_creds: Path | None = None
-    http_host: str = "127.0.0.1"
-    http_port: int = 8085
+    http_port: int = Field(default_factory=lambda: dev_port("md-replay"))
 
     archive_url: str = ""
     """Empty: the NATS Object Store bucket `archive_bucket`; else any fsspec URL
