@@ -328,3 +328,29 @@ async def test_concurrent_replays_are_bounded_per_user_and_stop_answers(
             assert b'"replay_id":"third"' in reply.data
         finally:
             await user.drain()
+
+
+async def test_http_edge_health_readiness_metrics_and_manifest(
+    own_nats: str, js_nc: Client, tmp_path: Path
+) -> None:
+    import httpx
+
+    await publish_tape(js_nc.jetstream(), ["AAPL", "MSFT"], 30)
+    s = settings(own_nats, archive_url=f"file://{tmp_path}/m")
+    await archive(s, today())
+    async with running_replay(s) as (app, _):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json()["status"] == "ready"
+            assert "mdr_replays_active" in (await http.get("/metrics")).text
+            manifest = (await http.get(f"/v1/sessions/{today()}")).json()
+            assert manifest["complete"] is True
+            assert manifest["assets"]["stocks"]["messages"] == 30
+            assert manifest["assets"]["stocks"]["symbols"]["MSFT"]["messages"] == 15
+            missing = await http.get(f"/v1/sessions/{today() - dt.timedelta(days=3)}")
+            assert missing.status_code == 404
+            assert missing.json()["error"] == "not_archived"
+            assert (await http.get("/docs")).status_code == 200
