@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import sys
+from array import array
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Literal, NamedTuple
 
@@ -145,11 +147,16 @@ class ReplayEnd(WireModel):
 
 
 # --- Frames: many records per NATS message ---------------------------------------------------
+#
+# Columnar, little-endian, so both ends work on whole arrays instead of record by record:
+#   "RXF1" | u32 n | u16 k | k x (u16 len | subject utf-8)
+#   | n x u16 subject index | n x u64 sequence | n x i64 publish time ns
+#   | (n+1) x u32 payload offsets (first 0, last = blob length) | blob (payloads back to back)
 
 FRAME_MAGIC = b"RXF1"
 _HEAD = struct.Struct("<4sIH")  # magic, record count, subject table size
 _SUBJ = struct.Struct("<H")
-_REC = struct.Struct("<HQqI")  # subject index, stream sequence, publish time ns, payload length
+_LITTLE = sys.byteorder == "little"
 
 
 class ReplayRecord(NamedTuple):
@@ -162,50 +169,80 @@ class ReplayRecord(NamedTuple):
     payload: bytes
 
 
+def _le(arr: array[int]) -> bytes:
+    if not _LITTLE:
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def frame_from_columns(
+    names: Sequence[str], index: bytes, seq: bytes, ts: bytes, offsets: bytes, blob: bytes
+) -> bytes:
+    """Assemble a frame from its columns, already little-endian bytes (u16 subject indices
+    into `names`, u64 sequences, i64 times, n+1 u32 offsets into `blob`)."""
+    n = len(index) // 2
+    table = b"".join(_SUBJ.pack(len(raw)) + raw for raw in (name.encode() for name in names))
+    return b"".join((_HEAD.pack(FRAME_MAGIC, n, len(names)), table, index, seq, ts, offsets, blob))
+
+
 def encode_frame(records: Sequence[tuple[str, int, int, bytes]]) -> bytes:
     """Pack (subject, seq, ts_ns, payload) records into one frame body."""
-    index: dict[str, int] = {}
-    body: list[bytes] = []
-    for subject, seq, ts_ns, payload in records:
-        i = index.get(subject)
-        if i is None:
-            i = index[subject] = len(index)
-        body.append(_REC.pack(i, seq, ts_ns, len(payload)))
-        body.append(payload)
-    table = [FRAME_MAGIC[:0]]
-    for subject in index:
-        raw = subject.encode()
-        table.append(_SUBJ.pack(len(raw)))
-        table.append(raw)
-    return b"".join((_HEAD.pack(FRAME_MAGIC, len(records), len(index)), *table, *body))
+    names: dict[str, int] = {}
+    index = array("H", [names.setdefault(r[0], len(names)) for r in records])
+    offsets = array("I", [0])
+    total = 0
+    for r in records:
+        total += len(r[3])
+        offsets.append(total)
+    return frame_from_columns(
+        list(names),
+        _le(index),
+        _le(array("Q", [r[1] for r in records])),
+        _le(array("q", [r[2] for r in records])),
+        _le(offsets),
+        b"".join(r[3] for r in records),
+    )
+
+
+def _column(data: bytes, off: int, code: str, count: int) -> tuple[array[int], int]:
+    col = array(code)
+    end = off + col.itemsize * count
+    if end > len(data):
+        raise DecodeError("truncated replay frame")
+    col.frombytes(data[off:end])
+    if not _LITTLE:
+        col.byteswap()
+    return col, end
 
 
 def iter_frame(data: bytes) -> Iterator[ReplayRecord]:
     """The records of a frame body, in order; raise DecodeError if it is not a frame."""
+    return iter(decode_frame(data))
+
+
+def decode_frame(data: bytes) -> list[ReplayRecord]:
+    """All records of a frame body, in order; raise DecodeError if it is not a frame."""
     try:
-        magic, count, nsubj = _HEAD.unpack_from(data, 0)
+        magic, n, k = _HEAD.unpack_from(data, 0)
         if magic != FRAME_MAGIC:
             raise DecodeError("not a replay frame")
         off = _HEAD.size
         names: list[str] = []
-        for _ in range(nsubj):
-            (n,) = _SUBJ.unpack_from(data, off)
+        for _ in range(k):
+            (size,) = _SUBJ.unpack_from(data, off)
             off += _SUBJ.size
-            names.append(data[off : off + n].decode())
-            off += n
-        rec, size = _REC.unpack_from, _REC.size
-        for _ in range(count):
-            i, seq, ts, n = rec(data, off)
+            names.append(data[off : off + size].decode())
             off += size
-            payload = data[off : off + n]
-            if len(payload) != n:
-                raise DecodeError("truncated replay frame")
-            yield ReplayRecord(names[i], seq, ts, payload)
-            off += n
-    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+    except (struct.error, UnicodeDecodeError) as exc:
         raise DecodeError(f"truncated or corrupt replay frame: {exc}") from exc
-
-
-def decode_frame(data: bytes) -> list[ReplayRecord]:
-    """All records of a frame body."""
-    return list(iter_frame(data))
+    index, off = _column(data, off, "H", n)
+    seq, off = _column(data, off, "Q", n)
+    ts, off = _column(data, off, "q", n)
+    offsets, off = _column(data, off, "I", n + 1)
+    blob = data[off:]
+    if offsets[0] != 0 or offsets[-1] != len(blob) or (n and max(index) >= k):
+        raise DecodeError("corrupt replay frame")
+    return [
+        ReplayRecord(names[i], s, t, blob[a:b])
+        for i, s, t, a, b in zip(index, seq, ts, offsets, offsets[1:], strict=False)
+    ]

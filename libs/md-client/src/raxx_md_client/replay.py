@@ -36,8 +36,8 @@ from raxx_contracts import (
     ReplayRequest,
     ReplayStop,
     decode,
+    decode_frame,
     encode,
-    iter_frame,
     subjects,
 )
 from raxx_contracts.replay import HDR_KIND, KIND_END, KIND_FRAME, KIND_PROGRESS
@@ -135,9 +135,13 @@ async def replay(
             kind = (msg.headers or {}).get(HDR_KIND)
             if kind == KIND_FRAME:
                 frames += 1
-                for rec in iter_frame(msg.data):
+                records = decode_frame(msg.data)
+                if not decode_events:
+                    for rec in records:
+                        yield ReplayMessage(*rec)
+                for rec in records if decode_events else ():
                     event = None
-                    if decode_events and (model := _model_for(rec.subject)) is not None:
+                    if (model := _model_for(rec.subject)) is not None:
                         with contextlib.suppress(DecodeError):
                             event = decode(model, rec.payload)
                     yield ReplayMessage(rec.subject, rec.seq, rec.ts_ns, rec.payload, event)

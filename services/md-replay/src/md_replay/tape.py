@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from raxx_contracts import AssetClass, NanoDatetime, encode_symbol, subjects
+from raxx_contracts.replay import frame_from_columns
 
 from md_replay.domain import Record
 
@@ -32,6 +34,8 @@ SCHEMA = pa.schema(
     ]
 )
 COMPRESSION = "zstd"
+if sys.byteorder != "little":  # pragma: no cover - frames are little-endian Arrow buffers
+    raise ImportError("md_replay.tape needs a little-endian host")
 
 
 def date_prefix(date: dt.date) -> str:
@@ -105,3 +109,55 @@ def iter_records(table: pa.Table, chunk: int = 20_000) -> Iterator[list[Record]]
         ts = part["publish_ts_ns"].to_pylist()
         payload = part["payload"].to_pylist()
         yield list(zip(subj, seq, ts, payload, strict=True))
+
+
+def _fixed(arr: pa.Array, width: int) -> bytes:
+    """The exact little-endian bytes of a fixed-width array slice (zero-copy view, one copy)."""
+    start = arr.offset * width
+    return memoryview(arr.buffers()[1])[start : start + len(arr) * width].tobytes()
+
+
+def column_frames(
+    table: pa.Table, shown: Callable[[str], str], max_records: int, max_bytes: int
+) -> Iterator[tuple[bytes, int, int]]:
+    """Frames of `table` (already in stream order) built from whole Arrow columns, no Python
+    object per record: (frame body, records, publish time of its last record). `shown` maps a
+    recorded subject to the one the caller sees."""
+    if not table.num_rows:
+        return
+    table = table.combine_chunks()
+    subject = pc.dictionary_encode(table["subject"].cast(pa.string())).chunk(0)
+    names = [shown(s) for s in subject.dictionary.to_pylist()]
+    index = subject.indices
+    seq = table["seq"].chunk(0)
+    ts = table["publish_ts_ns"].chunk(0)
+    payload = table["payload"].chunk(0)
+    rows = table.num_rows
+    i = 0
+    while i < rows:
+        n = min(max_records, rows - i)
+        while True:
+            part = payload.slice(i, n)
+            offs = pa.Array.from_buffers(
+                pa.int32(), n + 1, [None, part.buffers()[1]], null_count=0, offset=part.offset
+            )
+            first, last = offs[0].as_py(), offs[-1].as_py()
+            if last - first <= max_bytes or n == 1:
+                break
+            n = max(1, n // 2)
+        idx = index.slice(i, n)
+        used = pc.unique(idx)
+        local = pc.index_in(idx, used).cast(pa.uint16())
+        frame_names = [names[j] for j in used.to_pylist()]
+        rebased = pc.subtract(offs, pa.scalar(first, pa.int32())).cast(pa.uint32())
+        blob = memoryview(part.buffers()[2])[first:last].tobytes()
+        body = frame_from_columns(
+            frame_names,
+            _fixed(local, 2),
+            _fixed(seq.slice(i, n), 8),
+            _fixed(ts.slice(i, n), 8),
+            _fixed(rebased, 4),
+            blob,
+        )
+        yield body, n, ts[i + n - 1].as_py()
+        i += n
