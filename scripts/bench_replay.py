@@ -99,7 +99,7 @@ async def record(url: str) -> None:
 async def archive(url: str, store_url: str) -> dict[str, Any]:
     nc = await nats.connect(url)
     try:
-        archiver = Archiver(FsspecStore(store_url), CaptureReader(nc.jetstream()), Metrics(), 30)
+        archiver = Archiver(FsspecStore(store_url), CaptureReader(nc), Metrics(), 30)
         t = time.perf_counter()
         manifest = await archiver.archive(session_date(time.time_ns()), lambda _line: None)
         manifest["seconds"] = time.perf_counter() - t

@@ -8,7 +8,9 @@ import time
 
 import pytest
 from md_replay.app import Deps, create_app
+from md_replay.archive import Archiver, read_manifest
 from md_replay.domain import session_date
+from md_replay.metrics import Metrics
 from nats.js.api import StorageType, StreamConfig
 from raxx_contracts import AssetClass, Path, ReplayEnd, subjects
 from raxx_md_client import cli
@@ -74,6 +76,17 @@ async def test_replay_subjects_and_deliveries_are_private_to_the_user(
         )  # fmt: skip
         assert await cli._replay(args) == 0
         assert "end of replay (complete): 0 messages" in capsys.readouterr().err
+        # The archive with md-replay's own identity: object store put, list, get, delete.
+        rt = app.state.md.replayer
+        archiver = Archiver(rt.store, rt.reader, Metrics(), 30)
+        day = session_date(time.time_ns())
+        await rt.store.put("date=2000-01-01/stale.parquet", b"old")
+        manifest = await archiver.archive(day, lambda _line: None)
+        assert manifest["complete"] is True
+        assert await read_manifest(rt.store, day) == manifest
+        assert await archiver.prune(day) == 1
+        assert await rt.store.keys("date=2000") == []
+        assert not service_violations.errors, service_violations.errors
         # Another tier's subject, another user's subject and another user's deliveries.
         pro = subjects.replay("pro", a_token)
         bobs = subjects.replay("free", b_token)

@@ -55,7 +55,7 @@ async def open_runtime(
     conn = nc or await kit_connect(settings, "md-replay", status=status)
     try:
         store = make_store(settings, conn)
-        reader = CaptureReader(conn.jetstream(), settings.archive_batch)
+        reader = CaptureReader(conn, settings.archive_batch)
         archiver = Archiver(store, reader, metrics, settings.retention_days)
         yield Runtime(conn, status, store, reader, archiver, default_policy())
     finally:

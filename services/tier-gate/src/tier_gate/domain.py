@@ -134,6 +134,8 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             ),
             *_js_stream_rights(f"OBJ_{subjects.ARCHIVE_BUCKET}"),
             f"$O.{subjects.ARCHIVE_BUCKET}.>",
+            # nats-py's object store finds its stream by subject (get, list): names only.
+            "$JS.API.STREAM.NAMES",
         ),
         sub=(f"{subjects.REPLAY}.>", "_INBOX.>"),
     ),
