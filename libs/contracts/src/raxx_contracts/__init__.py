@@ -44,6 +44,7 @@ from raxx_contracts.policy import (
     parse_policy,
 )
 from raxx_contracts.replay import (
+    FrameColumns,
     ReplayAccepted,
     ReplayAck,
     ReplayCommand,
@@ -55,6 +56,7 @@ from raxx_contracts.replay import (
     ReplayStop,
     decode_frame,
     encode_frame,
+    frame_columns,
     iter_frame,
 )
 from raxx_contracts.settle import HeldOptionContract, Settle, SettleBatchDone
@@ -73,6 +75,7 @@ __all__ = [
     "CorporateActionType",
     "DecodeError",
     "ErrorReply",
+    "FrameColumns",
     "HandoffEvent",
     "HeldOptionContract",
     "HttpRate",
@@ -119,6 +122,7 @@ __all__ = [
     "encode",
     "encode_frame",
     "encode_symbol",
+    "frame_columns",
     "iter_frame",
     "parse_policy",
     "subjects",

@@ -220,8 +220,20 @@ def iter_frame(data: bytes) -> Iterator[ReplayRecord]:
     return iter(decode_frame(data))
 
 
-def decode_frame(data: bytes) -> list[ReplayRecord]:
-    """All records of a frame body, in order; raise DecodeError if it is not a frame."""
+class FrameColumns(NamedTuple):
+    """A frame's columns: record `i` is `names[subject_index[i]]`, `seq[i]`, `ts[i]`,
+    `blob[offsets[i]:offsets[i + 1]]`."""
+
+    names: list[str]
+    subject_index: array[int]
+    seq: array[int]
+    ts: array[int]
+    offsets: array[int]
+    blob: bytes
+
+
+def frame_columns(data: bytes) -> FrameColumns:
+    """Unpack a frame body into its columns; raise DecodeError if it is not a frame."""
     try:
         magic, n, k = _HEAD.unpack_from(data, 0)
         if magic != FRAME_MAGIC:
@@ -242,6 +254,12 @@ def decode_frame(data: bytes) -> list[ReplayRecord]:
     blob = data[off:]
     if offsets[0] != 0 or offsets[-1] != len(blob) or (n and max(index) >= k):
         raise DecodeError("corrupt replay frame")
+    return FrameColumns(names, index, seq, ts, offsets, blob)
+
+
+def decode_frame(data: bytes) -> list[ReplayRecord]:
+    """All records of a frame body, in order; raise DecodeError if it is not a frame."""
+    names, index, seq, ts, offsets, blob = frame_columns(data)
     return [
         ReplayRecord(names[i], s, t, blob[a:b])
         for i, s, t, a, b in zip(index, seq, ts, offsets, offsets[1:], strict=False)

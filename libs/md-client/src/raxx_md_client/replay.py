@@ -38,6 +38,7 @@ from raxx_contracts import (
     decode,
     decode_frame,
     encode,
+    frame_columns,
     subjects,
 )
 from raxx_contracts.replay import HDR_KIND, KIND_END, KIND_FRAME, KIND_PROGRESS
@@ -135,11 +136,11 @@ async def replay(
             kind = (msg.headers or {}).get(HDR_KIND)
             if kind == KIND_FRAME:
                 frames += 1
-                records = decode_frame(msg.data)
                 if not decode_events:
-                    for rec in records:
-                        yield ReplayMessage(*rec)
-                for rec in records if decode_events else ():
+                    names, index, seq, ts, offsets, blob = frame_columns(msg.data)
+                    for i, s, t, a, b in zip(index, seq, ts, offsets, offsets[1:], strict=False):
+                        yield ReplayMessage(names[i], s, t, blob[a:b])
+                for rec in decode_frame(msg.data) if decode_events else ():
                     event = None
                     if (model := _model_for(rec.subject)) is not None:
                         with contextlib.suppress(DecodeError):
