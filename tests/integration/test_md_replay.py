@@ -304,13 +304,20 @@ async def test_refused_replay_raises_typed_error_in_client(own_nats: str, js_nc:
 async def test_concurrent_replays_are_bounded_per_user_and_stop_answers(
     own_nats: str, js_nc: Client
 ) -> None:
-    await publish_tape(js_nc.jetstream(), ["AAPL"], 3)
+    for _ in range(3):  # spread over more than one frame span: the paced replay must wait
+        await publish_tape(js_nc.jetstream(), ["AAPL"], 1)
+        await asyncio.sleep(0.08)
     s = settings(own_nats, archive_url="memory://busy", max_concurrent_per_user=1)
     async with running_replay(s) as (app, _):
         user = await nats.connect(own_nats, inbox_prefix=f"_INBOX_U.{TOKEN}")
         try:
             deliver = f"_INBOX_U.{TOKEN}.slow"
-            await user.subscribe(deliver)
+            kinds: list[str] = []
+
+            async def on(msg: Msg) -> None:
+                kinds.append((msg.headers or {}).get("Raxx-Replay", "?"))
+
+            await user.subscribe(deliver, cb=on)
             slow = ReplayRequest(replay_id="slow", date=today(), symbols=("AAPL",),
                                  speed=0.0001, deliver=deliver)  # fmt: skip
             accepted = await user.request(subjects.replay("pro", TOKEN), encode(slow), timeout=5)

@@ -185,7 +185,13 @@ class Replayer:
                 raise ReplayError(
                     "too_many_symbols", f"at most {self.settings.max_symbols} symbols per replay"
                 )
-            plan = await self.prepare(tier, cmd)
+            try:
+                plan = await self.prepare(tier, cmd)
+            except (ReplayError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # every request gets an answer, even on a surprise
+                log.exception("replay request %s could not be prepared", cmd.replay_id)
+                raise ReplayError("unavailable", "the replay cannot be prepared now") from exc
         except ReplayError as exc:
             self.metrics.requests.labels("start", exc.code).inc()
             if reply_ok:
