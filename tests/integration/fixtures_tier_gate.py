@@ -45,6 +45,25 @@ class Violations:
 
 
 @dataclass
+class HubPublisher:
+    """The hub's identity publishing `md.*` subjects through their capture streams."""
+
+    nc: Client
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        """Publish what subscribers will see on `subject` (a public `md.rt`/`md.delayed` one)."""
+        await self.nc.publish(subjects.to_capture(subject), data)
+
+    async def flush(self) -> None:
+        """Flush the connection."""
+        await self.nc.flush()
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.nc.close()
+
+
+@dataclass
 class TierGateStack:
     """A running operator-mode nats-server + tier-gate, and helpers to drive them."""
 
@@ -71,6 +90,26 @@ class TierGateStack:
         return await nats.connect(
             self.nats_url, user_credentials=str(self.creds(name)), allow_reconnect=False, **kwargs
         )
+
+    async def hub_publisher(self) -> HubPublisher:
+        """Connect as the hub, declare the capture streams as the hub does, and publish market
+        data the hub's way (on `mdcap.*`; the streams republish it on `md.*`)."""
+        from market_data_hub.adapters.nats import capture_config
+        from market_data_hub.settings import Settings as HubSettings
+        from nats.js.errors import BadRequestError
+        from raxx_contracts import AssetClass
+        from raxx_contracts import Path as MdPath
+
+        nc = await self.service("hub")
+        js = nc.jetstream()
+        for path in MdPath:
+            for asset in AssetClass:
+                cfg = capture_config(path, asset, HubSettings())
+                try:
+                    await js.add_stream(cfg)
+                except BadRequestError:
+                    await js.update_stream(cfg)
+        return HubPublisher(nc)
 
     async def identity(self, user: str, tier: str) -> str:
         """A dev identity JWT for `user`, recording `tier` as billing would."""

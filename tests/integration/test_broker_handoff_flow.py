@@ -24,15 +24,16 @@ import nats
 import psycopg
 import pytest
 from broker_handoff.app import create_app
-from broker_handoff.auth import JsonWebKey, JsonWebToken
 from broker_handoff.deps import build_deps
 from broker_handoff.domain import sha256_hex
 from broker_handoff.service import HandoffService
-from broker_handoff.settings import Settings, VaultSettings
+from broker_handoff.settings import BrokerHandoffVault, Settings
 from fastapi import FastAPI
+from joserfc.jwk import RSAKey
 from nats.js.errors import BadRequestError
 from raxx_contracts import TierChanged, encode, subjects
 from raxx_contracts.timestamps import NanoDatetime
+from raxx_service_kit.jwt import sign
 
 from tests.integration.fixtures.servers import AlpacaSim, Vault
 
@@ -65,8 +66,7 @@ class Harness:
     def jwt(self, user: str) -> str:
         now = int(time.time())
         claims = {"iss": "raxx-identity", "aud": "raxx", "sub": user, "iat": now, "exp": now + 300}
-        header = {"alg": "RS256", "kid": "it-key"}
-        return JsonWebToken(["RS256"]).encode(header, claims, self.key).decode()
+        return sign(self.key, claims, algorithm="RS256")
 
     def auth(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.jwt(user)}"}
@@ -210,11 +210,11 @@ def make_settings(
     **overrides: Any,
 ) -> Settings:
     jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps({"keys": [key.as_dict(is_private=False)]}))
+    jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
     values: dict[str, Any] = {
         "nats_url": nats_url,
         "database_url": dsn,
-        "vault": VaultSettings(
+        "vault": BrokerHandoffVault(
             addr=vault.addr, token=vault.token, prefix=f"raxx/broker-handoff-it/{uuid.uuid4().hex}"
         ),
         "alpaca_oauth_url": sim.url,
@@ -234,7 +234,7 @@ def make_settings(
 
 @pytest.fixture(scope="session")
 def identity_key() -> Any:
-    return JsonWebKey.generate_key("RSA", 2048, {"kid": "it-key", "alg": "RS256"}, is_private=True)
+    return RSAKey.generate_key(2048, parameters={"kid": "it-key", "alg": "RS256"}, private=True)
 
 
 async def open_harness(
@@ -593,7 +593,8 @@ async def test_vault_down_at_callback_is_503_and_nothing_half_written(
             assert status.json()["connected"] is False
             ready = await h.call("GET", "/readyz")
             assert ready.status_code == 503
-            assert "vault" in ready.json()["down"]
+            assert ready.json()["status"] == "not_ready"
+            assert ready.json()["checks"]["vault"]["ok"] is False
             outcomes = [
                 o
                 for (o,) in h.rows(

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import functools
+from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
-from raxx_contracts import HandoffEvent, decode, subjects
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from raxx_contracts import HandoffEvent, TierChanged, decode, encode, subjects
+from raxx_contracts.timestamps import NanoDatetime
 
 from tests.integration import test_broker_handoff_flow as flow
+from tests.integration.fixtures.servers import AlpacaSim, Vault
 from tests.integration.test_broker_handoff_flow import (
     Harness,
+    make_settings,
     new_user,
+    open_harness,
     until,
 )
 
@@ -101,3 +110,70 @@ async def test_an_upgrade_back_allows_connecting_again(bh: Harness) -> None:
     await bh.set_tier(user, "pro_plus", 2)
     assert (await bh.connect(user)).status_code == 200
     await asyncio.sleep(0)
+
+
+async def test_the_durable_the_old_pull_loop_created_is_resumed_after_the_upgrade(
+    tmp_path: Path,
+    identity_key: Any,
+    alpaca_sim: AlpacaSim,
+    vault: Vault,
+    postgres_dsn: str,
+    nats_url: str,
+) -> None:
+    """The pre-kit pull loop made the durable with this config; events published while no
+    broker-handoff ran are waiting on it, and the faststream consumer must pick them up (same
+    durable name, stream bound not declared) rather than start a fresh one."""
+    settings = make_settings(tmp_path, identity_key, alpaca_sim, vault, postgres_dsn, nats_url)
+    await flow.ensure_billing_stream(nats_url)
+    before = await stream_config(nats_url)
+    user = new_user()
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await js.add_consumer(
+            subjects.BILLING_STREAM,
+            ConsumerConfig(
+                durable_name=settings.tier_consumer_durable,
+                filter_subject=subjects.BILLING_TIER_CHANGED,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=30,
+                max_deliver=50,
+            ),
+        )
+        event = TierChanged(
+            user_id=user,
+            tier="pro_plus",
+            version=1,
+            timestamp=NanoDatetime.from_datetime(dt.datetime.now(dt.UTC)),
+        )
+        await js.publish(subjects.BILLING_TIER_CHANGED, encode(event))
+    finally:
+        await nc.close()
+    async for h in open_harness(settings, identity_key, alpaca_sim, vault, postgres_dsn, nats_url):
+        await until(functools.partial(has_tier, h, user, "pro_plus"))
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            names = [c.name for c in await js.consumers_info(subjects.BILLING_STREAM)]
+            assert names.count(settings.tier_consumer_durable) == 1
+            consumer = await js.consumer_info(
+                subjects.BILLING_STREAM, settings.tier_consumer_durable
+            )
+            assert consumer.config.max_deliver == 50
+        finally:
+            await nc.close()
+    assert await stream_config(nats_url) == before  # tier-gate's stream was not re-declared
+
+
+async def has_tier(h: Harness, user: str, tier: str) -> bool:
+    return await h.service.deps.store.tier_of(user) == tier
+
+
+async def stream_config(nats_url: str) -> dict[str, Any]:
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().stream_info(subjects.BILLING_STREAM)
+        return info.config.as_dict()
+    finally:
+        await nc.close()

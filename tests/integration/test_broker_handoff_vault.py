@@ -10,7 +10,7 @@ from typing import Any
 
 import hvac
 import pytest
-from broker_handoff.settings import VaultSettings
+from broker_handoff.settings import BrokerHandoffVault
 from hvac import exceptions as hvac_exc
 
 from tests.integration import test_broker_handoff_flow as flow
@@ -131,7 +131,7 @@ async def test_the_service_runs_with_its_approle_and_default_paths(
     settings = make_settings(tmp_path, identity_key, alpaca_sim, vault, postgres_dsn, nats_url)
     settings = settings.model_copy(
         update={
-            "vault": VaultSettings(
+            "vault": BrokerHandoffVault(
                 addr=vault.addr,
                 auth="approle",
                 role_id=provisioned["role_id"],

@@ -70,7 +70,7 @@ async def test_free_client_gets_decoded_delayed_quotes_and_declares_interest(
     tier_gate_stack: TierGateStack,
 ) -> None:
     stack = tier_gate_stack
-    hub = await stack.service("hub")
+    hub = await stack.hub_publisher()
     responder = await stack.service("hub-responder")
     requests: list[InterestRequest] = []
     asked_on: list[str] = []
@@ -111,7 +111,7 @@ async def test_renewals_lose_no_messages(tier_gate_stack_factory: StackFactory) 
     stack = await tier_gate_stack_factory(credential_ttl=3)
     client = await _client(stack, unique_user(), "pro")
     await client.subscribe(["MSFT"])
-    hub = await stack.service("hub")
+    hub = await stack.hub_publisher()
     subject = subjects.rt(AssetClass.STOCKS, Channel.QUOTES, "MSFT")
     total = 1400
     for seq in range(total):  # ~7 s at 200 msg/s, across at least two renewals
@@ -143,7 +143,7 @@ async def test_downgraded_client_moves_to_the_delayed_path(tier_gate_stack: Tier
             break
         await asyncio.sleep(0.1)
     assert client.tier == "free"
-    hub = await stack.service("hub")
+    hub = await stack.hub_publisher()
     await hub.publish(subjects.rt(AssetClass.STOCKS, Channel.QUOTES, "AAPL"), quote(1))
     await hub.publish(subjects.delayed(AssetClass.STOCKS, Channel.QUOTES, "AAPL"), quote(2))
     await hub.flush()
@@ -170,7 +170,7 @@ async def test_tail_cli_prints_one_line_per_quote_and_stops_cleanly(
     while b"tier free" not in banner:
         banner = await asyncio.wait_for(proc.stderr.readline(), 10)
     assert b"delayed path" in banner
-    hub = await stack.service("hub")
+    hub = await stack.hub_publisher()
     await hub.publish(subjects.delayed(AssetClass.STOCKS, Channel.QUOTES, "AAPL"), quote(7))
     await hub.flush()
     line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()

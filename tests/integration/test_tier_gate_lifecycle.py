@@ -13,6 +13,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from nats.aio.client import RawCredentials
 from raxx_contracts import AssetClass, Channel, subjects
+from raxx_service_kit.nats import creds_text
 from tier_gate import natsjwt
 
 from tests.integration.fixtures_tier_gate import (
@@ -77,7 +78,7 @@ async def test_forged_and_self_signed_credentials_are_refused(
     tampered_body = natsjwt.encode(edited, user_kp).split(".")[1]
     tampered = f"{head}.{tampered_body}.{sig}"
     for bad in (self_signed, forged, tampered):
-        assert "uthorization" in await _refused(stack, natsjwt.creds_text(bad, seed))
+        assert "uthorization" in await _refused(stack, creds_text(bad, seed))
     # and the genuine one still works
     nc = await stack.connect_user(tok["nats"]["creds"])
     await nc.close()
@@ -110,7 +111,7 @@ async def test_downgrade_cuts_live_realtime_subscription_within_five_seconds(
 
     await nc.subscribe(AAPL_RT, cb=cb)
     await nc.flush()
-    hub = await stack.service("hub")
+    hub = await stack.hub_publisher()
     await hub.publish(AAPL_RT, b"1")
     await hub.flush()
     await asyncio.sleep(0.2)
@@ -184,8 +185,9 @@ async def test_identity_errors_give_401_with_a_reason(tier_gate_stack: TierGateS
         key, user_id="x", tier="free", issuer="raxx-identity", audience="someone-else"
     )
     expired = identity.dev_identity_token(
-        key, user_id="x", tier="free", issuer="raxx-identity", audience="raxx", ttl=-10
+        key, user_id="x", tier="free", issuer="raxx-identity", audience="raxx", ttl=-120
     )
+    # ttl=-120: beyond the kit verifier's 30 s clock-skew leeway.
     cases = {bad_sig: "bad_signature", wrong_aud: "wrong_aud", expired: "expired",
              "garbage": "malformed"}  # fmt: skip
     for token, reason in cases.items():
@@ -209,7 +211,7 @@ async def test_client_supplied_public_key_gets_only_a_jwt_that_works_with_its_se
     assert natsjwt.decode(tok["nats"]["jwt"])["sub"] == natsjwt.public_key(seed)
     nc = await nats.connect(
         stack.nats_url,
-        user_credentials=RawCredentials(natsjwt.creds_text(tok["nats"]["jwt"], seed)),
+        user_credentials=RawCredentials(creds_text(tok["nats"]["jwt"], seed)),
         allow_reconnect=False,
     )
     await nc.close()
@@ -263,9 +265,61 @@ async def test_init_is_idempotent_and_dev_admin_reads_everything(
 async def test_readyz_and_metrics_are_served(tier_gate_stack: TierGateStack) -> None:
     stack = tier_gate_stack
     await stack.token(unique_user(), "free")
-    assert (await stack.http.get("/readyz")).json() == {"status": "ready"}
+    ready = (await stack.http.get("/readyz")).json()
+    assert ready["status"] == "ready", ready
+    assert {"postgres", "identity-keys", "nats", "nats-system", "openbao"} <= set(ready["checks"])
     text = (await stack.http.get("/metrics")).text
     assert 'tg_credentials_issued_total{tier="free"} 1.0' in text
     assert "tg_issuance_seconds_bucket" in text
     assert "tg_revocation_pushes_total" in text
     _ = (httpx, nats.errors, Violations)
+
+
+async def test_the_durable_the_old_pull_loop_created_is_resumed_after_the_upgrade(
+    tier_gate_stack: TierGateStack,
+) -> None:
+    """Upgrading must not lose tier changes published while tier-gate was down: the pre-kit
+    pull loop made the durable with this config, and the faststream consumer picks it up (same
+    name, stream bound not re-declared) rather than starting a fresh one."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    stack = tier_gate_stack
+    durable = stack.settings.billing_durable
+    await stack.stop_tier_gate()
+    nc = await stack.service("tier-gate")
+    try:
+        js = nc.jetstream()
+        await js.delete_consumer(subjects.BILLING_STREAM, durable)
+        stream_before = (await js.stream_info(subjects.BILLING_STREAM)).config
+        old = await js.pull_subscribe(  # exactly what the old `billing_batches` did
+            subjects.BILLING_TIER_CHANGED,
+            durable=durable,
+            stream=subjects.BILLING_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=30,
+                max_deliver=20,
+                deliver_policy=DeliverPolicy.ALL,
+            ),
+        )
+        await old.unsubscribe()  # (a durable outlives its subscription)
+    finally:
+        await nc.close()
+    user = unique_user()
+    await stack.publish_tier(user, "pro", version=7)  # while no tier-gate runs
+    await stack.start_tier_gate()
+    for _ in range(100):
+        metrics = (await stack.http.get("/metrics")).text
+        if "tg_billing_events_applied_total 1.0" in metrics:
+            break
+        await asyncio.sleep(0.1)
+    assert "tg_billing_events_applied_total 1.0" in metrics
+    assert (await stack.token(user))["tier"] == "pro"
+    nc = await stack.service("dev-admin")
+    try:
+        js = nc.jetstream()
+        names = [c.name for c in await js.consumers_info(subjects.BILLING_STREAM)]
+        assert names.count(durable) == 1
+        assert (await js.stream_info(subjects.BILLING_STREAM)).config == stream_before
+    finally:
+        await nc.close()

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
+from typing import Any
 
+import nats
 import pytest
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from raxx_contracts import AssetClass, Channel, subjects
 
@@ -54,7 +59,7 @@ async def test_free_credential_gets_delayed_and_every_realtime_pattern_is_refuse
     await nc.flush()
     await _settle()
 
-    hub = await stack.service("hub")
+    hub = await stack.hub_publisher()
     for subject in (AAPL_RT, AAPL_DELAYED, OPT_RT, OPT_DELAYED):
         await hub.publish(subject, b"{}")
     await hub.flush()
@@ -85,7 +90,7 @@ async def test_pro_credential_gets_realtime_equities_but_not_realtime_options(
         await nc.subscribe(s, cb=cb)
     await nc.flush()
     await _settle()
-    hub = await stack.service("hub")
+    hub = await stack.hub_publisher()
     for subject in (AAPL_RT, AAPL_DELAYED, OPT_RT, OPT_DELAYED):
         await hub.publish(subject, b"{}")
     await hub.flush()
@@ -112,8 +117,10 @@ async def test_no_user_credential_can_publish_market_data(
         seen.append(msg.subject)
 
     await watcher.subscribe("md.>", cb=cb)
+    await watcher.subscribe(f"{subjects.CAPTURE_PREFIX}.>", cb=cb)
     await watcher.flush()
-    targets = (AAPL_RT, AAPL_DELAYED, OPT_RT, "md.settle.stocks.2026-01-02.AAPL")
+    targets = (AAPL_RT, AAPL_DELAYED, OPT_RT, "md.settle.stocks.2026-01-02.AAPL",
+               subjects.to_capture(AAPL_RT), subjects.to_capture(AAPL_DELAYED))  # fmt: skip
     for subject in targets:
         await nc.publish(subject, b"{}")
     await nc.flush()
@@ -174,3 +181,97 @@ async def test_subscription_cap_from_policy_is_enforced(tier_gate_stack: TierGat
     # closes the connection with that error.
     assert "maximum subscriptions" in str(nc.last_error).lower()
     assert nc.is_closed
+
+
+async def _direct_get(nc: Client, prefix: str, stream: str, body: dict[str, Any]) -> list[Msg]:
+    """A batch direct get on `stream` with the reply in the user's own inbox: the stored
+    messages, up to the end-of-batch status (or nothing when the server dropped the request)."""
+    inbox = f"{prefix}.{uuid.uuid4().hex}"
+    sub = await nc.subscribe(inbox)
+    await nc.publish(subjects.direct_get(stream), json.dumps(body).encode(), reply=inbox)
+    got: list[Msg] = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=1.5)
+            if (msg.headers or {}).get("Status") == "204":  # end of batch
+                return got
+            got.append(msg)
+    except nats.errors.TimeoutError:
+        return got
+    finally:
+        await sub.unsubscribe()
+
+
+@pytest.mark.parametrize(
+    ("tier", "readable"),
+    [
+        ("free", {"MD_DELAYED_STOCKS", "MD_DELAYED_OPTIONS"}),
+        ("pro", {"MD_DELAYED_STOCKS", "MD_DELAYED_OPTIONS", "MD_RT_STOCKS"}),
+        ("pro_plus", set(subjects.CAPTURE_STREAMS)),
+    ],
+)
+async def test_direct_gets_reach_exactly_the_capture_streams_of_the_tier(
+    tier_gate_stack: TierGateStack, tier: str, readable: set[str]
+) -> None:
+    """Gap recovery is enforced by the server: a credential may read the capture streams of the
+    paths its tier may subscribe to, and its direct get on any other stream is refused."""
+    stack = tier_gate_stack
+    user = unique_user()
+    tok = await stack.token(user, tier)
+    assert set(tok["subjects"]["streams"]) == readable
+    prefix = tok["subjects"]["inbox_prefix"]
+    hub = await stack.hub_publisher()
+    for subject in (AAPL_RT, AAPL_DELAYED, OPT_RT, OPT_DELAYED):
+        await hub.publish(subject, b'{"n":1}')
+        await hub.publish(subject, b'{"n":2}')
+    await hub.flush()
+    await hub.close()
+
+    violations = Violations()
+    nc = await stack.connect_user(tok["nats"]["creds"], violations, inbox_prefix=prefix)
+    for stream in subjects.CAPTURE_STREAMS:
+        batch = await _direct_get(nc, prefix, stream, {"seq": 1, "batch": 10})
+        if stream in readable:
+            assert [m.data for m in batch] == [b'{"n":1}', b'{"n":2}'], stream
+            assert [m.headers[subjects.HDR_SEQUENCE] for m in batch] == ["1", "2"]  # type: ignore[index]
+            assert {m.headers[subjects.HDR_STREAM] for m in batch} == {stream}  # type: ignore[index]
+            assert not violations.about(subjects.direct_get(stream))
+        else:
+            assert batch == [], stream
+            assert violations.about(subjects.direct_get(stream)), (stream, violations.errors)
+    # no other JetStream API (stream info, consumers, message get) on any capture stream
+    for other in ("$JS.API.STREAM.INFO.MD_DELAYED_STOCKS", "$JS.API.STREAM.MSG.GET.MD_RT_STOCKS",
+                  "$JS.API.CONSUMER.CREATE.MD_DELAYED_STOCKS"):  # fmt: skip
+        await nc.publish(other, b"{}", reply=f"{prefix}.x")
+    await nc.flush()
+    await _settle()
+    for other in ("$JS.API.STREAM.INFO.MD_DELAYED_STOCKS", "$JS.API.STREAM.MSG.GET.MD_RT_STOCKS"):
+        assert violations.about(other), (other, violations.errors)
+    await nc.close()
+
+
+async def test_only_the_hub_identity_may_publish_capture_subjects(
+    tier_gate_stack: TierGateStack,
+) -> None:
+    stack = tier_gate_stack
+    watcher = await stack.service("dev-admin")
+    seen: list[str] = []
+
+    async def cb(msg: Msg) -> None:
+        seen.append(msg.subject)
+
+    await watcher.subscribe(">", cb=cb)
+    await watcher.flush()
+    capture = subjects.to_capture(AAPL_RT)
+    for name in ("settler", "hub-responder", "tier-gate", "broker-handoff", "billing"):
+        violations = Violations()
+        nc = await stack.service(name, error_cb=violations.cb)
+        for subject in (capture, AAPL_RT, AAPL_DELAYED):
+            await nc.publish(subject, b"{}")
+        await nc.flush()
+        await _settle()
+        for subject in (capture, AAPL_RT, AAPL_DELAYED):
+            assert violations.about(subject), (name, subject, violations.errors)
+        await nc.close()
+    assert not [s for s in seen if s.startswith(("md.rt", "md.delayed", "mdcap"))]
+    await watcher.close()

@@ -4,7 +4,6 @@ BILLING consumer): a downgrade processed by one replica is enforced by the other
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -62,10 +61,12 @@ async def replicas(tier_gate_stack_factory: StackFactory) -> AsyncIterator[Repli
 
 async def _stop_consuming(stack: TierGateStack) -> None:
     """This replica stops pulling from the shared durable (the other one gets every event)."""
-    task = _runtime(stack).tasks.pop("billing")
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    assert stack._uvicorn is not None
+    broker = stack._uvicorn.config.app.state.broker
+    durable = [s for s in broker.subscribers if getattr(s, "stream", None) is not None]
+    assert durable, "no JetStream subscriber found"
+    for sub in durable:
+        await sub.stop()
     await asyncio.sleep(1.2)  # an outstanding pull request (expires after 1 s) is gone
 
 
@@ -103,7 +104,7 @@ async def test_downgrade_consumed_by_replica_a_cuts_a_credential_from_replica_b(
     nc = await b.connect_user(tok["nats"]["creds"], closed_cb=on_closed)
     await nc.subscribe(AAPL_RT, cb=cb)
     await nc.flush()
-    hub = await a.service("hub")
+    hub = await a.hub_publisher()
     await hub.publish(AAPL_RT, b"1")
     await hub.flush()
     await asyncio.sleep(0.2)

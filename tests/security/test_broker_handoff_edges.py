@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from broker_handoff.auth import JsonWebKey, JsonWebToken
+from joserfc.jwk import RSAKey
+from raxx_service_kit.jwt import sign
 
 from tests.integration import test_broker_handoff_flow as flow
 from tests.integration.fixtures.servers import AlpacaSim, Vault
@@ -68,7 +69,7 @@ class JwksServer:
 
 @pytest.fixture
 def jwks_server(identity_key: Any) -> Iterator[JwksServer]:
-    server = JwksServer({"keys": [identity_key.as_dict(is_private=False)]})
+    server = JwksServer({"keys": [identity_key.as_dict(private=False)]})
     yield server
     server.close()
 
@@ -97,10 +98,10 @@ async def bh_http_jwks(
 
 
 def forged_token(kid: str) -> str:
-    key = JsonWebKey.generate_key("RSA", 2048, {"kid": kid, "alg": "RS256"}, is_private=True)
+    key = RSAKey.generate_key(2048, parameters={"kid": kid, "alg": "RS256"}, private=True)
     now = int(time.time())
     claims = {"iss": "raxx-identity", "aud": "raxx", "sub": "x", "iat": now, "exp": now + 300}
-    return JsonWebToken(["RS256"]).encode({"alg": "RS256", "kid": kid}, claims, key).decode()
+    return sign(key, claims, algorithm="RS256")
 
 
 async def test_unknown_key_ids_do_not_refetch_the_jwks_each_time(

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from market_data_hub.testing import local_settings, running_hub, write_alpaca_key
+from raxx_service_kit.nats import creds_text
 from tier_gate import natsjwt
 
 from tests.integration.fixtures.servers import Vault
@@ -119,7 +120,7 @@ async def test_public_key_stays_with_its_first_user_and_the_downgrade_still_revo
     async def on_closed() -> None:
         closed.set()
 
-    nc = await stack.connect_user(natsjwt.creds_text(pro["nats"]["jwt"], seed), closed_cb=on_closed)
+    nc = await stack.connect_user(creds_text(pro["nats"]["jwt"], seed), closed_cb=on_closed)
 
     # The same key from another account: refused, and nothing about the key changes hands.
     ident = await stack.identity(attacker_second, "free")

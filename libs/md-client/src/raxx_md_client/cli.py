@@ -33,6 +33,7 @@ from raxx_contracts.replay import MAX_REPLAY_SPEED
 
 from raxx_md_client.client import MdClient
 from raxx_md_client.credentials import Credential, TierGateClient, TierGateError
+from raxx_md_client.recovery import Gap, MdClientError
 from raxx_md_client.replay import ReplayMessage, ReplayRefused
 
 DEFAULT_TIER_GATE = os.environ.get("RAXX_MD_TIER_GATE", "http://127.0.0.1:8082")
@@ -112,8 +113,13 @@ def replay_start(date: dt.date, text: str | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=NEW_YORK)
 
 
-def format_event(event: BaseModel, path: str) -> str:
-    """One human line per message."""
+def format_event(event: BaseModel | Gap, path: str) -> str:
+    """One human line per message (and per gap that could not be filled)."""
+    if isinstance(event, Gap):
+        return (
+            f"--:--:--  GAP      {event.subject} seq {event.from_seq}..{event.to_seq}"
+            f" not recoverable ({event.reason})"
+        )
     ts = getattr(event, "timestamp", None)
     clock = ts.strftime("%H:%M:%S.%f")[:-3] if ts is not None else "--:--:--"
     sym = f"{getattr(event, 'symbol', '?'):<8}"
@@ -191,7 +197,12 @@ async def _tail(args: argparse.Namespace) -> int:
                 _err(f"{rej.symbol}: {rej.reason} ({rej.message})")
             if reply.pending:
                 _err(f"not yet acknowledged by Alpaca: {' '.join(reply.pending)}")
-        async for event in client:
+        while True:
+            try:
+                event = await client.next()
+            except MdClientError as exc:  # e.g. a read-back refused: say so, keep tailing
+                _err(str(exc))
+                continue
             path = client.credential.paths[asset].value
             print(format_event(event, path), flush=True)
     finally:

@@ -9,16 +9,6 @@ from raxx_contracts import AssetClass, Channel, Path, Quote, utc_now
 from raxx_md_client.cli import format_event
 from raxx_md_client.client import MODELS
 from raxx_md_client.credentials import Credential
-from raxx_md_client.dedupe import DedupeWindow
-
-
-def test_dedupe_window_drops_repeats_and_forgets_old_entries() -> None:
-    w = DedupeWindow(size=2)
-    assert w.first_time("a", b"1")
-    assert not w.first_time("a", b"1")
-    assert w.first_time("b", b"1")
-    assert w.first_time("a", b"2")
-    assert w.first_time("a", b"1")  # evicted
 
 
 def test_refresh_at_is_three_quarters_of_the_lifetime() -> None:

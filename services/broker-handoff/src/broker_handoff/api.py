@@ -11,9 +11,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 
 from broker_handoff import domain, pages
-from broker_handoff.auth import admin_allowed, bearer
+from broker_handoff.auth import admin_allowed, bearer, user_id
 from broker_handoff.domain import OrderRequest
-from broker_handoff.errors import BadRequest, CrossSiteRequest, HandoffError, Unauthorized
+from broker_handoff.errors import BadRequest, CrossSiteRequest, ServiceError, Unauthorized
 from broker_handoff.orders import BrokerUse
 from broker_handoff.revocation import MassRevocation
 from broker_handoff.service import COOKIE_MARGIN_SECONDS, FlowStart, HandoffService
@@ -34,7 +34,7 @@ ServiceDep = Annotated[HandoffService, Depends(_service)]
 async def _user(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     """The verified identity (JWT `sub`) of the caller."""
     service = _service(request)
-    return await service.deps.identity.user_id(bearer(authorization))
+    return await user_id(service.deps.identity, bearer(authorization))
 
 
 UserDep = Annotated[str, Depends(_user)]
@@ -80,7 +80,7 @@ async def consent_page(service: ServiceDep, link: str = "") -> Response:
     """The explicit consent step (the link is used up only by an answer, never by a view)."""
     try:
         user_id, env = await service.peek_link(link)
-    except HandoffError as exc:
+    except ServiceError as exc:
         return _page(service, exc.code, exc.status)
     return _html(service, pages.consent_page(link, user_id, env), 200)
 
@@ -94,7 +94,7 @@ async def consent_answer(request: Request, service: ServiceDep) -> Response:
         flow = await service.confirm_consent(
             form.get("link", ""), form.get("decision") == "connect"
         )
-    except HandoffError as exc:
+    except ServiceError as exc:
         return _page(service, exc.code, exc.status)
     if flow is None:
         return _page(service, "cancelled", 200)
@@ -112,7 +112,7 @@ async def callback(
     """Provider redirect target: completes only in the browser holding the flow's cookie."""
     try:
         outcome = await service.complete_callback(state, code, error, request.cookies)
-    except HandoffError as exc:  # the database is away before anything was decided
+    except ServiceError as exc:  # the database is away before anything was decided
         return _page(service, exc.code, exc.status)
     except Exception as exc:
         log.error("callback failed unexpectedly: %s", type(exc).__name__)
@@ -140,7 +140,7 @@ async def retry(request: Request, service: ServiceDep) -> Response:
         _same_origin(request, service)
         state = (await _form(request)).get("state")
         flow = await service.retry_flow(state, request.cookies)
-    except HandoffError as exc:
+    except ServiceError as exc:
         return _page(service, exc.code, exc.status)
     response = _to_provider(service, flow, status=303)
     if state:

@@ -1,30 +1,19 @@
-"""Who is calling: Raxx identity JWTs (authlib jose + JWKS) and the separate admin token."""
+"""Who is calling: Raxx identity JWTs (the kit's `JwtVerifier`, joserfc) and the admin token."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-import warnings
-from pathlib import Path
-from typing import Any
+import logging
 
-# Imported first: it installs an "always" filter that must not override the one below.
-import authlib.deprecate  # noqa: F401
-import httpx
-
-with warnings.catch_warnings():
-    # Authlib 1.9 marks `authlib.jose` deprecated in favour of joserfc; the team convention
-    # (TEAM.md: identity JWTs verified with authlib's jose) keeps it until 2.0.
-    warnings.filterwarnings("ignore", message="authlib.jose module is deprecated")
-    from authlib.jose import JsonWebKey, JsonWebToken, KeySet
-    from authlib.jose.errors import JoseError
+from raxx_service_kit.errors import UnauthorizedError
+from raxx_service_kit.jwt import JwtVerifier
 
 from broker_handoff.domain import token_matches
 from broker_handoff.errors import Unauthorized
+from broker_handoff.settings import Settings
 
-ALGORITHMS = ["RS256", "ES256", "EdDSA"]
-JWKS_TTL_SECONDS = 300.0
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("RS256", "ES256", "EdDSA", "Ed25519")
 
 
 def bearer(header: str | None) -> str:
@@ -37,75 +26,34 @@ def bearer(header: str | None) -> str:
     return token.strip()
 
 
-class IdentityVerifier:
-    """Verifies identity JWTs against a JWKS (URL or file).
+def identity_verifier(settings: Settings) -> JwtVerifier:
+    """The identity-token verifier: JWKS cached, an unknown `kid` refetches at most once per
+    `BH_IDENTITY_JWKS_MIN_REFRESH_SECONDS` (forged key ids cannot hammer the issuer)."""
+    return JwtVerifier(
+        issuer=settings.identity_issuer,
+        audience=settings.identity_audience,
+        jwks_url=settings.identity_jwks_url,
+        algorithms=ALGORITHMS,
+        required=("sub",),
+        min_refresh_interval=settings.identity_jwks_min_refresh_seconds,
+    )
 
-    An unknown `kid` may mean the issuer rotated keys, so it refetches the JWKS, but at most once
-    per `min_refresh_seconds` (counting failed fetches too): tokens with made-up key ids cannot
-    turn every request into a request to the identity provider.
+
+async def user_id(verifier: JwtVerifier, token: str) -> str:
+    """The verified `sub` of an identity JWT; `Unauthorized` (no reason in the body) otherwise.
+
+    The kit's reason (expired, wrong_aud, unknown_key, ...) goes to the log only: this service
+    has always answered a fixed message, whatever the token carried.
     """
-
-    def __init__(
-        self, jwks_url: str, issuer: str, audience: str, min_refresh_seconds: float = 30.0
-    ) -> None:
-        self._jwks_url = jwks_url
-        self._min_refresh = min_refresh_seconds
-        self._attempted_at = -1e18
-        self._jwt = JsonWebToken(ALGORITHMS)
-        self._claims_options = {
-            "iss": {"essential": True, "value": issuer},
-            "aud": {"essential": True, "value": audience},
-            "sub": {"essential": True},
-            "exp": {"essential": True},
-        }
-        self._keys: KeySet | None = None
-        self._fetched_at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def _load(self) -> KeySet:
-        if self._jwks_url.startswith(("http://", "https://")):
-            async with httpx.AsyncClient(timeout=5.0) as client:
-                resp = await client.get(self._jwks_url)
-                resp.raise_for_status()
-                data: Any = resp.json()
-        else:
-            text = await asyncio.to_thread(Path(self._jwks_url).read_text)
-            data = json.loads(text)
-        return JsonWebKey.import_key_set(data)
-
-    async def _key_set(self, refresh: bool) -> KeySet:
-        async with self._lock:
-            now = time.monotonic()
-            stale = now - self._fetched_at > JWKS_TTL_SECONDS
-            may_refresh = now - self._attempted_at >= self._min_refresh
-            if (self._keys is None or refresh or stale) and may_refresh:
-                self._attempted_at = now
-                try:
-                    self._keys = await self._load()
-                    self._fetched_at = time.monotonic()
-                except (httpx.HTTPError, OSError, ValueError) as exc:
-                    if self._keys is None:
-                        raise Unauthorized("Identity keys are unavailable; try again.") from exc
-            if self._keys is None:
-                raise Unauthorized("Identity keys are unavailable; try again.")
-            return self._keys
-
-    async def user_id(self, token: str) -> str:
-        """The verified `sub` of an identity JWT; Unauthorized otherwise."""
-        for refresh in (False, True):
-            keys = await self._key_set(refresh)
-            try:
-                claims = self._jwt.decode(token, keys, claims_options=self._claims_options)
-                claims.validate(leeway=30)
-            except ValueError:
-                continue  # unknown kid: the issuer may have rotated keys
-            except JoseError:
-                raise Unauthorized("Invalid or expired identity token.") from None
-            sub = claims.get("sub")
-            if isinstance(sub, str) and sub:
-                return sub
-            break
+    try:
+        claims = await verifier.verify(token)
+    except UnauthorizedError as exc:
+        log.info("identity token refused: %s", exc.reason)
+        raise Unauthorized("Invalid or expired identity token.") from None
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
         raise Unauthorized("Invalid or expired identity token.")
+    return sub
 
 
 def admin_allowed(presented: str, expected_sha256: str | None) -> bool:

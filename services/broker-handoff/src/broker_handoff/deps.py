@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from raxx_service_kit.clock import Clock, SystemClock
+from raxx_service_kit.jwt import JwtVerifier
+
 from broker_handoff.adapters.alpaca import AlpacaOAuth, AlpacaTrading
-from broker_handoff.adapters.nats import Bus
 from broker_handoff.adapters.postgres import Store
 from broker_handoff.adapters.vault import VaultStore
-from broker_handoff.auth import IdentityVerifier
+from broker_handoff.auth import identity_verifier
 from broker_handoff.metrics import Metrics
 from broker_handoff.settings import Settings
 
 
-def utc_clock() -> dt.datetime:
-    """Now, tz-aware UTC."""
-    return dt.datetime.now(dt.UTC)
-
-
 @dataclass
 class Deps:
-    """Everything with IO, handed to the app factory."""
+    """Everything with IO, handed to the app factory (NATS is the app's own kit broker)."""
 
     store: Store
     vault: VaultStore
     oauth: AlpacaOAuth
     trading: AlpacaTrading
-    bus: Bus
-    identity: IdentityVerifier
+    identity: JwtVerifier
     metrics: Metrics = field(default_factory=Metrics)
-    clock: Callable[[], dt.datetime] = utc_clock
+    clock: Clock = field(default_factory=SystemClock)
 
 
 def build_deps(settings: Settings) -> Deps:
@@ -45,6 +39,7 @@ def build_deps(settings: Settings) -> Deps:
             connect_timeout=settings.db_connect_timeout_seconds,
             statement_timeout_ms=settings.db_statement_timeout_ms,
             reconnect_timeout=settings.db_reconnect_timeout_seconds,
+            retry_after=settings.retry_after_seconds,
         ),
         vault=VaultStore(settings.vault, on_error=lambda op: metrics.vault_errors.labels(op).inc()),
         oauth=AlpacaOAuth(
@@ -55,12 +50,6 @@ def build_deps(settings: Settings) -> Deps:
             settings.alpaca_timeout_seconds,
         ),
         trading=AlpacaTrading(settings.trading_url("live"), settings.trading_url("paper")),
-        bus=Bus(settings.nats_url, settings.nats_creds),
-        identity=IdentityVerifier(
-            settings.identity_jwks_url,
-            settings.identity_issuer,
-            settings.identity_audience,
-            settings.identity_jwks_min_refresh_seconds,
-        ),
+        identity=identity_verifier(settings),
         metrics=metrics,
     )

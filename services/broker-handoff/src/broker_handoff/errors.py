@@ -1,48 +1,62 @@
-"""Typed errors; each carries its HTTP status and a plain message. Mapped once, in `api.py`.
+"""broker-handoff's own error kinds, on the kit's `TypedError` family; mapped once at the edge
+by the kit's `install_error_handlers` (body `{"error": code, "message": text}`).
 
-A message never contains a secret: callers build messages from codes and ids only.
+A message never contains a secret: callers build messages from codes and ids only. The kit's
+`ServiceError` is the base every `except` here catches (the kit's `VaultUnavailable`, raised by
+`VaultKV`, is one too; it is re-exported so callers import their errors from one place).
 """
 
 from __future__ import annotations
 
+from raxx_service_kit.errors import (
+    ConfigError,
+    PermanentError,
+    RetryableError,
+    ServiceError,
+    TypedError,
+)
+from raxx_service_kit.vault import VaultUnavailable
 
-class HandoffError(Exception):
-    """Base of every error broker-handoff raises on purpose."""
+__all__ = [
+    "BadRequest",
+    "BindingMismatch",
+    "ConfigError",
+    "CrossSiteRequest",
+    "Declined",
+    "IdempotencyConflict",
+    "InProgress",
+    "InvalidLink",
+    "InvalidState",
+    "NotConnected",
+    "NotEligible",
+    "ProviderRejected",
+    "ProviderUnavailable",
+    "RedirectNotAllowed",
+    "ServiceError",
+    "StateExpired",
+    "StoreUnavailable",
+    "Unauthorized",
+    "VaultUnavailable",
+]
 
-    status = 500
-    code = "internal"
-    retry_after = False
-    """503s that pass: the answer carries `Retry-After`."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class ConfigError(HandoffError):
-    """Bad configuration found at start; the process exits."""
-
-    code = "config"
-
-
-class Unauthorized(HandoffError):
-    """Missing or invalid credentials."""
+class Unauthorized(TypedError):
+    """Missing or invalid credentials (identity or admin token); the body names no reason."""
 
     status = 401
     code = "unauthorized"
 
 
-class NotEligible(HandoffError):
+class NotEligible(TypedError):
     """The user's tier may not use the live-broker handoff."""
 
     status = 403
     code = "not_eligible"
 
 
-class BadRequest(HandoffError):
+class BadRequest(PermanentError):
     """The request is malformed or lacks something required (e.g. consent)."""
 
-    status = 400
     code = "bad_request"
 
 
@@ -58,7 +72,7 @@ class StateExpired(InvalidState):
     code = "expired"
 
 
-class BindingMismatch(HandoffError):
+class BindingMismatch(TypedError):
     """The callback was opened in a browser that did not start the flow (no or wrong cookie)."""
 
     status = 403
@@ -71,7 +85,7 @@ class Declined(BadRequest):
     code = "declined"
 
 
-class InProgress(HandoffError):
+class InProgress(TypedError):
     """The same authorization is being completed by another request (a second tab)."""
 
     status = 409
@@ -84,7 +98,7 @@ class InvalidLink(BadRequest):
     code = "invalid_link"
 
 
-class CrossSiteRequest(HandoffError):
+class CrossSiteRequest(TypedError):
     """A state-changing browser request that did not come from our own pages."""
 
     status = 403
@@ -97,45 +111,41 @@ class RedirectNotAllowed(BadRequest):
     code = "redirect_uri_not_allowed"
 
 
-class NotConnected(HandoffError):
+class NotConnected(TypedError):
     """The user has no live broker connection."""
 
     status = 409
     code = "not_connected"
 
 
-class IdempotencyConflict(HandoffError):
+class IdempotencyConflict(TypedError):
     """The same idempotency key was used with a different request, or is still in flight."""
 
     status = 409
     code = "idempotency_conflict"
 
 
-class ProviderRejected(HandoffError):
+class ProviderRejected(BadRequest):
     """The provider refused the request (e.g. an authorization code it does not accept)."""
 
-    status = 400
     code = "provider_rejected"
 
 
-class ProviderUnavailable(HandoffError):
+class ProviderUnavailable(TypedError):
     """The provider did not answer or answered with a server error."""
 
     status = 502
     code = "provider_unavailable"
 
 
-class VaultUnavailable(HandoffError):
-    """Vault/OpenBao did not answer; nothing was written."""
+class StoreUnavailable(RetryableError):
+    """PostgreSQL did not answer (503 + `Retry-After`; a tier change is redelivered later)."""
 
-    status = 503
-    code = "vault_unavailable"
-    retry_after = True
-
-
-class StoreUnavailable(HandoffError):
-    """PostgreSQL did not answer."""
-
-    status = 503
     code = "database_unavailable"
-    retry_after = True
+
+    def __init__(
+        self,
+        message: str = "The database is unavailable. Try again shortly.",
+        retry_after: float = 5.0,
+    ) -> None:
+        super().__init__(message, retry_after)

@@ -7,7 +7,7 @@ from typing import Any
 
 from broker_handoff import domain
 from broker_handoff.domain import OrderRequest
-from broker_handoff.errors import BadRequest, HandoffError, IdempotencyConflict
+from broker_handoff.errors import BadRequest, IdempotencyConflict, ServiceError
 from broker_handoff.service import HandoffService
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class BrokerUse:
         """Place an order once per key; a repeat returns the original. (order, replayed)."""
         try:
             result = await self._place(user_id, order, idempotency_key)
-        except HandoffError as exc:
+        except ServiceError as exc:
             self.metrics.orders.labels(exc.code).inc()
             await self.service.deps.store.audit(user_id, user_id, "order", exc.code)
             raise
@@ -107,7 +107,7 @@ class BrokerUse:
         fields = domain.order_fields(order, coid)
         try:
             placed = await trading.submit(stored.token, stored.env, fields)
-        except HandoffError as exc:
+        except ServiceError as exc:
             if exc.status in (400, 403, 409, 422):
                 # The provider refused it outright: nothing was placed, the key may be reused.
                 await store.release_order(user_id, coid)
@@ -129,5 +129,5 @@ class BrokerUse:
             return await self.service.deps.trading.order_by_client_id(
                 stored.token, stored.env, coid
             )
-        except HandoffError:
+        except ServiceError:
             return None

@@ -13,10 +13,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import time
 
 from broker_handoff.adapters.vault import GRANTS_DIR, grant_path
-from broker_handoff.errors import HandoffError
+from broker_handoff.errors import ServiceError
 from broker_handoff.service import SYSTEM, HandoffService
 
 log = logging.getLogger(__name__)
@@ -38,18 +37,31 @@ class Reconciler:
         self._wake.set()
 
     async def run_forever(self) -> None:
-        """Pass after pass; an outage of Vault or the database only delays the next one."""
+        """Pass after pass; an outage of Vault or the database only delays the next one.
+
+        Run under the kit's `Supervisor` (a bug that escapes is restarted with backoff)."""
         while True:
             self._wake.clear()  # a wake during the pass below triggers the next one at once
             try:
                 await self.run_once()
-            except HandoffError as exc:
+            except ServiceError as exc:
                 self.service.metrics.reconcile_runs.labels("failed").inc()
                 log.info(
                     "reconcile pass did not finish (%s); next in %.0fs", exc.code, self.interval
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            await self._pause()
+
+    async def _pause(self) -> None:
+        """Wait `interval` on the service's clock, or less when woken."""
+        woken = asyncio.ensure_future(self._wake.wait())
+        slept = asyncio.ensure_future(self.service.deps.clock.sleep(self.interval))
+        try:
+            await asyncio.wait((woken, slept), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (woken, slept):
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
 
     async def run_once(self) -> int:
         """One pass; returns how many orphans it destroyed."""
@@ -57,14 +69,15 @@ class Reconciler:
         store, vault = svc.deps.store, svc.deps.vault
         listed = await vault.list_dir(GRANTS_DIR)
         known = await store.grant_statuses(listed)
-        now = svc.deps.clock()
+        clock = svc.deps.clock
+        now = clock.now()
         grace = dt.timedelta(seconds=self.grace)
         destroyed = 0
         for grant_id in listed:
             row = known.get(grant_id)
             if row is None:
-                first = self._first_seen.setdefault(grant_id, time.monotonic())
-                if time.monotonic() - first < self.grace:
+                first = self._first_seen.setdefault(grant_id, clock.monotonic())
+                if clock.monotonic() - first < self.grace:
                     continue
             else:
                 status, changed = row

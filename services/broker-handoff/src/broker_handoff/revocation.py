@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from broker_handoff.errors import HandoffError, IdempotencyConflict
+from broker_handoff.errors import IdempotencyConflict, ServiceError
 from broker_handoff.service import HandoffService
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class MassRevocation:
                 outcome = await svc.deps.oauth.revoke(stored.token, secret)
                 metrics.revocations.labels(outcome).inc()
             await svc.deps.vault.destroy_path(key)
-        except HandoffError as exc:
+        except ServiceError as exc:
             metrics.mass_revocation_tokens.labels("failed").inc()
             log.warning("revoke-all: one token failed: %s", exc.code)
             return 0, 1

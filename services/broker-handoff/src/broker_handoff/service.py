@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +21,6 @@ from broker_handoff.errors import (
     BadRequest,
     BindingMismatch,
     Declined,
-    HandoffError,
     InProgress,
     InvalidLink,
     InvalidState,
@@ -30,6 +29,7 @@ from broker_handoff.errors import (
     ProviderRejected,
     ProviderUnavailable,
     RedirectNotAllowed,
+    ServiceError,
     StateExpired,
     StoreUnavailable,
     VaultUnavailable,
@@ -61,22 +61,27 @@ class FlowStart:
 class CallbackOutcome:
     """How a callback ended: `error` None means connected."""
 
-    error: HandoffError | None
+    error: ServiceError | None
     env: BrokerEnv | None
     retry_state: str | None
     scope: str | None
 
 
-def _failure(code: str) -> HandoffError:
+async def _nowhere(_event: HandoffEvent) -> None:
+    return None
+
+
+def _failure(code: str) -> ServiceError:
     """The error a failed (retryable) state recorded, rebuilt for its page."""
-    kinds: dict[str, type[HandoffError]] = {
-        "declined": Declined,
-        "provider_rejected": ProviderRejected,
-        "provider_unavailable": ProviderUnavailable,
-        "vault_unavailable": VaultUnavailable,
-        "database_unavailable": StoreUnavailable,
+    message = "This attempt did not complete."
+    kinds: dict[str, Callable[[], ServiceError]] = {
+        "declined": lambda: Declined(message),
+        "provider_rejected": lambda: ProviderRejected(message),
+        "provider_unavailable": lambda: ProviderUnavailable(message),
+        "vault_unavailable": lambda: VaultUnavailable("callback"),
+        "database_unavailable": lambda: StoreUnavailable(message),
     }
-    return kinds.get(code, Declined)("This attempt did not complete.")
+    return kinds.get(code, kinds["declined"])()
 
 
 class HandoffService:
@@ -90,6 +95,8 @@ class HandoffService:
         self._client_secret: str | None = None
         self.wake_reconciler: Callable[[], None] = lambda: None
         """Set by the app: asks the reconciler to look for orphans soon."""
+        self.publish_event: Callable[[HandoffEvent], Awaitable[None]] = _nowhere
+        """Set by the app: the kit broker's best-effort publisher of `broker.handoff.events`."""
 
     async def load_secrets(self) -> None:
         """Fetch the OAuth client secret at start (non-fatal: /readyz shows a Vault outage)."""
@@ -120,7 +127,7 @@ class HandoffService:
         if secret:
             self._client_secret = secret
             return secret
-        raise VaultUnavailable("The OAuth client secret is not configured in the secret store.")
+        raise VaultUnavailable("oauth-client secret not configured")
 
     async def publish(self, user_id: str, kind: Any, env: BrokerEnv, reason: str = "") -> None:
         """Publish a HandoffEvent (no secrets)."""
@@ -128,10 +135,10 @@ class HandoffService:
             user_id=user_id,
             kind=kind,
             env=env,
-            timestamp=NanoDatetime.from_datetime(self.deps.clock()),
+            timestamp=NanoDatetime.from_datetime(self.deps.clock.now()),
             reason=reason,
         )
-        await self.deps.bus.publish_event(event)
+        await self.publish_event(event)
 
     def check_redirect(self, redirect_uri: str | None) -> str:
         """The redirect URI to use; refused unless it is on the allow-list."""
@@ -160,7 +167,7 @@ class HandoffService:
                     "Alpaca account. Repeat the request with consent=true to agree."
                 )
             await self.require_eligible(user_id)
-        except HandoffError as exc:
+        except ServiceError as exc:
             self.metrics.connects.labels(exc.code).inc()
             await store.audit(user_id, user_id, "connect", exc.code, {"env": env})
             raise
@@ -173,12 +180,14 @@ class HandoffService:
         try:
             broker_env = self._parse_env(env)
             await self.require_eligible(user_id)
-        except HandoffError as exc:
+        except ServiceError as exc:
             self.metrics.connects.labels(exc.code).inc()
             await store.audit(user_id, user_id, "connect_link", exc.code, {"env": env})
             raise
         link = domain.new_link()
-        expires = self.deps.clock() + dt.timedelta(seconds=self.settings.connect_link_ttl_seconds)
+        expires = self.deps.clock.now() + dt.timedelta(
+            seconds=self.settings.connect_link_ttl_seconds
+        )
         await store.save_link(domain.link_key(link), user_id, broker_env, expires)
         await store.audit(user_id, user_id, "connect_link", "issued", {"env": broker_env})
         return f"{self.public_origin()}{pages.CONSENT_PATH}?link={link}", expires
@@ -216,7 +225,7 @@ class HandoffService:
             return None
         try:
             await self.require_eligible(user_id)
-        except HandoffError as exc:
+        except ServiceError as exc:
             self.metrics.connects.labels(exc.code).inc()
             await store.audit(user_id, user_id, "connect", exc.code, {"env": broker_env})
             raise
@@ -233,7 +242,7 @@ class HandoffService:
         binding = domain.new_binding()
         verifier = domain.new_code_verifier() if self.settings.oauth_pkce else None
         ttl = self.settings.oauth_state_ttl_seconds
-        expires = self.deps.clock() + dt.timedelta(seconds=ttl)
+        expires = self.deps.clock.now() + dt.timedelta(seconds=ttl)
         await self.deps.store.save_state(
             domain.state_key(state),
             user_id,
@@ -268,7 +277,7 @@ class HandoffService:
             self.metrics.connects.labels("invalid_state").inc()
             await self._audit_quietly("anonymous", None, step, "invalid_state", {})
             raise InvalidState("Unknown or already used state. Start again.")
-        if row.expires_at < self.deps.clock():  # the cookie may be gone too: say why plainly
+        if row.expires_at < self.deps.clock.now():  # the cookie may be gone too: say why plainly
             await store.delete_state(key)
             self.metrics.connects.labels("expired").inc()
             await self._audit_quietly(row.user_id, row.user_id, step, "expired", {})
@@ -304,7 +313,7 @@ class HandoffService:
             return CallbackOutcome(exc, None, None, None)
         user_id = row.user_id
         env: BrokerEnv = "live" if row.env == "live" else "paper"
-        now = self.deps.clock()
+        now = self.deps.clock.now()
         if row.status == "failed":  # a reload of a failed attempt: offer the retry again
             return CallbackOutcome(_failure(row.failure), env, state, None)
         if error or not code:
@@ -323,7 +332,7 @@ class HandoffService:
             secret = await self.client_secret()
             issued = await self.deps.oauth.exchange(code, uri, claimed.code_verifier, secret)
             await self._store_token(user_id, env, issued.token, issued.scope, secret)
-        except HandoffError as exc:
+        except ServiceError as exc:
             retryable = exc.code in RETRYABLE
             await self._fail(key, user_id, env, exc, retryable)
             return CallbackOutcome(exc, env, state if retryable else None, None)
@@ -335,7 +344,7 @@ class HandoffService:
         return CallbackOutcome(None, env, None, issued.scope)
 
     async def _fail(
-        self, key: str, user_id: str, env: BrokerEnv, exc: HandoffError, retryable: bool
+        self, key: str, user_id: str, env: BrokerEnv, exc: ServiceError, retryable: bool
     ) -> None:
         """Record a failed callback; keep the state as a retry ticket when a retry can help."""
         self.metrics.connects.labels(exc.code).inc()
@@ -344,7 +353,7 @@ class HandoffService:
         ttl = dt.timedelta(seconds=self.settings.oauth_state_ttl_seconds)
         try:
             if retryable:
-                await self.deps.store.fail_state(key, exc.code, self.deps.clock() + ttl)
+                await self.deps.store.fail_state(key, exc.code, self.deps.clock.now() + ttl)
             else:
                 await self.deps.store.delete_state(key)
         except StoreUnavailable:
@@ -358,7 +367,7 @@ class HandoffService:
         env: BrokerEnv = "live" if row.env == "live" else "paper"
         try:
             await self.require_eligible(row.user_id)
-        except HandoffError as exc:
+        except ServiceError as exc:
             self.metrics.connects.labels(exc.code).inc()
             await self.deps.store.delete_state(key)
             raise
@@ -428,7 +437,7 @@ class HandoffService:
             await self.deps.vault.destroy_path(path)
             grant = path.removeprefix(GRANTS_DIR + "/")
             await self.deps.store.set_grant_status(grant, "destroyed", ("retired",))
-        except HandoffError as exc:
+        except ServiceError as exc:
             log.warning("superseded grant not destroyed yet (%s); the reconciler will", exc.code)
             self.wake_reconciler()
 

@@ -4,42 +4,41 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from raxx_service_kit.settings import (
+    ServiceSettings,
+    dev_database_url,
+    dev_port,
+    service_config,
+)
+from raxx_service_kit.vault import VaultSettings
 
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8083/v1/broker/alpaca/callback"
 
 
-class VaultSettings(BaseModel):
-    """How to reach OpenBao/Vault (`BH_VAULT__ADDR`, `BH_VAULT__AUTH`, ...)."""
+class BrokerHandoffVault(VaultSettings):
+    """The kit's OpenBao settings (`BH_VAULT__ADDR`, `BH_VAULT__AUTH`, ...) plus the prefix."""
 
-    addr: str = "http://127.0.0.1:18200"
-    auth: Literal["token", "approle", "kubernetes"] = "token"
-    token: SecretStr | None = None
-    role_id: str | None = None
-    secret_id: SecretStr | None = None
-    role: str = "broker-handoff"
+    role: str | None = "broker-handoff"
     """Kubernetes auth role."""
-    mount: str = "secret"
-    """KV v2 mount."""
-    approle_mount: str = "approle"
-    kubernetes_mount: str = "kubernetes"
-    kubernetes_jwt_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    timeout_seconds: float = Field(default=5.0, gt=0)
     prefix: str = "raxx/broker-handoff"
     """Every path broker-handoff owns lives below this prefix (the policy grants exactly it)."""
 
 
-class Settings(BaseSettings):
-    """broker-handoff settings; build once at process start and pass around."""
+class Settings(ServiceSettings):
+    """broker-handoff settings; build once at process start and pass around.
 
-    model_config = SettingsConfigDict(env_prefix="BH_", env_nested_delimiter="__", extra="ignore")
+    From the kit's base: `BH_ENV`, `BH_LOG_LEVEL`, `BH_HTTP_HOST`, `BH_HTTP_PORT`, `BH_NATS_URL`,
+    `BH_NATS_CREDS` (a `.creds` file), `BH_NATS_CREDS_TEXT`.
+    """
 
-    env: Literal["dev", "prod"] = "dev"
-    nats_url: str = "nats://127.0.0.1:14222"
-    nats_creds: str | None = None
-    database_url: str = "postgresql://postgres@127.0.0.1:15432/raxx"
-    vault: VaultSettings = VaultSettings()
+    model_config = service_config("BH_")
+
+    http_port: int = Field(default_factory=lambda: dev_port("broker-handoff"))
+    database_url: str = Field(default_factory=lambda: dev_database_url("broker_handoff"))
+    vault: BrokerHandoffVault = Field(
+        default_factory=lambda: BrokerHandoffVault(addr=f"http://127.0.0.1:{dev_port('openbao')}")
+    )
 
     alpaca_oauth_url: str = "http://127.0.0.1:18700"
     """Base of the authorize page (`/oauth/authorize` is appended)."""
@@ -54,7 +53,7 @@ class Settings(BaseSettings):
     oauth_pkce: bool = True
     oauth_state_ttl_seconds: int = Field(default=600, gt=0)
     redirect_uri: str = DEFAULT_REDIRECT_URI
-    allowed_redirect_uris: list[str] = [DEFAULT_REDIRECT_URI]
+    allowed_redirect_uris: list[str] = Field(default_factory=lambda: [DEFAULT_REDIRECT_URI])
     admin_token_sha256: str | None = None
     """Dev fallback; the hash normally lives in Vault (`<prefix>/admin`, field token_sha256)."""
 
@@ -90,9 +89,10 @@ class Settings(BaseSettings):
     reconcile_grace_seconds: float = Field(default=120.0, gt=0)
     """A grant still being written is left alone this long before it counts as an orphan."""
 
-    http_host: str = "127.0.0.1"
-    http_port: int = 8083
     tier_consumer_durable: str = "broker-handoff-tiers"
+    """The durable JetStream consumer on BILLING (tier-gate owns the stream)."""
+    nats_start_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Longest wait for NATS (and the tier consumer's bind) at start-up."""
     alpaca_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")

@@ -1,33 +1,4 @@
-import logging
-
 from broker_handoff import domain, pages
-from broker_handoff.__main__ import RedactQuery
-
-
-def _access(path: str) -> logging.LogRecord:
-    return logging.LogRecord(
-        "uvicorn.access",
-        logging.INFO,
-        __file__,
-        1,
-        '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5", "GET", path, "1.1", 200),
-        None,
-    )
-
-
-def test_the_access_log_drops_one_time_secrets_of_browser_urls() -> None:
-    record = _access("/v1/broker/alpaca/callback?code=abc&state=xyz")
-    assert RedactQuery().filter(record)
-    assert record.getMessage() == (
-        '127.0.0.1:5 - "GET /v1/broker/alpaca/callback?[redacted] HTTP/1.1" 200'
-    )
-    link = _access("/v1/broker/alpaca/consent?link=secret")
-    RedactQuery().filter(link)
-    assert "secret" not in link.getMessage()
-    other = _access("/v1/broker/alpaca/connect?consent=true&env=paper")
-    RedactQuery().filter(other)
-    assert "consent=true&env=paper" in other.getMessage()
 
 
 def test_binding_cookies_are_per_state_and_checked_in_constant_time() -> None:

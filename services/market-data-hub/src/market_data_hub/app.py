@@ -12,7 +12,7 @@ import gc
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -266,14 +266,19 @@ class Hub:
             raise RuntimeError("start() first")
         nc, js, latest = self.nc, self.js, self.latest
 
-        def delay_line() -> Coroutine[Any, Any, None]:
-            line = DelayLine(nc, js, self.buckets, latest, self.settings, self.metrics, self.clock)
-            return line.run()
+        def delay_line(asset: AssetClass) -> Callable[[], Coroutine[Any, Any, None]]:
+            def run() -> Coroutine[Any, Any, None]:
+                return DelayLine(
+                    nc, js, self.buckets, latest, self.settings, self.metrics, self.clock, asset
+                ).run()
+
+            return run
 
         sup = self.supervisor
         for u in self.upstreams:
             sup.start(f"upstream-{u.asset}", u.run, group="leader")
-        sup.start("delay-line", delay_line, group="leader")
+        for asset in AssetClass:  # one per real-time capture stream
+            sup.start(f"delay-line-{asset}", delay_line(asset), group="leader")
         sup.start("latest-flush", latest.run, group="leader")
 
     def readiness(self) -> dict[str, str]:

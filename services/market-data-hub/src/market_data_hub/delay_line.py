@@ -1,4 +1,7 @@
-"""The delayed path: JetStream holds `md.rt.>`; the leader releases it at event time + delay.
+"""The delayed path: the leader reads each real-time capture stream (`MD_RT_STOCKS`,
+`MD_RT_OPTIONS`) and releases every message at event time + delay onto `mdcap.delayed...`,
+which the delayed capture stream (`MD_DELAYED_<ASSET>`) stores and republishes on
+`md.delayed...`. One line per real-time stream, each with its own consumer and progress.
 
 Progress (the last released stream sequence) is saved in KV every few hundred ms. On start
 the consumer is recreated from that sequence + 1, so a restart (or a failover) neither loses
@@ -19,7 +22,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, NotFoundError
-from raxx_contracts import Path, subjects
+from raxx_contracts import AssetClass, Path, subjects
 
 from market_data_hub.adapters.nats import Buckets, LatestStore, publish_batch
 from market_data_hub.aio import raise_if_cancelling
@@ -30,6 +33,7 @@ from market_data_hub.settings import Settings
 
 log = logging.getLogger(__name__)
 PROGRESS_KEY = "delay.progress"
+"""Prefix of the progress keys: `delay.progress.<stream>` (one per real-time capture stream)."""
 BATCH = 256
 
 
@@ -49,8 +53,13 @@ def stream_seq(msg: Msg) -> int:
     return int(msg.metadata.sequence.stream)
 
 
+def progress_key(stream: str) -> str:
+    """KV key (in the hub's STATE bucket) of a delay line's last released sequence."""
+    return f"{PROGRESS_KEY}.{stream}"
+
+
 class DelayLine:
-    """Leader-only task that republishes captured rt messages on `md.delayed.*`."""
+    """Leader-only task that releases one real-time capture stream onto the delayed path."""
 
     def __init__(
         self,
@@ -61,6 +70,7 @@ class DelayLine:
         settings: Settings,
         metrics: Metrics,
         clock: Clock,
+        asset: AssetClass = AssetClass.STOCKS,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -68,7 +78,14 @@ class DelayLine:
         self.latest = latest
         self.metrics = metrics
         self.clock = clock
-        self.consumer = f"{settings.bucket_prefix}_delay_line"
+        self.asset = asset
+        self.stream = buckets.streams.get((Path.RT, asset)) or subjects.capture_stream(
+            Path.RT, asset
+        )
+        self.progress_key = progress_key(self.stream)
+        self.consumer = f"{settings.bucket_prefix}_delay_line_{asset}"
+        self._depth = metrics.delay_depth.labels(str(asset))
+        self._lag = metrics.delay_lag.labels(str(asset))
         self.gate = DelayGate(
             clock,
             int(settings.delay_seconds * 1e9),
@@ -79,7 +96,7 @@ class DelayLine:
         )
         self._saved = 0
         self._routes: dict[str, tuple[str, str, bool]] = {}
-        """rt subject -> (delayed subject, metric key, keeps a latest value)."""
+        """rt capture subject -> (delayed capture subject, metric key, keeps a latest value)."""
         self._counters: dict[str, Any] = {}
         self._batch: list[tuple[str, bytes]] = []
         self._counts: dict[str, int] = {}
@@ -87,7 +104,7 @@ class DelayLine:
     def _route(self, subject: str) -> tuple[str, str, bool]:
         route = self._routes.get(subject)
         if route is None:
-            parts = subject.split(".", 4)
+            parts = subject.split(".", 4)  # mdcap.rt.<asset>.<channel>.<SYM>
             key = f"{parts[2]}.{parts[3]}"
             if key not in self._counters:
                 self._counters[key] = self.metrics.messages_out.labels(
@@ -95,7 +112,8 @@ class DelayLine:
                 )
             if len(self._routes) > 50_000:
                 self._routes.clear()
-            route = (subjects.to_delayed(subject), key, parts[3] in ("quotes", "trades"))
+            delayed = subjects.to_capture(subjects.to_delayed(subjects.from_capture(subject)))
+            route = (delayed, key, parts[3] in ("quotes", "trades"))
             self._routes[subject] = route
         return route
 
@@ -117,7 +135,7 @@ class DelayLine:
 
     async def _load_progress(self) -> int:
         try:
-            entry = await self.b.state.get(PROGRESS_KEY)
+            entry = await self.b.state.get(self.progress_key)
         except (KeyNotFoundError, NotFoundError):
             return 0
         return int(entry.value or b"0")
@@ -125,7 +143,7 @@ class DelayLine:
     async def _save_progress(self) -> None:
         seq = self.gate.released_seq
         if seq > self._saved:
-            await self.b.state.put(PROGRESS_KEY, str(seq).encode())
+            await self.b.state.put(self.progress_key, str(seq).encode())
             self._saved = seq
 
     async def _progress_loop(self) -> None:
@@ -134,11 +152,11 @@ class DelayLine:
             await asyncio.sleep(0.2)
             try:
                 await self._save_progress()
-                info = await self.js.stream_info(self.b.stream)
-                self.metrics.delay_depth.set(max(0, info.state.last_seq - self.gate.released_seq))
+                info = await self.js.stream_info(self.stream)
+                self._depth.set(max(0, info.state.last_seq - self.gate.released_seq))
                 due = self.gate.head_due_ns
                 lag = (self.clock.now_ns() - due) / 1e9 if due else 0.0
-                self.metrics.delay_lag.set(max(0.0, lag))
+                self._lag.set(max(0.0, lag))
             except Exception as exc:
                 raise_if_cancelling()
                 log.warning("delay-line progress save failed: %s", exc)
@@ -149,18 +167,18 @@ class DelayLine:
         self._saved = start
         self.gate.released_seq = start
         with contextlib.suppress(NotFoundError):
-            await self.js.delete_consumer(self.b.stream, self.consumer)
+            await self.js.delete_consumer(self.stream, self.consumer)
         cfg = ConsumerConfig(
             durable_name=self.consumer,
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start else DeliverPolicy.ALL,
             opt_start_seq=start + 1 if start else None,
-            filter_subject=subjects.path_root(Path.RT),
+            filter_subject=subjects.capture_root(Path.RT, self.asset),
             max_waiting=1,
         )
-        await self.js.add_consumer(self.b.stream, cfg)
-        psub = await self.js.pull_subscribe_bind(self.consumer, stream=self.b.stream)
-        log.info("delay line resuming after stream sequence %d", start)
+        await self.js.add_consumer(self.stream, cfg)
+        psub = await self.js.pull_subscribe_bind(self.consumer, stream=self.stream)
+        log.info("delay line %s resuming after stream sequence %d", self.stream, start)
         saver = asyncio.create_task(self._progress_loop())
         try:
             while True:

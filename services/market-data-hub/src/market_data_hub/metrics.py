@@ -100,16 +100,18 @@ class Metrics:
         )
         self.publish_latency = Histogram(
             "mdh_publish_latency_seconds",
-            "Upstream frame received -> all its messages handed to NATS on md.rt",
+            "Upstream frame received -> all its messages handed to NATS on mdcap.rt",
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
             registry=r,
         )
         self.delay_depth = Gauge(
-            "mdh_delay_line_depth_messages", "Messages captured but not yet released", registry=r
-        )
+            "mdh_delay_line_depth_messages", "Messages captured but not yet released",
+            ["asset"], registry=r,
+        )  # fmt: skip
         self.delay_lag = Gauge(
             "mdh_delay_line_lag_seconds",
             "How late the delayed path releases (now - (event time + delay)) at the head",
+            ["asset"],
             registry=r,
         )
         self.delay_skipped = Counter(

@@ -1,4 +1,7 @@
-"""The hot path: raw upstream frames -> contract JSON on `md.rt.*` (raw nats-py, orjson).
+"""The hot path: raw upstream frames -> contract JSON on `mdcap.rt.*` (raw nats-py, orjson).
+
+The capture stream (`MD_RT_<ASSET>`) stores each message and republishes it on its `md.rt.*`
+subject with sequence headers, so subscribers see exactly what was stored.
 
 The socket reader only appends `(received_ns, frame)` to a bounded deque; this publisher drains
 it on its own task, so slow publishing can never stall the reader (Alpaca's 407 slow client).
@@ -79,18 +82,18 @@ class FeedPublisher:
         self._qgauge = metrics.reader_queue.labels(a)
 
     def subject(self, channel: Channel, symbol: str) -> str:
-        """Cached real-time subject for (channel, symbol)."""
+        """Cached real-time capture subject (`mdcap.rt...`) for (channel, symbol)."""
         cache = self._subject_maps[channel]
         subj = cache.get(symbol)
         if subj is None:
-            subj = subjects.rt(self.asset, channel, symbol)
+            subj = subjects.to_capture(subjects.rt(self.asset, channel, symbol))
             if len(cache) > 50_000:
                 cache.clear()
             cache[symbol] = subj
         return subj
 
     async def publish_payload(self, channel: Channel, payload: dict[str, Any]) -> None:
-        """Encode and publish one contract dict on its real-time subject."""
+        """Encode and publish one contract dict on its real-time capture subject."""
         subj = self.subject(channel, payload["symbol"])
         data = dumps(payload)
         await self.nc.publish(subj, data)

@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     env: Literal["dev", "prod"] = "dev"
     nats_url: str = "nats://127.0.0.1:4222"
     nats_creds: str | None = None
-    """Data and state identity (`hub`): publishes md.rt/md.delayed, owns the hub's stream and KV."""
+    """Data and state identity (`hub`): publishes `mdcap.>` (the capture streams republish it on
+    md.rt/md.delayed), owns the capture streams and the hub's KV buckets."""
     nats_responder_creds: str | None = None
     """User-facing identity (`hub-responder`): receives interest requests, may publish only
     into user inboxes. A second connection; unset = the requests use the first connection
@@ -63,6 +64,13 @@ class Settings(BaseSettings):
     symbol_cap: int = Field(default=30, gt=0)
     option_symbol_cap: int = Field(default=200, gt=0)
     delay_seconds: float = Field(default=900, ge=0)
+    capture_window_seconds: float = Field(default=86_400, gt=0)
+    """How long the capture streams (`MD_RT_*`, `MD_DELAYED_*`, file storage) keep messages:
+    the window in which a consumer can recover a gap or start from a time. Default: a day,
+    i.e. the current session. At least `delay_seconds * 1.1 + 60` (the delay line reads the
+    real-time streams `delay_seconds` late)."""
+    capture_max_bytes: int | None = Field(default=None, gt=0)
+    """Optional byte bound per capture stream (oldest messages discarded first)."""
     linger_seconds: float = Field(default=30, ge=0)
     max_lease_seconds: int = Field(default=3600, gt=0)
     lease_record_max_bytes: int = Field(default=256 * 1024, ge=4096)
@@ -149,6 +157,16 @@ class Settings(BaseSettings):
     def plan_overrides(self) -> dict[str, object]:
         """Plan-derived settings that were set explicitly (for the start-up log)."""
         return {n: getattr(self, n) for n in PLAN_FIELDS if n in self.model_fields_set}
+
+    @model_validator(mode="after")
+    def _capture_window(self) -> Settings:
+        need = self.delay_seconds * 1.1 + 60
+        if self.capture_window_seconds < need:
+            raise ValueError(
+                f"MDH_CAPTURE_WINDOW_SECONDS={self.capture_window_seconds:g} is shorter than the "
+                f"delay line needs (MDH_DELAY_SECONDS * 1.1 + 60 = {need:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _responder_identity(self) -> Settings:

@@ -138,6 +138,45 @@ async def running_hub(settings: Settings, deps: Deps | None = None) -> AsyncIter
         await h.stop()
 
 
+async def read_capture(
+    nc: Client,
+    stream: str,
+    subject: str,
+    start_seq: int = 1,
+    *,
+    inbox_prefix: str = "_INBOX",
+    batch: int = 256,
+    timeout: float = 5,  # noqa: ASYNC109
+) -> list[Msg]:
+    """Every message stored in capture `stream` on `subject` (a capture subject or pattern)
+    from `start_seq`, read the way a consumer recovers a gap: batch direct gets
+    (`next_by_subj`), each answered by up to `batch` messages and an end-of-batch status."""
+    out: list[Msg] = []
+    seq = start_seq
+    while True:
+        inbox = f"{inbox_prefix}.{uuid.uuid4().hex}"
+        sub = await nc.subscribe(inbox)
+        body = json.dumps({"seq": seq, "next_by_subj": subject, "batch": batch}).encode()
+        got = 0
+        try:
+            await nc.publish(subjects.direct_get(stream), body, reply=inbox)
+            while True:
+                msg = await sub.next_msg(timeout)
+                status = (msg.headers or {}).get("Status")
+                if status == "204":  # end of batch
+                    break
+                if status is not None:  # 404: nothing (more) stored on the subject
+                    return out
+                out.append(msg)
+                got += 1
+                seq = int((msg.headers or {})[subjects.HDR_SEQUENCE]) + 1
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if got < batch:
+            return out
+
+
 async def request_interest(
     nc: Client,
     data: bytes,

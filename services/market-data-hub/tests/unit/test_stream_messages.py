@@ -118,7 +118,10 @@ async def test_unknown_types_are_counted_by_type_and_companions_ride_on_trades()
         {"T": "o", "S": "AAPL"},
     )
     await pub.handle_frame(0, frame)
-    assert [s for s, _ in nc.sent] == ["md.rt.stocks.cancels.AAPL", "md.rt.stocks.corrections.AAPL"]
+    assert [s for s, _ in nc.sent] == [
+        "mdcap.rt.stocks.cancels.AAPL",
+        "mdcap.rt.stocks.corrections.AAPL",
+    ]
     counted = metrics.unpublished_types.labels("stocks", "zz")._value.get()
     assert counted == 2
     assert metrics.unpublished_types.labels("stocks", "o")._value.get() == 1
@@ -134,7 +137,7 @@ async def test_only_what_alpaca_acknowledged_is_published() -> None:
     pub.on_control = lambda m: subs.acknowledge(m)
     await pub.handle_frame(0, _frame(acked))
     await pub.handle_frame(0, _frame(quote))
-    assert [s for s, _ in nc.sent] == ["md.rt.stocks.quotes.MSFT"]
+    assert [s for s, _ in nc.sent] == ["mdcap.rt.stocks.quotes.MSFT"]
 
 
 def test_a_lease_on_corrections_or_cancels_holds_trades_upstream() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 from raxx_contracts import default_policy
 
-from tier_gate.errors import TierGateError
+from tier_gate.errors import ConfigError, ServiceError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,14 +115,12 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def _run() -> int:
-    import uvicorn
+    from raxx_service_kit.serve import serve
 
     from tier_gate.app import create_app
-    from tier_gate.errors import ConfigError
     from tier_gate.settings import Settings
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
     dev_port = settings.dev_http_port if settings.env == "dev" else None
     if settings.env == "dev" and dev_port is None and settings.http_host not in LOOPBACK:
         raise ConfigError(
@@ -132,22 +129,8 @@ def _run() -> int:
         )
     if dev_port is not None and dev_port == settings.http_port:
         raise ConfigError("TG_DEV_HTTP_PORT must differ from TG_HTTP_PORT")
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-    )
-    sockets = [config.bind_socket()]
-    if dev_port is not None:  # the same app on a second socket; dev routes answer only there
-        sockets.append(
-            uvicorn.Config(config.app, host=settings.http_host, port=dev_port).bind_socket()
-        )
-    uvicorn.Server(config).run(sockets=sockets)
-    return 0
+    # The same app on a second socket; dev routes answer only there.
+    return serve(create_app(settings), settings, extra_ports=(dev_port,) if dev_port else ())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dev-identity":
             return asyncio.run(_dev_identity(args.user, args.tier))
         return _run()
-    except TierGateError as exc:
-        print(f"tier-gate: {exc}", file=sys.stderr)
+    except ServiceError as exc:
+        detail = f" ({exc.log_detail})" if exc.log_detail else ""
+        print(f"tier-gate: {exc.message}{detail}", file=sys.stderr)
         return 1
 
 

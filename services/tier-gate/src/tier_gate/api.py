@@ -1,4 +1,5 @@
-"""HTTP routes: token issuance, JWKS, dev identity, health. Errors mapped here, once."""
+"""HTTP routes: token issuance, JWKS, dev identity. Errors are mapped once by the service kit
+(`install_error_handlers`); `/healthz` `/readyz` `/metrics` are the kit's `health_router`."""
 
 from __future__ import annotations
 
@@ -7,23 +8,14 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from raxx_contracts import TierChanged, encode, subjects, utc_now
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from raxx_contracts import TierChanged
 
 from tier_gate import identity, keys
 from tier_gate.deps import Runtime
-from tier_gate.errors import (
-    AuthError,
-    BadRequestError,
-    NotFoundError,
-    TierGateError,
-    UnavailableError,
-)
+from tier_gate.errors import BadRequestError, NotFoundError, ServiceError, UnauthorizedError
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -53,10 +45,10 @@ RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 def _bearer(authorization: str | None) -> str:
     if not authorization:
-        raise AuthError("missing", "Authorization: Bearer <identity JWT> is required")
+        raise UnauthorizedError("missing", "Authorization: Bearer <identity JWT> is required")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("missing", "Authorization must be 'Bearer <identity JWT>'")
+        raise UnauthorizedError("missing", "Authorization must be 'Bearer <identity JWT>'")
     return token.strip()
 
 
@@ -70,6 +62,8 @@ async def issue_token(
     started = time.perf_counter()
     try:
         claims = await rt.verifier.verify(_bearer(authorization))
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise UnauthorizedError("missing_claim", "identity token has no usable 'sub'")
         body = await request.body()
         public_key = None
         if body.strip():
@@ -80,10 +74,10 @@ async def issue_token(
                     'body must be a JSON object {"public_key": "U..."} or empty'
                 ) from exc
         response = await rt.gate.issue(claims["sub"], public_key)
-    except AuthError as exc:
+    except UnauthorizedError as exc:
         rt.metrics.failures.labels(exc.reason).inc()
         raise
-    except TierGateError as exc:
+    except ServiceError as exc:
         rt.metrics.failures.labels(exc.code).inc()
         raise
     except Exception:
@@ -135,9 +129,9 @@ async def dev_identity(rt: DevRuntimeDep, req: DevIdentityRequest) -> dict[str, 
     if applied.applied:
         # As billing would: every service keeping a tier projection (broker-handoff) hears it.
         event = TierChanged(
-            user_id=req.user, tier=req.tier, version=applied.version, timestamp=utc_now()
+            user_id=req.user, tier=req.tier, version=applied.version, timestamp=rt.gate.clock.now()
         )
-        await rt.nc.jetstream().publish(subjects.BILLING_TIER_CHANGED, encode(event))
+        await rt.bus.publish_tier(event)
     token = identity.dev_identity_token(
         rt.dev_identity_key,
         user_id=req.user,
@@ -146,81 +140,3 @@ async def dev_identity(rt: DevRuntimeDep, req: DevIdentityRequest) -> dict[str, 
         audience=rt.settings.identity_audience,
     )
     return {"user": req.user, "tier": req.tier, "token": token}
-
-
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """Process alive."""
-    return {"status": "ok"}
-
-
-@router.get("/readyz")
-async def readyz(rt: RuntimeDep) -> Response:
-    """200 while this replica can issue credentials; 503 only for what stops issuing.
-
-    Answers from cached background probes (never waits on a dependency). `degraded` lists
-    what is wrong but does not stop issuance (NATS, OpenBao), each with its real reason.
-    """
-    down, degraded = rt.state()
-    if down:
-        return JSONResponse(
-            {
-                "status": "unavailable",
-                "error": "not_ready",
-                "message": "cannot issue credentials: " + ", ".join(sorted(down)),
-                "down": down,
-                "degraded": degraded,
-            },
-            503,
-            headers={"Retry-After": "2"},
-        )
-    if degraded:
-        return JSONResponse({"status": "degraded", "degraded": degraded})
-    return JSONResponse({"status": "ready"})
-
-
-@router.get("/metrics")
-async def metrics(rt: RuntimeDep) -> Response:
-    """Prometheus text from this app's registry."""
-    return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Map errors to `{"error": code, "message": safe text}`; details go to the log only."""
-
-    async def _typed(_: Request, exc: Exception) -> Response:
-        if not isinstance(exc, TierGateError):
-            raise exc
-        if exc.status >= 500:
-            log.warning("%s: %s", exc.code, exc)
-        body: dict[str, Any] = {"error": exc.code, "message": exc.public_message}
-        if isinstance(exc, AuthError):
-            body["reason"] = exc.reason
-        headers: dict[str, str] = {}
-        if exc.status == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, UnavailableError):
-            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-        return JSONResponse(body, exc.status, headers=headers or None)
-
-    async def _invalid(_: Request, exc: Exception) -> Response:
-        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-        parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in errors]
-        message = "; ".join(parts)[:300] or "invalid request"
-        return JSONResponse({"error": "bad_request", "message": message}, 400)
-
-    async def _http(_: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        code = codes.get(status, f"http_{status}")
-        message = {404: "no such route", 405: "method not allowed"}.get(status, "request refused")
-        return JSONResponse({"error": code, "message": message}, status)
-
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.error("unhandled error", exc_info=exc)
-        return JSONResponse({"error": "internal", "message": "internal error"}, 500)
-
-    app.add_exception_handler(TierGateError, _typed)
-    app.add_exception_handler(RequestValidationError, _invalid)
-    app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(Exception, _unexpected)

@@ -1,52 +1,66 @@
-"""FastAPI app factory; the lifespan connects everything (nothing happens at import)."""
+"""FastAPI app factory; the lifespan connects everything (nothing happens at import).
+
+From the service kit: settings base, error mapping (`install_error_handlers`), `/healthz`
+`/readyz` `/metrics` (`health_router`), the supervisor, OpenBao (`VaultKV`), NATS connect and
+`.creds` text, the identity-token verifier (`JwtVerifier`), the control plane on faststream
+(`make_broker`, `control_router`) and its AsyncAPI document (`/asyncapi.json`,
+`/docs/asyncapi`). tier-gate keeps its domain, keys, SQL, streams and metric names.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from joserfc.jwk import KeySet
-from nats.aio.client import Client
-from nats.aio.msg import Msg
+from faststream.nats import NatsBroker
+from joserfc.jwk import KeySet, OKPKey
 from raxx_contracts import TierChanged, default_policy, subjects
+from raxx_service_kit.http import Check, Readiness, health_router, install_error_handlers
+from raxx_service_kit.jwt import JwtVerifier
+from raxx_service_kit.messaging import asyncapi_router, make_broker
+from raxx_service_kit.supervisor import Supervisor
 
-from tier_gate import api, domain, handlers, keys, natsjwt
-from tier_gate.adapters import nats as nats_adapter
+from tier_gate import api, handlers, keys
+from tier_gate.adapters.nats import NatsBus, service_credentials, use_credentials
 from tier_gate.adapters.postgres import Database, DbTimeouts
 from tier_gate.adapters.vault import Vault
 from tier_gate.deps import Deps, Runtime
 from tier_gate.errors import ConfigError
-from tier_gate.identity import IdentityVerifier
 from tier_gate.metrics import Metrics
-from tier_gate.readiness import Check, Readiness
+from tier_gate.readiness import Probe, Probes
 from tier_gate.service import GroupCommitter, RevocationPusher, TierGate
 from tier_gate.settings import Settings
 
 log = logging.getLogger(__name__)
+BROKER_START_TIMEOUT = 10.0
 
 
-async def _service_client(settings: Settings, vault: Vault, name: str, *, sys: bool) -> Client:
-    path = settings.nats_sys_creds if sys else settings.nats_creds
-    text = None
-    if path is None:
-        stored = await vault.read(keys.service_path(name))
-        if stored is None:
-            raise ConfigError(f"no NATS credential for {name}: run init or set TG_NATS_CREDS")
-        text = natsjwt.creds_text(stored["jwt"], stored["seed"])
-    creds = nats_adapter.credentials(path, text)
-    return await nats_adapter.connect(settings.nats_url, creds, f"tier-gate/{name}")
+def _verifier(settings: Settings, dev_key: OKPKey | None) -> JwtVerifier:
+    """The kit's verifier: the configured JWKS, or in dev the dev identity key."""
+    if settings.identity_jwks_url:
+        return JwtVerifier(
+            issuer=settings.identity_issuer,
+            audience=settings.identity_audience,
+            jwks_url=settings.identity_jwks_url,
+        )
+    if dev_key is None:
+        raise ConfigError("TG_IDENTITY_JWKS_URL is required outside dev")
+    return JwtVerifier(
+        issuer=settings.identity_issuer,
+        audience=settings.identity_audience,
+        keys=KeySet.import_key_set(keys.public_jwks(dev_key)),  # type: ignore[arg-type]
+    )
 
 
-async def build_runtime(settings: Settings, deps: Deps | None = None) -> Runtime:
-    """Connect to OpenBao, PostgreSQL and NATS, load keys, start supervised tasks."""
-    deps = deps or Deps()
+async def build_runtime(
+    settings: Settings, deps: Deps, metrics: Metrics, broker: NatsBroker
+) -> Runtime:
+    """Connect to OpenBao, PostgreSQL and NATS, load keys; tasks start in `start_runtime`."""
     policy = default_policy()
-    metrics = Metrics()
     vault = deps.vault or Vault(settings.vault)
     timeouts = DbTimeouts(
         pool=settings.db_pool_timeout,
@@ -58,46 +72,37 @@ async def build_runtime(settings: Settings, deps: Deps | None = None) -> Runtime
         settings.database_url, max_size=settings.db_pool_max, timeouts=timeouts
     )
     await db.open()
-    signing = await keys.load_signing(vault, policy.tier_order)
-    http_key = keys.okp_from_secret(await vault.read(keys.PATH_HTTP_KEY), keys.PATH_HTTP_KEY)
-    dev_key = None
-    if settings.env == "dev":
-        dev_key = keys.okp_from_secret(
-            await vault.read(keys.PATH_DEV_IDENTITY), keys.PATH_DEV_IDENTITY
-        )
-    if settings.identity_jwks_url:
-        verifier = IdentityVerifier(
-            issuer=settings.identity_issuer,
-            audience=settings.identity_audience,
-            jwks_url=settings.identity_jwks_url,
-        )
-    elif dev_key is None:
-        raise ConfigError("TG_IDENTITY_JWKS_URL is required outside dev")
-    else:
-        verifier = IdentityVerifier(
-            issuer=settings.identity_issuer,
-            audience=settings.identity_audience,
-            keys=KeySet.import_key_set(keys.public_jwks(dev_key)),  # type: ignore[arg-type]
-        )
-    nc = await _service_client(settings, vault, "tier-gate", sys=False)
-    sys_nc = await _service_client(settings, vault, domain.SYS_SERVICE, sys=True)
-    await nats_adapter.ensure_billing_stream(nc)
-    # Entries must outlive every token issued before the change they record.
-    longest = max(
-        [policy.rule(t).credential_ttl_seconds for t in policy.tier_order]
-        + [settings.credential_ttl or 0]
-    )
-    tiers_kv = await nats_adapter.user_tiers_bucket(nc, max_age=longest + 120)
-
-    async def announce(event: TierChanged) -> None:
-        await nats_adapter.announce_tier(tiers_kv, event)
-
-    async def push(account: str, jwt: str) -> str:
-        return await nats_adapter.push_account_jwt(sys_nc, account, jwt)
-
+    try:
+        signing = await keys.load_signing(vault, policy.tier_order)
+        http_key = keys.okp_from_secret(await vault.read(keys.PATH_HTTP_KEY), keys.PATH_HTTP_KEY)
+        dev_key = None
+        if settings.env == "dev":
+            dev_key = keys.okp_from_secret(
+                await vault.read(keys.PATH_DEV_IDENTITY), keys.PATH_DEV_IDENTITY
+            )
+        verifier = _verifier(settings, dev_key)
+        bus = deps.bus
+        if bus is None:
+            # Entries must outlive every token issued before the change they record.
+            longest = max(
+                [policy.rule(t).credential_ttl_seconds for t in policy.tier_order]
+                + [settings.credential_ttl or 0]
+            )
+            creds = await service_credentials(settings, vault, "tier-gate")
+            bus = await NatsBus.open(settings, vault, kv_max_age=longest + 120, creds=creds)
+            use_credentials(broker, creds)
+    except BaseException:
+        await db.close()
+        raise
     committer = GroupCommitter(db)
     pusher = RevocationPusher(
-        db, signing, policy, push, metrics, interval=settings.revocation_repush_seconds
+        db,
+        signing,
+        policy,
+        bus.push_account,
+        metrics,
+        interval=settings.revocation_repush_seconds,
+        clock=deps.clock,
     )
     gate = TierGate(
         db=db,
@@ -109,9 +114,13 @@ async def build_runtime(settings: Settings, deps: Deps | None = None) -> Runtime
         pusher=pusher,
         credential_ttl=settings.credential_ttl,
         cache_seconds=settings.entitlement_cache_seconds,
-        announce=announce,
+        announce=bus.announce,
+        clock=deps.clock,
     )
-    rt = Runtime(
+    supervisor = Supervisor(
+        clock=deps.clock, on_restart=lambda name: metrics.task_restarts.labels(name).inc()
+    )
+    return Runtime(
         settings=settings,
         metrics=metrics,
         db=db,
@@ -120,96 +129,145 @@ async def build_runtime(settings: Settings, deps: Deps | None = None) -> Runtime
         verifier=verifier,
         http_jwks=keys.public_jwks(http_key),
         dev_identity_key=dev_key,
-        nc=nc,
-        sys_nc=sys_nc,
+        bus=bus,
+        supervisor=supervisor,
     )
+
+
+def _probes(rt: Runtime, broker: NatsBroker) -> Probes:
+    """What `/readyz` reports: PostgreSQL and identity keys are critical (issuance stops
+    without them); NATS, its system account and OpenBao only degrade this replica."""
+
+    async def nats_ok() -> None:
+        await rt.bus.probe()
+        if not await broker.ping(1.0):
+            raise ConnectionError("the control-plane connection does not answer")
+
+    async def vault_ok() -> None:
+        if not await rt.vault.ping():
+            raise ConnectionError("OpenBao did not answer, is sealed, or refused the login")
+
+    probes = [
+        Probe("postgres", lambda: rt.db.ping(timeout=2.0), True, "credentials cannot be recorded"),
+        Probe("identity-keys", rt.verifier.load, True, "identity tokens cannot be verified"),
+        Probe(
+            "nats",
+            nats_ok,
+            False,
+            "tier changes not received or announced to the hub until it is back",
+        ),
+        Probe("nats-system", lambda: rt.bus.probe(system=True), False, "revocations not pushed"),
+        Probe("openbao", vault_ok, False, "keys already loaded; only a restart needs it"),
+    ]
+    return Probes(probes, interval=rt.settings.readiness_interval)
+
+
+async def start_runtime(rt: Runtime, broker: NatsBroker) -> None:
+    """Start consuming, re-push revocations, start the supervised background tasks."""
     try:
-        await verifier.load()
+        await rt.verifier.load()
     except Exception as exc:
         log.warning("identity JWKS not loaded yet: %s", exc)
     # Every replica hears every tier change (a core subscription next to the shared durable
     # consumer), so its cache never serves a tier another replica has already replaced.
-
-    async def on_broadcast(msg: Msg) -> None:
-        await handlers.on_tier_broadcast(gate, msg)
-
-    await nc.subscribe(subjects.BILLING_TIER_CHANGED, cb=on_broadcast)
-    await nc.flush()
+    async with asyncio.timeout(BROKER_START_TIMEOUT):
+        await broker.start()
     # Revocations persist across restarts: re-push the stored set before serving.
-    count = await pusher.push_now()
+    count = await rt.gate.pusher.push_now()
     log.info("revocation set re-pushed (%d entries)", count)
-
-    async def billing() -> None:
-        async for batch in nats_adapter.billing_batches(nc, settings.billing_durable):
-            for msg in batch:
-                await handlers.on_tier_changed(gate, metrics, msg)
 
     async def housekeeping() -> None:
         while True:
-            await asyncio.sleep(3600)
-            await db.prune(int(time.time()))
+            await rt.gate.clock.sleep(3600)
+            await rt.db.prune(int(rt.gate.clock.now().timestamp()))
 
-    rt.readiness = _readiness(rt)
-    await rt.readiness.tick()
-    rt.supervise("readiness", rt.readiness.run)
-    rt.supervise("group-commit", committer.run)
-    rt.supervise("revocation-push", pusher.run)
-    rt.supervise("billing", billing)
-    rt.supervise("housekeeping", housekeeping)
-    return rt
+    rt.probes = _probes(rt, broker)
+    await rt.probes.tick()
+    sup = rt.supervisor
+    sup.start("readiness", rt.probes.run)
+    sup.start("group-commit", rt.gate.committer.run)
+    sup.start("revocation-push", rt.gate.pusher.run)
+    sup.start("housekeeping", housekeeping)
 
 
-def _readiness(rt: Runtime) -> Readiness:
-    """What `/readyz` reports: PostgreSQL and identity keys are essential (issuance stops
-    without them); NATS, its system account and OpenBao only degrade this replica."""
+def _document_publishers(broker: NatsBroker) -> None:
+    """What tier-gate publishes with raw nats-py, declared for the AsyncAPI document only."""
+    broker.publisher(
+        f"$KV.{subjects.USER_TIERS_BUCKET}.>",
+        title="user-tiers:announce",
+        description="Each user's current TierChanged in the KV bucket the hub reads.",
+        schema=TierChanged,
+    )
+    broker.publisher(
+        "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",
+        title="account-claims:push",
+        description="The MD account JWT re-signed with the revocation set (system account).",
+        schema=str,
+    )
+    broker.publisher(
+        subjects.BILLING_TIER_CHANGED,
+        title="billing.tier.changed:dev",
+        description="Dev only: POST /dev/identity records a tier as billing would.",
+        schema=TierChanged,
+    )
+    broker.publisher(
+        subjects.dead_letter(handlers.SERVICE, subjects.BILLING_TIER_CHANGED),
+        title="dead-letters",
+        description="Billing events tier-gate can never apply (the kit's ack policy).",
+        schema=bytes,
+    )
 
-    async def nats_ok(nc: Client) -> None:
-        if not nc.is_connected:
-            state = "reconnecting" if nc.is_reconnecting else "closed" if nc.is_closed else "down"
-            last = f", last error: {nc.last_error!r}" if nc.last_error else ""
-            raise ConnectionError(f"{state}{last}")
-        await nc.flush(timeout=1)
 
-    async def vault_ok() -> None:
-        if not await rt.vault.ping():
-            raise ConnectionError("OpenBao did not answer, or is sealed")
-
-    async def identity_ok() -> None:
-        await rt.verifier.load()
-
-    checks = [
-        Check("postgres", lambda: rt.db.ping(timeout=2.0), True, "credentials cannot be recorded"),
-        Check("identity-keys", identity_ok, True, "identity tokens cannot be verified"),
-        Check(
-            "nats",
-            lambda: nats_ok(rt.nc),
-            False,
-            "tier changes not received or announced to the hub until it is back",
-        ),
-        Check("nats-system", lambda: nats_ok(rt.sys_nc), False, "revocations not pushed"),
-        Check("openbao", vault_ok, False, "keys already loaded; only a restart needs it"),
-    ]
-    return Readiness(checks, interval=rt.settings.readiness_interval, extra=rt.live_conditions)
+def _starting() -> Readiness:
+    return Readiness.of({"startup": Check(ok=False, reason="starting")})
 
 
 def create_app(settings: Settings | None = None, deps: Deps | None = None) -> FastAPI:
-    """The tier-gate ASGI app; connects in its lifespan."""
+    """The tier-gate ASGI app; connects in its lifespan. `app.state.broker` is the
+    faststream broker (component tests wrap it in `TestNatsBroker`)."""
     settings = settings or Settings()
+    deps = deps or Deps()
+    metrics = Metrics()
+    runtime: list[Runtime] = []
+
+    broker = make_broker(settings, "tier-gate/control")
+    broker.include_router(
+        handlers.billing_router(
+            lambda: runtime[0].gate if runtime else None,
+            metrics,
+            metrics.registry,
+            durable=settings.billing_durable,
+        )
+    )
+    _document_publishers(broker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = await build_runtime(settings, deps)
+        rt = await build_runtime(settings, deps, metrics, broker)
+        runtime.append(rt)
         app.state.runtime = rt
-        # Long-lived objects (keys, policy, pools, modules) leave the GC's scans: shorter
-        # collection pauses under load (a p99 concern, measured by scripts/bench_tier_gate.py).
-        gc.collect()
-        gc.freeze()
         try:
+            await start_runtime(rt, broker)
+            # Long-lived objects (keys, policy, pools, modules) leave the GC's scans: shorter
+            # collection pauses under load (a p99 concern, scripts/bench_tier_gate.py).
+            gc.collect()
+            gc.freeze()
             yield
         finally:
+            await broker.stop()
             await rt.stop()
+            runtime.clear()
 
     app = FastAPI(title="tier-gate", version="0.1.0", lifespan=lifespan)
+    app.state.broker = broker
+    install_error_handlers(app)
     app.include_router(api.router)
-    api.install_error_handlers(app)
+    app.include_router(
+        health_router(
+            lambda: runtime[0].readiness() if runtime else _starting(),
+            metrics.registry,
+            liveness=lambda: runtime[0].supervisor.liveness() if runtime else {},
+        )
+    )
+    app.include_router(asyncapi_router(broker, title="tier-gate"))
     return app

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raxx_contracts import TierPolicy
+from raxx_service_kit.nats import creds_text
 
 from tier_gate import domain, keys, natsjwt
 from tier_gate.adapters.vault import Vault
@@ -48,7 +49,7 @@ def _services(dev: bool) -> list[str]:
 async def _signing(vault: Vault, policy: TierPolicy, md_pub: str) -> keys.SigningMaterial:
     existing = await vault.read(keys.PATH_SIGNING)
     if existing is None:
-        existing = await vault.create_if_absent(
+        existing = await vault.ensure(
             keys.PATH_SIGNING,
             {
                 "operator_signing_seed": natsjwt.new_seed("operator"),
@@ -100,8 +101,8 @@ def _write_private(path: Path, text: str) -> None:
 
 async def run_init(vault: Vault, policy: TierPolicy, opts: InitOptions) -> InitResult:
     """Create (or reuse) every key, sign every JWT, write the server config (+ dev creds)."""
-    op = await vault.create_if_absent(keys.PATH_OPERATOR, {"seed": natsjwt.new_seed("operator")})
-    accs = await vault.create_if_absent(
+    op = await vault.ensure(keys.PATH_OPERATOR, {"seed": natsjwt.new_seed("operator")})
+    accs = await vault.ensure(
         keys.PATH_ACCOUNTS,
         {"sys_seed": natsjwt.new_seed("account"), "md_seed": natsjwt.new_seed("account")},
     )
@@ -131,9 +132,7 @@ async def run_init(vault: Vault, policy: TierPolicy, opts: InitOptions) -> InitR
         sys_account=sys_pub,
     )
     for name in _services(opts.dev):
-        stored = await vault.create_if_absent(
-            keys.service_path(name), {"seed": natsjwt.new_seed("user")}
-        )
+        stored = await vault.ensure(keys.service_path(name), {"seed": natsjwt.new_seed("user")})
         seed = stored["seed"]
         is_sys = name == domain.SYS_SERVICE
         perms = domain.SYS_PERMISSIONS if is_sys else domain.service_permissions(name, opts.dev)
@@ -147,12 +146,12 @@ async def run_init(vault: Vault, policy: TierPolicy, opts: InitOptions) -> InitR
         )
         if opts.dev:
             path = opts.out / f"{name}.creds"
-            _write_private(path, natsjwt.creds_text(jwt, seed))
+            _write_private(path, creds_text(jwt, seed))
             result.creds[name] = path
 
-    await vault.create_if_absent(keys.PATH_HTTP_KEY, keys.new_okp_secret())
+    await vault.ensure(keys.PATH_HTTP_KEY, keys.new_okp_secret())
     if opts.dev:
-        await vault.create_if_absent(keys.PATH_DEV_IDENTITY, keys.new_okp_secret())
+        await vault.ensure(keys.PATH_DEV_IDENTITY, keys.new_okp_secret())
 
     opts.out.mkdir(parents=True, exist_ok=True)
     (opts.js_dir or opts.out / "js").mkdir(parents=True, exist_ok=True)

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from joserfc.jwk import OKPKey
-from nats.aio.client import Client
+from raxx_service_kit.clock import Clock, SystemClock
+from raxx_service_kit.http import Check, Readiness
+from raxx_service_kit.jwt import JwtVerifier
+from raxx_service_kit.supervisor import Supervisor
 
+from tier_gate.adapters.nats import NatsBus
 from tier_gate.adapters.postgres import Database
 from tier_gate.adapters.vault import Vault
-from tier_gate.identity import IdentityVerifier
 from tier_gate.metrics import Metrics
-from tier_gate.readiness import Readiness
+from tier_gate.readiness import Probes
 from tier_gate.service import TierGate
 from tier_gate.settings import Settings
-
-log = logging.getLogger(__name__)
 
 ESSENTIAL_TASKS = frozenset({"group-commit"})
 """Background tasks issuance cannot do without (the others only degrade the replica)."""
@@ -31,6 +29,8 @@ class Deps:
 
     vault: Vault | None = None
     db: Database | None = None
+    bus: NatsBus | None = None
+    clock: Clock = field(default_factory=SystemClock)
 
 
 @dataclass
@@ -42,58 +42,31 @@ class Runtime:
     db: Database
     vault: Vault
     gate: TierGate
-    verifier: IdentityVerifier
+    verifier: JwtVerifier
     http_jwks: dict[str, Any]
     dev_identity_key: OKPKey | None
-    nc: Client
-    sys_nc: Client
-    readiness: Readiness | None = None
-    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    failing: dict[str, str] = field(default_factory=dict)
+    bus: NatsBus
+    supervisor: Supervisor
+    probes: Probes | None = None
 
-    def supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
-        """Run `factory()` forever: log and restart (with backoff) when it fails."""
-
-        async def _loop() -> None:
-            delay = 0.5
-            while True:
-                try:
-                    await factory()
-                    self.failing.pop(name, None)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self.failing[name] = str(exc) or type(exc).__name__
-                    log.exception("background task %s failed; restarting in %.1fs", name, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-        self.tasks[name] = asyncio.create_task(_loop(), name=f"tier-gate:{name}")
-
-    def state(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(down, degraded) right now, from cached probes plus live conditions; never waits."""
-        if self.readiness is None:
-            return {"readiness": "not started"}, {}
-        return self.readiness.snapshot()
-
-    def live_conditions(self) -> dict[str, tuple[bool, str]]:
-        """Conditions known without probing: the database outage flag and failing tasks."""
-        found: dict[str, tuple[bool, str]] = {}
-        if self.db.outage is not None:
-            found["postgres"] = (True, f"{self.db.outage} (credentials cannot be recorded)")
-        for name, reason in self.failing.items():
-            essential = name in ESSENTIAL_TASKS
-            found[f"task:{name}"] = (essential, f"failing, restarting: {reason}")
-        return found
+    def readiness(self) -> Readiness:
+        """The kit's `/readyz` body from cached probes and live conditions; never waits."""
+        checks = self.probes.checks() if self.probes is not None else {}
+        if self.db.outage is not None:  # known at once, before the next probe
+            checks["postgres"] = Check(
+                ok=False, reason=f"{self.db.outage} (credentials cannot be recorded)"
+            )
+        problems = self.supervisor.problems()
+        for h in self.supervisor.health():
+            checks[f"task:{h.name}"] = Check(
+                ok=h.name not in problems,
+                reason=problems.get(h.name),
+                critical=h.name in ESSENTIAL_TASKS,
+            )
+        return Readiness.of(checks)
 
     async def stop(self) -> None:
-        """Cancel tasks, drain clients, close the pool."""
-        if self.readiness is not None:
-            self.readiness.stop()
-        for task in self.tasks.values():
-            task.cancel()
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-        for nc in (self.nc, self.sys_nc):
-            if not nc.is_closed:
-                await nc.close()
+        """Stop tasks, close the connections and the pool."""
+        await self.supervisor.stop()
+        await self.bus.close()
         await self.db.close()

@@ -54,7 +54,23 @@ _JS_CLIENT = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
 HUB_BUCKET_PREFIX = "MDH"
 """market-data-hub's `MDH_BUCKET_PREFIX` in every deployment: its rights name these streams."""
 _HUB_BUCKETS = tuple(f"{HUB_BUCKET_PREFIX}_{n}" for n in ("INTEREST", "LATEST", "STATE", "LEADER"))
-_HUB_STREAMS = (f"{HUB_BUCKET_PREFIX}_DELAY", *(f"KV_{b}" for b in _HUB_BUCKETS))
+_HUB_STREAMS = tuple(f"KV_{b}" for b in _HUB_BUCKETS)
+
+
+def _capture_rights() -> tuple[str, ...]:
+    """What the hub does on its capture streams, and nothing more (a user JWT's CONNECT line
+    must stay under the server's 4 KiB `max_control_line`, so rights are not padded): declare
+    and inspect every stream; on the real-time ones also run the delay line's pull consumer
+    (create/delete, `MSG.NEXT`; it acks nothing)."""
+    rights: list[str] = []
+    for path in Path:
+        for asset in AssetClass:
+            stream = subjects.capture_stream(path, asset)
+            rights.append(f"$JS.API.STREAM.*.{stream}")  # CREATE, UPDATE, INFO
+            if path is Path.RT:
+                rights.append(f"$JS.API.CONSUMER.*.{stream}.>")  # CREATE, INFO, DELETE
+                rights.append(f"$JS.API.CONSUMER.*.*.{stream}.>")  # DURABLE.CREATE, MSG.NEXT
+    return tuple(rights)
 
 
 def _js_stream_rights(stream: str) -> tuple[str, ...]:
@@ -75,6 +91,7 @@ def _js_stream_rights(stream: str) -> tuple[str, ...]:
 _USER_TIERS_STREAM = f"KV_{subjects.USER_TIERS_BUCKET}"
 _HUB_JS = (
     "$JS.API.INFO",
+    *_capture_rights(),
     *(r for stream in _HUB_STREAMS for r in _js_stream_rights(stream)),
     *(f"$KV.{b}.>" for b in _HUB_BUCKETS),
     # tier-gate's current-tier bucket, read only (the HTTP API refuses superseded tokens).
@@ -88,14 +105,15 @@ HUB_RESPONDER = "hub-responder"
 """market-data-hub's user-facing identity: it only receives interest requests and replies."""
 
 SERVICE_PERMISSIONS: dict[str, Permissions] = {
-    # market-data-hub, data and state: publishes the real-time and delayed paths, keeps its own
-    # stream and KV buckets (JetStream rights name them), reads MBT's held-options bucket. No
-    # publish right on user inboxes, md.ctl, md.settle or any other service's stream: a reply
-    # subject a user chose can never reach this identity's rights (it answers nobody).
+    # market-data-hub, data and state: publishes the capture subjects (`mdcap.>`; the capture
+    # streams store them and republish on md.rt/md.delayed, so nobody publishes those), keeps
+    # its capture streams and KV buckets (JetStream rights name them), reads MBT's
+    # held-options bucket. No publish right on md.*, user inboxes, md.ctl, md.settle or any
+    # other service's stream: a reply subject a user chose can never reach this identity's
+    # rights (it answers nobody).
     "hub": Permissions(
         pub=(
-            subjects.path_root(Path.RT),
-            subjects.path_root(Path.DELAYED),
+            f"{subjects.CAPTURE_PREFIX}.>",
             *_HUB_JS,
         ),
         sub=("_INBOX.>", f"$KV.{subjects.HELD_OPTIONS_BUCKET}.>"),
@@ -146,15 +164,26 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
         pub=("md.settle.>", subjects.CORPACTIONS_ANY, *_JS_CLIENT, "_INBOX.>"),
         sub=("md.>", "_INBOX.>"),
     ),
-    # broker-handoff: publishes handoff events, may consume tier changes and its own events.
+    # broker-handoff: publishes handoff events, may consume tier changes and its own events;
+    # a tier change it cannot apply goes to its dead-letter subject.
     "broker-handoff": Permissions(
-        pub=(subjects.BROKER_HANDOFF_EVENTS, *_JS_CLIENT, "_INBOX.>"),
+        pub=(
+            subjects.BROKER_HANDOFF_EVENTS,
+            subjects.dead_letter("broker-handoff", ">"),
+            *_JS_CLIENT,
+            "_INBOX.>",
+        ),
         sub=(subjects.BROKER_HANDOFF_EVENTS, subjects.BILLING_TIER_CHANGED, "_INBOX.>"),
     ),
     # tier-gate itself (MD account): owns the BILLING stream and its durable consumer, and
-    # writes each user's current tier into its KV bucket (read by the hub's HTTP API).
+    # writes each user's current tier into its KV bucket (read by the hub's HTTP API); a billing
+    # event it cannot apply goes to its dead-letter subject.
     "tier-gate": Permissions(
-        pub=(*_JS_CLIENT, f"$KV.{subjects.USER_TIERS_BUCKET}.>"),
+        pub=(
+            *_JS_CLIENT,
+            f"$KV.{subjects.USER_TIERS_BUCKET}.>",
+            subjects.dead_letter("tier-gate", ">"),
+        ),
         sub=(subjects.BILLING_TIER_CHANGED, "_INBOX.>"),
     ),
     # dev stand-in for billing: publishes tier changes into the BILLING stream.
@@ -209,8 +238,11 @@ def tier_template(policy: TierPolicy, tier: str) -> dict[str, Any]:
         "pub": {
             "allow": [
                 subjects.interest_template(tier, INBOX_TAG),
-                subjects.replay_template(tier, INBOX_TAG),
                 _INBOX_TEMPLATE,
+                # gap recovery / start-from-time: direct gets on exactly the capture streams of
+                # the paths this tier may subscribe to (the server refuses any other stream)
+                *(subjects.direct_get(s) for s in policy.readable_streams(tier)),
+                subjects.replay_template(tier, INBOX_TAG),
             ]
         },
         "subs": rule.max_subscriptions,
@@ -296,10 +328,14 @@ def granted(policy: TierPolicy, tier: str, user_id: str) -> dict[str, Any]:
     """The `subjects` part of a token response: what the credential allows."""
     inbox = subjects.user_inbox_prefix(user_id)
     interest = subjects.interest(tier, subjects.user_token(user_id))
+    replay = subjects.replay(tier, subjects.user_token(user_id))
+    streams = list(policy.readable_streams(tier))
     return {
         "subscribe": [*policy.subscribe_allow(tier), f"{inbox}.>"],
-        "publish": [interest, f"{inbox}.>"],
+        "publish": [interest, f"{inbox}.>", *(subjects.direct_get(s) for s in streams), replay],
         "interest": interest,
+        "streams": streams,
+        "replay": replay,
         "inbox_prefix": inbox,
         "max_subscriptions": policy.rule(tier).max_subscriptions,
         "paths": {str(a): str(policy.stream_path(tier, a)) for a in AssetClass},

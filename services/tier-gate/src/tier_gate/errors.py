@@ -1,94 +1,78 @@
-"""tier-gate's typed errors, mapped once to HTTP in `api.py`.
+"""tier-gate's own error kinds, on the service kit's types (mapped once by the kit's
+`install_error_handlers`: `{"error": code, "message": public text, **details}`).
 
-An error's text (`str(exc)`) is for logs and may name internal hosts or exception detail.
-What a client sees is `code` and `public_message`: written here or at the raise site, never
-an exception's text.
+`message` is what a client sees (written here or at the raise site, never an exception's
+text); `log_detail` is for the log only and may name hosts or exception detail.
 """
 
 from __future__ import annotations
 
+from raxx_service_kit.errors import (
+    ConfigError,
+    PermanentError,
+    RetryableError,
+    ServiceError,
+    TypedError,
+    UnauthorizedError,
+)
 
-class TierGateError(Exception):
-    """Base of every tier-gate error."""
-
-    code = "internal"
-    status = 500
-    public = "internal error"
-    """The client-facing message when the raise site gives none."""
-    expose = False
-    """Whether the log text is itself safe to show (request errors written by us)."""
-
-    def __init__(self, message: str = "", *, public: str | None = None) -> None:
-        super().__init__(message or self.public)
-        if public is not None:
-            self.public_message = public
-        else:
-            self.public_message = message if (self.expose and message) else self.public
-
-
-class ConfigError(TierGateError):
-    """Raised at startup only: the process cannot run (missing keys, bad settings)."""
-
-    code = "config"
+__all__ = [
+    "BadRequestError",
+    "ConfigError",
+    "DatabaseUnavailableError",
+    "NotFoundError",
+    "PublicKeyTakenError",
+    "RetryableError",
+    "ServiceError",
+    "UnauthorizedError",
+    "UnavailableError",
+    "UnknownTierError",
+]
 
 
-class AuthError(TierGateError):
-    """The caller's identity JWT is missing or invalid; `reason` says why (401)."""
-
-    code = "unauthorized"
-    status = 401
-    expose = True
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class BadRequestError(PermanentError):
+    """The request body is unusable (400 `bad_request`)."""
 
 
-class BadRequestError(TierGateError):
-    """The request body is unusable (400)."""
+class UnknownTierError(PermanentError):
+    """A tier the policy does not know (400; a billing event naming it is dead-lettered)."""
 
-    code = "bad_request"
-    status = 400
-    expose = True
+    code = "unknown_tier"
 
 
-class NotFoundError(TierGateError):
+class NotFoundError(TypedError):
     """The route does not exist in this environment (404)."""
 
     code = "not_found"
     status = 404
-    expose = True
+    default_message = "not found"
 
 
-class PublicKeyTakenError(TierGateError):
+class PublicKeyTakenError(TypedError):
     """The public key is registered to another user: a key belongs to one user for life (409)."""
 
     code = "public_key_taken"
     status = 409
-    expose = True
+    default_message = "this public key is registered to another account; generate a new key pair"
 
-    def __init__(self) -> None:
+
+class UnavailableError(RetryableError):
+    """A dependency (NATS, OpenBao) did not answer (503 + `Retry-After`, or a NATS nak)."""
+
+    def __init__(self, log_detail: str, *, retry_after: float = 2.0) -> None:
         super().__init__(
-            "this public key is registered to another account; generate a new key pair"
+            "a dependency is unavailable; retry later", retry_after, log_detail=log_detail
         )
 
 
-class UnavailableError(TierGateError):
-    """A dependency did not answer (503, with `Retry-After: retry_after`)."""
-
-    code = "unavailable"
-    status = 503
-    public = "a dependency is unavailable; retry later"
-
-    def __init__(
-        self, message: str = "", *, public: str | None = None, retry_after: float = 2.0
-    ) -> None:
-        super().__init__(message, public=public)
-        self.retry_after = retry_after
-
-
-class DatabaseUnavailableError(UnavailableError):
+class DatabaseUnavailableError(RetryableError):
     """PostgreSQL is unreachable, frozen or too slow: nothing can be issued right now (503)."""
 
     code = "database_unavailable"
-    public = "the credential store is unavailable; retry after the Retry-After delay"
+
+    def __init__(self, log_detail: str, *, retry_after: float = 2.0) -> None:
+        super().__init__(
+            "the credential store is unavailable; retry after the Retry-After delay",
+            retry_after,
+            log_detail=log_detail,
+        )

@@ -40,9 +40,13 @@ class Metrics:
         self.billing_applied = Counter(
             "tg_billing_events_applied", "Tier changes applied.", registry=r
         )
+        self.task_restarts = Counter(
+            "tg_task_restarts", "Background task restarts by the supervisor.", ["task"],
+            registry=r,
+        )  # fmt: skip
         self.billing_ignored = Counter(
             "tg_billing_events_ignored",
-            "Tier changes ignored (duplicate/stale version, invalid).",
+            "Tier changes ignored (stale version, unknown tier).",
             ["reason"],
             registry=r,
         )

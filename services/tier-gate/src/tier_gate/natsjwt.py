@@ -1,4 +1,5 @@
-"""NATS decentralized-auth primitives: nkeys, JWT encoding/decoding and creds files.
+"""NATS decentralized-auth primitives: nkeys, JWT encoding/decoding and parsing `.creds` text
+(the `.creds` text itself comes from the service kit: `raxx_service_kit.nats.creds_text`).
 
 Hand-rolled on `nkeys` + the standard library (nats.md §1): full control over `exp`, scoped
 signing keys, `issuer_account` and account revocations, with no extra dependency.
@@ -101,22 +102,6 @@ def decode(token: str, *, verify: bool = True) -> dict[str, Any]:
     except Exception as exc:
         raise NatsJwtError(f"invalid NATS JWT: {exc}") from exc
     return claims
-
-
-def creds_text(user_jwt: str, user_seed: str) -> str:
-    """The standard NATS `.creds` file text (JWT + seed)."""
-    return (
-        "-----BEGIN NATS USER JWT-----\n"
-        f"{user_jwt}\n"
-        "------END NATS USER JWT------\n\n"
-        "************************* IMPORTANT *************************\n"
-        "NKEY Seed printed below can be used to sign and prove identity.\n"
-        "NKEYs are sensitive and should be treated as secrets.\n\n"
-        "-----BEGIN USER NKEY SEED-----\n"
-        f"{user_seed}\n"
-        "------END USER NKEY SEED------\n\n"
-        "*************************************************************\n"
-    )
 
 
 def parse_creds(text: str) -> tuple[str, str]:

@@ -1,10 +1,14 @@
-"""Readiness from cached, bounded probes: `/readyz` reads a snapshot and never waits.
+"""Cached, bounded dependency probes feeding the kit's `/readyz` body.
 
-Each dependency is probed in the background every `interval` seconds. A probe that has not
-answered after `slow_after` seconds is reported as not answering (with how long), and no
-second probe of the same dependency starts while one is still out, so a frozen server costs
-one stuck probe, never a pile of them. Checks are *essential* (issuing credentials needs
-them: a failure makes `/readyz` 503) or not (a failure is reported as degraded, 200).
+`/readyz` must answer at once whatever is down, so it never probes: each dependency is probed
+in the background every `interval` seconds, and `/readyz` reads the last result. A probe that
+has not answered after `slow_after` seconds is reported as not answering (with how long), and
+no second probe of the same dependency starts while one is still out, so a frozen server costs
+one stuck probe, never a pile of them. A *critical* check failing makes the replica
+`not_ready` (503: issuance needs it); any other only `degraded` (200).
+
+The body is the service kit's (`raxx_service_kit.http.Readiness`); each failing check's
+`reason` names the real cause and, in brackets, what it means for this replica.
 """
 
 from __future__ import annotations
@@ -15,16 +19,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from raxx_service_kit.http import Check
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Check:
+class Probe:
     """One dependency: `probe()` returns when healthy and raises (the reason) otherwise."""
 
     name: str
     probe: Callable[[], Awaitable[None]]
-    essential: bool
+    critical: bool
     impact: str
     """What a failure means for this replica (shown next to the reason)."""
 
@@ -36,63 +42,57 @@ def reason_of(exc: BaseException) -> str:
 
 
 @dataclass
-class Readiness:
-    """The last known state of every check, refreshed by `run()`."""
+class Probes:
+    """The last known state of every probe, refreshed by `run()`."""
 
-    checks: list[Check]
+    probes: list[Probe]
     interval: float = 1.0
     slow_after: float = 1.0
-    extra: Callable[[], dict[str, tuple[bool, str]]] | None = None
-    """Live conditions (name -> (essential, reason)) added to every snapshot."""
     _failing: dict[str, str] = field(default_factory=dict)
     _out: dict[str, tuple[asyncio.Task[None], float]] = field(default_factory=dict)
-    checked_at: float = 0.0
 
     async def tick(self) -> None:
-        """Probe every check once (bounded by `slow_after`)."""
+        """Probe every dependency once (bounded by `slow_after`)."""
         now = time.monotonic()
-        for check in self.checks:
-            if check.name not in self._out:
-                task = asyncio.ensure_future(check.probe())
-                self._out[check.name] = (task, now)
-        tasks = [task for task, _ in self._out.values()]
-        await asyncio.wait(tasks, timeout=self.slow_after)
+        for p in self.probes:
+            if p.name not in self._out:
+                self._out[p.name] = (asyncio.ensure_future(p.probe()), now)
+        await asyncio.wait([task for task, _ in self._out.values()], timeout=self.slow_after)
         now = time.monotonic()
-        for check in self.checks:
-            task, started = self._out[check.name]
+        for p in self.probes:
+            task, started = self._out[p.name]
             if not task.done():
-                self._failing[check.name] = f"no answer for {now - started:.1f} s"
+                self._failing[p.name] = f"no answer for {now - started:.1f} s"
                 continue
-            del self._out[check.name]
+            del self._out[p.name]
             exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
             if exc is None:
-                if self._failing.pop(check.name, None) is not None:
-                    log.info("%s is healthy again", check.name)
+                if self._failing.pop(p.name, None) is not None:
+                    log.info("%s is healthy again", p.name)
             else:
-                if check.name not in self._failing:
-                    log.warning("%s unhealthy: %s", check.name, reason_of(exc))
-                self._failing[check.name] = reason_of(exc)
-        self.checked_at = now
+                if p.name not in self._failing:
+                    log.warning("%s unhealthy: %s", p.name, reason_of(exc))
+                self._failing[p.name] = reason_of(exc)
 
     async def run(self) -> None:
         """Probe forever (a supervised background task)."""
-        while True:
-            await self.tick()
-            await asyncio.sleep(self.interval)
+        try:
+            while True:
+                await self.tick()
+                await asyncio.sleep(self.interval)
+        finally:
+            for task, _ in self._out.values():
+                task.cancel()
+            self._out.clear()
 
-    def snapshot(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(down, degraded): name -> reason; `down` names what stops issuing credentials."""
-        down: dict[str, str] = {}
-        degraded: dict[str, str] = {}
-        for check in self.checks:
-            reason = self._failing.get(check.name)
-            if reason is not None:
-                (down if check.essential else degraded)[check.name] = f"{reason} ({check.impact})"
-        for name, (essential, reason) in (self.extra() if self.extra else {}).items():
-            (down if essential else degraded)[name] = reason
-        return down, degraded
-
-    def stop(self) -> None:
-        """Cancel probes still out."""
-        for task, _ in self._out.values():
-            task.cancel()
+    def checks(self) -> dict[str, Check]:
+        """The kit's checks from the last results (never waits)."""
+        out: dict[str, Check] = {}
+        for p in self.probes:
+            reason = self._failing.get(p.name)
+            out[p.name] = Check(
+                ok=reason is None,
+                reason=None if reason is None else f"{reason} ({p.impact})",
+                critical=p.critical,
+            )
+        return out

@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from joserfc.jwk import OKPKey
-from raxx_contracts import TierChanged, TierPolicy, utc_now
+from raxx_contracts import TierChanged, TierPolicy
+from raxx_service_kit.clock import Clock, SystemClock
+from raxx_service_kit.nats import creds_text
 
 from tier_gate import domain, identity, natsjwt
 from tier_gate.adapters.postgres import Database, IssuedCredential, StoredTier, TierApplied
-from tier_gate.errors import BadRequestError, PublicKeyTakenError
+from tier_gate.errors import BadRequestError, PublicKeyTakenError, UnknownTierError
 from tier_gate.keys import SigningMaterial
 from tier_gate.metrics import Metrics
 
@@ -85,6 +86,7 @@ class RevocationPusher:
     """async (account_pub, account_jwt) -> reply text."""
     metrics: Metrics
     interval: float = 30.0
+    clock: Clock = field(default_factory=SystemClock)
 
     def account_jwt(self, revocations: dict[str, int], iat: int) -> str:
         """The MD account JWT as `init` wrote it, plus `revocations`, issued at `iat`."""
@@ -105,7 +107,8 @@ class RevocationPusher:
             await self.push(self.signing.md_account, self.account_jwt(revocations, iat))
 
         try:
-            count = await self.db.push_revocations(self.signing.md_account, int(time.time()), _push)
+            now = int(self.clock.now().timestamp())
+            count = await self.db.push_revocations(self.signing.md_account, now, _push)
         except Exception:
             self.metrics.revocation_push_failures.inc()
             raise
@@ -115,7 +118,7 @@ class RevocationPusher:
     async def run(self) -> None:
         """Re-push periodically (a restarted MEMORY-resolver server forgets pushes)."""
         while True:
-            await asyncio.sleep(self.interval)
+            await self.clock.sleep(self.interval)
             try:
                 await self.push_now()
             except Exception as exc:
@@ -142,6 +145,7 @@ class TierGate:
     cache_seconds: float = 30.0
     announce: Callable[[TierChanged], Awaitable[Any]] | None = None
     """async (TierChanged) -> None: publish the user's current tier for the hub (NATS KV)."""
+    clock: Clock = field(default_factory=SystemClock)
     _cache: dict[str, tuple[str, int, float]] = field(default_factory=dict)
     """user -> (tier, version, fresh until); an expired entry still bounds the version."""
 
@@ -156,13 +160,13 @@ class TierGate:
             return False
         if hit is None and len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[user_id] = (tier, version, time.monotonic() + self.cache_seconds)
+        self._cache[user_id] = (tier, version, self.clock.monotonic() + self.cache_seconds)
         return hit is None or hit[:2] != (tier, version)
 
     async def tier_of(self, user_id: str) -> tuple[str, int]:
         """The user's current (tier, version) (cached; unknown users: default tier, 0)."""
         hit = self._cache.get(user_id)
-        if hit is not None and hit[2] > time.monotonic():
+        if hit is not None and hit[2] > self.clock.monotonic():
             return hit[0], hit[1]
         stored = await self.db.get_tier(user_id) or (self.policy.default_tier, 0)
         hit = self._cache.get(user_id)
@@ -195,7 +199,7 @@ class TierGate:
     def _mint(
         self, user_id: str, tier: str, public_key: str | None
     ) -> tuple[dict[str, Any], IssuedCredential]:
-        now = int(time.time())
+        now = int(self.clock.now().timestamp())
         ttl = self.credential_ttl or self.policy.rule(tier).credential_ttl_seconds
         expires_at = now + ttl
         seed = None
@@ -218,7 +222,7 @@ class TierGate:
             "nats": {
                 "jwt": user_jwt,
                 "seed": seed,
-                "creds": natsjwt.creds_text(user_jwt, seed) if seed else None,
+                "creds": creds_text(user_jwt, seed) if seed else None,
             },
             "http_token": identity.http_token(self.http_key, user_id, tier, expires_at, now),
         }
@@ -226,14 +230,15 @@ class TierGate:
 
     async def apply_tier(self, user_id: str, tier: str, version: int | None) -> TierApplied:
         """Apply a tier change (version None = next, dev); revoke and push on a downgrade."""
-        self.policy.rule(tier)
+        if tier not in self.policy.tiers:
+            raise UnknownTierError(f"unknown tier {tier!r}")
         result = await self.db.apply_tier(
             user_id,
             tier,
             version,
             revoke_for=self._revoke_for,
             default_tier=self.policy.default_tier,
-            now=int(time.time()),
+            now=int(self.clock.now().timestamp()),
         )
         current: tuple[str, int] | None = None
         if result.applied:
@@ -247,7 +252,7 @@ class TierGate:
             # Every time, applied or not: a redelivered event re-announces what is stored,
             # so an announcement lost to a NATS outage is made good by the retry.
             event = TierChanged(
-                user_id=user_id, tier=current[0], version=current[1], timestamp=utc_now()
+                user_id=user_id, tier=current[0], version=current[1], timestamp=self.clock.now()
             )
             jobs.append(self.announce(event))
         if result.revoked:

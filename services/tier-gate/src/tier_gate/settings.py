@@ -1,38 +1,38 @@
-"""tier-gate settings (`TG_` environment variables)."""
+"""tier-gate settings (`TG_` environment variables) on the service kit's base.
+
+From the kit (`ServiceSettings`): `TG_ENV`, `TG_LOG_LEVEL`, `TG_HTTP_HOST`, `TG_HTTP_PORT`,
+`TG_NATS_URL`, `TG_NATS_CREDS`, `TG_NATS_CREDS_TEXT`, `TG_VAULT__*`, and the refusal of
+placeholder secrets with `TG_ENV=prod`. tier-gate's own knobs follow.
+
+`env` defaults to **prod** here (the kit's base defaults to dev): `dev` switches on the dev
+identity issuer (`/dev/identity` mints identity tokens for any user and tier), so a deployment
+that forgets `TG_ENV` must fail safe. `make run` (tools/devstack) sets `TG_ENV=dev`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from raxx_service_kit.settings import ServiceSettings, dev_database_url, dev_port, service_config
+from raxx_service_kit.vault import VaultSettings
+
+__all__ = ["Settings", "VaultSettings"]
 
 
-class VaultSettings(BaseModel):
-    """How to reach OpenBao (KV v2); never the secrets themselves."""
-
-    addr: str = "http://127.0.0.1:18200"
-    auth: Literal["token", "approle", "kubernetes"] = "token"
-    token: SecretStr | None = None
-    role_id: str | None = None
-    secret_id: SecretStr | None = None
-    role: str | None = None
-    mount: str = "secret"
-
-
-class Settings(BaseSettings):
+class Settings(ServiceSettings):
     """Every knob of tier-gate; built once in `__main__` (tests pass keyword arguments)."""
 
-    model_config = SettingsConfigDict(env_prefix="TG_", env_nested_delimiter="__", extra="ignore")
+    model_config = service_config("TG_")
 
-    env: Literal["dev", "prod"] = "prod"
-    nats_url: str = "nats://127.0.0.1:14222"
-    nats_creds: Path | None = None
-    """tier-gate's MD-account user (BILLING stream); else read from OpenBao."""
+    env: Literal["dev", "test", "prod"] = "prod"
+    http_port: int = Field(default_factory=lambda: dev_port("tier-gate"))
     nats_sys_creds: Path | None = None
-    """tier-gate's system-account user (revocation pushes); else read from OpenBao."""
-    database_url: str = "postgresql://127.0.0.1:15432/raxx"
+    """tier-gate's system-account user (revocation pushes); else read from OpenBao.
+
+    `TG_NATS_CREDS` (kit) is its MD-account user (BILLING stream); else read from OpenBao."""
+    database_url: str = Field(default_factory=lambda: dev_database_url("tier_gate"))
     db_pool_max: int = 8
     db_pool_timeout: float = Field(default=2.0, gt=0)
     """Seconds to wait for a pooled connection before answering 503."""
@@ -42,9 +42,6 @@ class Settings(BaseSettings):
     """PostgreSQL `statement_timeout` for every session (lock waits included)."""
     db_connect_timeout: int = Field(default=2, ge=2)
     """libpq `connect_timeout` in whole seconds (libpq's minimum is 2)."""
-    vault: VaultSettings = VaultSettings()
-    http_host: str = "127.0.0.1"
-    http_port: int = 8082
     dev_http_port: int | None = None
     """Dev only: serve the dev routes (`/dev/identity...`) on this port, and only there.
 
@@ -64,4 +61,3 @@ class Settings(BaseSettings):
     billing_durable: str = "tier-gate"
     readiness_interval: float = Field(default=1.0, gt=0)
     """Seconds between background dependency probes (`/readyz` reads their cached result)."""
-    log_level: str = "INFO"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from raxx_contracts import default_policy, subjects
+from raxx_service_kit.nats import creds_text
 from tier_gate import domain, natsjwt
 
 POLICY = default_policy()
@@ -18,8 +21,10 @@ def test_free_template_allows_only_delayed_paths_and_its_inbox() -> None:
     ]
     assert tpl["pub"]["allow"] == [
         "md.ctl.interest.free.{{tag(inbox)}}",
-        "md.ctl.replay.free.{{tag(inbox)}}",
         "_INBOX_U.{{tag(inbox)}}.>",
+        "$JS.API.DIRECT.GET.MD_DELAYED_STOCKS",
+        "$JS.API.DIRECT.GET.MD_DELAYED_OPTIONS",
+        "md.ctl.replay.free.{{tag(inbox)}}",
     ]
     assert tpl["subs"] == POLICY.rule("free").max_subscriptions
 
@@ -28,6 +33,36 @@ def test_pro_template_adds_realtime_equities_only() -> None:
     allow = domain.tier_template(POLICY, "pro")["sub"]["allow"]
     assert "md.rt.stocks.>" in allow
     assert "md.rt.options.>" not in allow
+
+
+@pytest.mark.parametrize(
+    ("tier", "streams"),
+    [
+        ("free", {"MD_DELAYED_STOCKS", "MD_DELAYED_OPTIONS"}),
+        ("pro", {"MD_DELAYED_STOCKS", "MD_DELAYED_OPTIONS", "MD_RT_STOCKS"}),
+        ("pro_plus", set(subjects.CAPTURE_STREAMS)),
+    ],
+)
+def test_templates_allow_direct_gets_on_exactly_the_readable_streams(
+    tier: str, streams: set[str]
+) -> None:
+    pub = domain.tier_template(POLICY, tier)["pub"]["allow"]
+    direct = {p.removeprefix("$JS.API.DIRECT.GET.") for p in pub if p.startswith("$JS.API.")}
+    assert direct == streams
+    assert not any(p.startswith(subjects.CAPTURE_PREFIX) for p in pub)
+
+
+def test_only_the_hub_publishes_capture_subjects_and_nobody_publishes_md_paths() -> None:
+    for name, perms in domain.SERVICE_PERMISSIONS.items():
+        capture = any(p.startswith("mdcap") or p == ">" for p in perms.pub)
+        assert capture == (name == "hub"), name
+        assert not any(p.startswith(("md.rt", "md.delayed")) for p in perms.pub), name
+    hub = domain.SERVICE_PERMISSIONS["hub"].pub
+    for stream in subjects.CAPTURE_STREAMS:
+        assert f"$JS.API.STREAM.*.{stream}" in hub
+    # the hub's credential must fit a CONNECT line (nats-server max_control_line: 4096)
+    claims = domain.service_user_claims("hub", "U" * 56, domain.SERVICE_PERMISSIONS["hub"])
+    assert len(json.dumps(claims)) * 4 // 3 + 600 < 4096
 
 
 def test_no_template_lets_a_user_publish_market_data() -> None:
@@ -50,7 +85,11 @@ def test_granted_matches_the_template_for_that_user() -> None:
     assert g["paths"] == {"stocks": "rt", "options": "rt"}
     assert f"{subjects.user_inbox_prefix('bob')}.>" in g["subscribe"]
     assert g["interest"] == subjects.interest("pro_plus", subjects.user_token("bob"))
-    assert g["publish"] == [g["interest"], f"{subjects.user_inbox_prefix('bob')}.>"]
+    assert g["publish"][:2] == [g["interest"], f"{subjects.user_inbox_prefix('bob')}.>"]
+    assert g["streams"] == list(POLICY.readable_streams("pro_plus"))
+    assert g["replay"] == subjects.replay("pro_plus", subjects.user_token("bob"))
+    tpl = domain.tier_template(POLICY, "pro_plus")["pub"]["allow"]
+    assert {subjects.direct_get(s) for s in g["streams"]} <= set(tpl)
 
 
 def test_only_the_responders_may_publish_into_user_inboxes_and_only_the_settler_settles() -> None:
@@ -118,7 +157,7 @@ def test_nats_jwt_round_trip_and_tamper_detection() -> None:
 
 def test_creds_text_round_trips() -> None:
     seed = natsjwt.new_seed("user")
-    assert natsjwt.parse_creds(natsjwt.creds_text("eyJabc", seed)) == ("eyJabc", seed)
+    assert natsjwt.parse_creds(creds_text("eyJabc", seed)) == ("eyJabc", seed)
 
 
 def test_public_key_validation() -> None:

@@ -18,105 +18,14 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from raxx_service_kit.migrations import migrate
 
 from broker_handoff.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS bh_user_tiers (
-    user_id text PRIMARY KEY,
-    tier text NOT NULL,
-    version bigint NOT NULL,
-    changed_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS bh_oauth_states (
-    state_key text PRIMARY KEY,
-    user_id text NOT NULL,
-    env text NOT NULL CHECK (env IN ('live', 'paper')),
-    code_verifier text,
-    redirect_uri text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    expires_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS bh_connections (
-    user_id text PRIMARY KEY,
-    env text NOT NULL CHECK (env IN ('live', 'paper')),
-    status text NOT NULL CHECK (status IN ('connected', 'disconnected', 'revoked')),
-    scope text NOT NULL DEFAULT '',
-    vault_key text NOT NULL,
-    connected_at timestamptz,
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    reason text NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS bh_orders (
-    user_id text NOT NULL,
-    client_order_id text NOT NULL,
-    fingerprint text NOT NULL,
-    state text NOT NULL CHECK (state IN ('pending', 'placed')),
-    provider_order jsonb,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (user_id, client_order_id)
-);
-CREATE TABLE IF NOT EXISTS bh_audit (
-    id bigserial PRIMARY KEY,
-    at timestamptz NOT NULL DEFAULT now(),
-    actor text NOT NULL,
-    user_id text,
-    action text NOT NULL,
-    outcome text NOT NULL,
-    detail jsonb NOT NULL DEFAULT '{}'::jsonb
-);
-CREATE OR REPLACE FUNCTION bh_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'bh_audit is append-only (% refused)', TG_OP;
-END $$;
-CREATE OR REPLACE TRIGGER bh_audit_no_update_delete BEFORE UPDATE OR DELETE ON bh_audit
-    FOR EACH ROW EXECUTE FUNCTION bh_audit_append_only();
-CREATE OR REPLACE TRIGGER bh_audit_no_truncate BEFORE TRUNCATE ON bh_audit
-    FOR EACH STATEMENT EXECUTE FUNCTION bh_audit_append_only();
-CREATE TABLE IF NOT EXISTS bh_revoke_jobs (
-    id bigserial PRIMARY KEY,
-    status text NOT NULL CHECK (status IN ('running', 'done')),
-    cursor text NOT NULL DEFAULT '',
-    destroyed integer NOT NULL DEFAULT 0,
-    failed integer NOT NULL DEFAULT 0,
-    started_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    finished_at timestamptz
-);
-CREATE UNIQUE INDEX IF NOT EXISTS bh_revoke_jobs_one_running
-    ON bh_revoke_jobs ((true)) WHERE status = 'running';
--- Browser binding and retry of the OAuth flow (issue 10.7, 14.4).
-ALTER TABLE bh_oauth_states ADD COLUMN IF NOT EXISTS binding_hash text NOT NULL DEFAULT '';
-ALTER TABLE bh_oauth_states ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'pending'
-    CHECK (status IN ('pending', 'exchanging', 'failed'));
-ALTER TABLE bh_oauth_states ADD COLUMN IF NOT EXISTS failure text NOT NULL DEFAULT '';
-ALTER TABLE bh_oauth_states ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
-CREATE TABLE IF NOT EXISTS bh_connect_links (
-    link_key text PRIMARY KEY,
-    user_id text NOT NULL,
-    env text NOT NULL CHECK (env IN ('live', 'paper')),
-    created_at timestamptz NOT NULL DEFAULT now(),
-    expires_at timestamptz NOT NULL
-);
--- One row per token ever written to Vault (`grants/<grant_id>`): written before the Vault
--- write ('writing'), then 'active' (the connection points at it), 'failed', 'retired'
--- (superseded or disconnected) or 'destroyed'. The reconciler destroys every Vault grant
--- that is not active (or still being written, within a grace period).
-CREATE TABLE IF NOT EXISTS bh_grants (
-    grant_id text PRIMARY KEY,
-    user_id text NOT NULL,
-    status text NOT NULL
-        CHECK (status IN ('writing', 'active', 'failed', 'retired', 'destroyed')),
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-ALTER TABLE bh_connections ADD COLUMN IF NOT EXISTS grant_id text;
-"""
-_SCHEMA_LOCK = 0x6268_5F73_6368  # "bh_sch": serialises concurrent migrations
+MIGRATIONS = "broker_handoff.migrations"
+MIGRATIONS_TABLE = "bh_schema_migrations"
 _STATE_COLS = (
     "user_id, env, code_verifier, redirect_uri, expires_at, binding_hash, status, failure,"
     " claimed_at"
@@ -186,11 +95,13 @@ class Store:
         connect_timeout: int = 3,
         statement_timeout_ms: int = 5000,
         reconnect_timeout: float = 2.0,
+        retry_after: float = 5.0,
     ) -> None:
         # Every wait is bounded: a connection from the pool (acquire_timeout), a new connection
         # (connect_timeout), a statement (statement_timeout, server side), a dead peer (TCP
         # keepalives). A short reconnect_timeout makes the pool stop its own backoff quickly, so
         # the first request after an outage connects at once instead of waiting out a backoff.
+        self._retry_after = retry_after
         options = (
             f"-c statement_timeout={statement_timeout_ms} "
             f"-c lock_timeout={statement_timeout_ms} "
@@ -216,14 +127,14 @@ class Store:
         )
 
     async def open(self) -> None:
-        """Open the pool and create/upgrade the schema (idempotent)."""
+        """Open the pool and apply the pending numbered migrations (the kit's runner)."""
         try:
             await self._pool.open(wait=True, timeout=10)
-            async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                await conn.execute(SCHEMA)
-        except (psycopg.Error, OSError) as exc:
-            raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+            async with self._pool.connection() as conn:
+                await migrate(conn, MIGRATIONS, table=MIGRATIONS_TABLE)
+        except (psycopg.Error, OSError, psycopg_pool.PoolTimeout) as exc:
+            log.warning("database unavailable at start: %s", type(exc).__name__)
+            raise StoreUnavailable(retry_after=self._retry_after) from exc
 
     async def close(self) -> None:
         """Close the pool."""
@@ -243,7 +154,7 @@ class Store:
             TimeoutError,
         ) as exc:
             log.warning("database error: %s", type(exc).__name__)
-            raise StoreUnavailable("The database is unavailable. Try again shortly.") from None
+            raise StoreUnavailable(retry_after=self._retry_after) from None
 
     async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
         async with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:

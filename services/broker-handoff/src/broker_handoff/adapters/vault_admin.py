@@ -2,18 +2,23 @@
 
 Idempotent: every step creates or updates to the same result, so running it twice is safe.
 Runs with an operator's Vault token (`BH_VAULT__TOKEN`, or `VAULT_TOKEN`), never the service's.
+The login and the KV writes are the kit's (`login`, `VaultKV`); the mount, policy and AppRole
+administration has no kit counterpart and stays here (hvac, in a worker thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 
 import hvac
-from hvac import exceptions as hvac_exc
+from pydantic import SecretStr
+from raxx_service_kit.vault import VaultKV, login
 
+from broker_handoff.adapters.vault import ADMIN_PATH, OAUTH_CLIENT_PATH
 from broker_handoff.domain import sha256_hex
-from broker_handoff.settings import VaultSettings
+from broker_handoff.settings import BrokerHandoffVault
 
 POLICY_NAME = "broker-handoff"
 ROLE_NAME = "broker-handoff"
@@ -59,25 +64,10 @@ def _ensure_approle(client: hvac.Client, mount: str) -> None:
         client.sys.enable_auth_method("approle", path=mount)
 
 
-def _read(client: hvac.Client, mount: str, path: str) -> dict[str, str]:
-    try:
-        resp = client.secrets.kv.v2.read_secret_version(
-            path=path, mount_point=mount, raise_on_deleted_version=False
-        )
-    except hvac_exc.InvalidPath:
-        return {}
-    return dict(((resp or {}).get("data") or {}).get("data") or {})
-
-
-def init_vault(
-    client: hvac.Client,
-    settings: VaultSettings,
-    *,
-    new_secret_id: bool = False,
-    oauth_client_secret: str | None = None,
-    rotate_admin_token: bool = False,
-) -> InitResult:
-    """Create/refresh the policy, the AppRole and (if absent) the admin token hash."""
+def _provision(
+    client: hvac.Client, settings: BrokerHandoffVault, new_secret_id: bool
+) -> tuple[str, str | None]:
+    """Mount, policy and AppRole (blocking hvac calls); returns (role_id, new secret_id)."""
     mount, prefix = settings.mount, settings.prefix
     _ensure_kv2(client, mount)
     client.sys.create_or_update_policy(name=POLICY_NAME, policy=policy_text(mount, prefix))
@@ -97,22 +87,33 @@ def init_vault(
         secret_id = client.auth.approle.generate_secret_id(
             role_name=ROLE_NAME, mount_point=settings.approle_mount
         )["data"]["secret_id"]
+    return str(role_id), secret_id
+
+
+async def init_vault(
+    settings: BrokerHandoffVault,
+    operator_token: str,
+    *,
+    addr: str | None = None,
+    new_secret_id: bool = False,
+    oauth_client_secret: str | None = None,
+    rotate_admin_token: bool = False,
+) -> InitResult:
+    """Create/refresh the policy, the AppRole and (if absent) the admin token hash."""
+    operator = settings.model_copy(
+        update={"auth": "token", "token": SecretStr(operator_token), "addr": addr or settings.addr}
+    )
+    client = await asyncio.to_thread(login, operator)
+    role_id, secret_id = await asyncio.to_thread(_provision, client, operator, new_secret_id)
+    kv = VaultKV(operator, prefix=operator.prefix)
 
     written = False
     if oauth_client_secret:
-        client.secrets.kv.v2.create_or_update_secret(
-            path=f"{prefix}/oauth-client",
-            secret={"client_secret": oauth_client_secret},
-            mount_point=mount,
-        )
+        await kv.write(OAUTH_CLIENT_PATH, {"client_secret": oauth_client_secret})
         written = True
 
     admin_token = None
-    if rotate_admin_token or not _read(client, mount, f"{prefix}/admin").get("token_sha256"):
+    if rotate_admin_token or not (await kv.read(ADMIN_PATH) or {}).get("token_sha256"):
         admin_token = secrets.token_urlsafe(32)
-        client.secrets.kv.v2.create_or_update_secret(
-            path=f"{prefix}/admin",
-            secret={"token_sha256": sha256_hex(admin_token)},
-            mount_point=mount,
-        )
-    return InitResult(POLICY_NAME, str(role_id), secret_id, admin_token, written)
+        await kv.write(ADMIN_PATH, {"token_sha256": sha256_hex(admin_token)})
+    return InitResult(POLICY_NAME, role_id, secret_id, admin_token, written)

@@ -1,4 +1,4 @@
-"""NATS: connection, the hub's JetStream stream and KV buckets (declared here only), the
+"""NATS: connection, the hub's capture streams and KV buckets (declared here only), the
 latest-value store and the leader lease."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, RePublish, StorageType, StreamConfig
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
-from raxx_contracts import Path, subjects
+from raxx_contracts import AssetClass, Path, subjects
 
 from market_data_hub.aio import raise_if_cancelling
 from market_data_hub.metrics import Metrics
@@ -151,31 +151,50 @@ _FAST_PATH: dict[type, bool] = {}
 
 @dataclass
 class Buckets:
-    """The hub's KV buckets and the name of its capture stream."""
+    """The hub's KV buckets and its capture streams (`MD_RT_STOCKS`, ... by (path, asset))."""
 
     interest: KeyValue
     latest: KeyValue
     state: KeyValue
     leader: KeyValue
-    stream: str
+    streams: dict[tuple[Path, AssetClass], str] = field(default_factory=dict)
+
+
+def capture_config(path: Path, asset: AssetClass, settings: Settings) -> StreamConfig:
+    """The capture stream of (path, asset): stores `mdcap.<path>.<asset>.>` and republishes each
+    stored message on `md.<path>.<asset>...` with `Nats-Stream`, `Nats-Subject`,
+    `Nats-Sequence`, `Nats-Last-Sequence` (per subject) and `Nats-Time-Stamp`. Subscribers thus
+    see only what was stored, and read gaps back with direct gets (`allow_direct`)."""
+    return StreamConfig(
+        name=subjects.capture_stream(path, asset),
+        subjects=[subjects.capture_root(path, asset)],
+        storage=StorageType.FILE,
+        max_age=settings.capture_window_seconds,
+        max_bytes=settings.capture_max_bytes or -1,
+        discard=DiscardPolicy.OLD,
+        allow_direct=True,
+        republish=RePublish(
+            src=subjects.capture_root(path, asset), dest=subjects.path_root(path, asset)
+        ),
+        description=f"md.{path}.{asset} capture: stored, then republished (market-data-hub)",
+    )
 
 
 async def declare(js: JetStreamContext, settings: Settings) -> Buckets:
-    """Declare (idempotently) the delay-line capture stream and the KV buckets."""
+    """Declare (idempotently) the capture streams and the KV buckets.
+
+    The hub is the only declarer of these streams: a re-declaration overwrites their config.
+    """
+    streams: dict[tuple[Path, AssetClass], str] = {}
+    for path in Path:
+        for asset in AssetClass:
+            cfg = capture_config(path, asset, settings)
+            try:
+                await js.add_stream(cfg)
+            except nats.js.errors.BadRequestError:
+                await js.update_stream(cfg)
+            streams[(path, asset)] = str(cfg.name)
     p = settings.bucket_prefix
-    stream = f"{p}_DELAY"
-    cfg = StreamConfig(
-        name=stream,
-        subjects=[subjects.path_root(Path.RT)],
-        storage=StorageType.FILE,
-        max_age=settings.delay_seconds * 1.1 + 60,
-        discard=DiscardPolicy.OLD,
-        description="md.rt.> held for the delayed path (market-data-hub)",
-    )
-    try:
-        await js.add_stream(cfg)
-    except nats.js.errors.BadRequestError:
-        await js.update_stream(cfg)
 
     async def kv(name: str, **kw: object) -> KeyValue:
         return await js.create_key_value(KeyValueConfig(bucket=f"{p}_{name}", **kw))  # type: ignore[arg-type]
@@ -185,12 +204,13 @@ async def declare(js: JetStreamContext, settings: Settings) -> Buckets:
         latest=await kv("LATEST", history=1),
         state=await kv("STATE", history=1),
         leader=await kv("LEADER", history=1, ttl=settings.leader_ttl_seconds),
-        stream=stream,
+        streams=streams,
     )
 
 
 def latest_key(subject: str) -> str:
-    """KV key of the latest value for a market subject: the subject without `md.`."""
+    """KV key of the latest value for a market subject: the subject without `md.` (or
+    `mdcap.`: a capture subject and its public twin share one key)."""
     return subject.split(".", 1)[1]
 
 

@@ -1,7 +1,7 @@
 """PostgreSQL: entitlements (tier per user) and issued user keys (for revocation).
 
-psycopg 3 async with a connection pool; versioned migrations applied at start under an
-advisory lock, so concurrent starts and re-runs are safe.
+psycopg 3 async with a connection pool; the numbered SQL files in `tier_gate.migrations` are
+applied at start by the service kit's runner (advisory lock: concurrent starts are safe).
 
 Outages are bounded (see `Database`): every operation has a client-side deadline on top of
 the server's `statement_timeout`, a failed connection marks the database down so later calls
@@ -23,47 +23,16 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg.errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from raxx_service_kit.migrations import migrate
 
 from tier_gate.errors import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: entitlements and issued credentials
-    """
-    CREATE TABLE tg_entitlements (
-        user_id    text PRIMARY KEY,
-        tier       text NOT NULL,
-        version    bigint NOT NULL,
-        updated_at timestamptz NOT NULL DEFAULT now()
-    );
-    CREATE TABLE tg_credentials (
-        user_pub   text PRIMARY KEY,
-        user_id    text NOT NULL,
-        tier       text NOT NULL,
-        issued_at  bigint NOT NULL,
-        expires_at bigint NOT NULL,
-        revoked_ts bigint
-    );
-    CREATE INDEX tg_credentials_user ON tg_credentials (user_id, expires_at);
-    CREATE INDEX tg_credentials_revoked ON tg_credentials (expires_at)
-        WHERE revoked_ts IS NOT NULL;
-    """,
-    # 2: the last account-JWT `iat` pushed by any replica (pushes never go back in time)
-    """
-    CREATE TABLE tg_account_pushes (
-        account_pub text PRIMARY KEY,
-        iat         bigint NOT NULL
-    );
-    """,
-    # 3: a client-supplied public key stays owned by its first user (never pruned, never
-    # re-assigned); generated keys are random and pruned after they expire.
-    """
-    ALTER TABLE tg_credentials ADD COLUMN client_key boolean NOT NULL DEFAULT false;
-    """,
-)
-_LOCK_KEY = 0x7467_6D69  # "tgmi": serialises migrations across processes
+MIGRATIONS = "tier_gate.migrations"
+"""Package of numbered SQL files (applied by the service kit's runner)."""
+MIGRATIONS_TABLE = "tg_migrations"
 _USER_LOCK = 0x7467_7573  # "tgus": (namespace, hashtext(user_id)) per-user issuance/tier lock
 _PUSH_LOCK = 0x7467_7075  # "tgpu": serialises revocation pushes across replicas
 
@@ -171,7 +140,7 @@ class Database:
         try:
             await self._pool.open(wait=True, timeout=10)
         except Exception as exc:
-            raise DatabaseUnavailableError(f"PostgreSQL unreachable: {exc}") from exc
+            raise DatabaseUnavailableError(f"PostgreSQL unreachable: {exc!r}") from exc
         await self.migrate()
 
     async def close(self) -> None:
@@ -282,24 +251,10 @@ class Database:
             self._outage.reason = reason
             await asyncio.sleep(0.25)
 
-    async def migrate(self) -> int:
-        """Apply migrations not yet recorded; return the schema version."""
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS tg_schema_migrations ("
-                " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            cur = await conn.execute("SELECT coalesce(max(version), 0) FROM tg_schema_migrations")
-            row = await cur.fetchone()
-            current = int(row[0]) if row else 0
-            for number, sql in enumerate(MIGRATIONS, start=1):
-                if number > current:
-                    await conn.execute(sql.encode())
-                    await conn.execute(
-                        "INSERT INTO tg_schema_migrations (version) VALUES (%s)", (number,)
-                    )
-            return len(MIGRATIONS)
+    async def migrate(self) -> list[str]:
+        """Apply the numbered SQL files not yet recorded (kit runner); return those applied."""
+        async with self._connection() as conn:
+            return await migrate(conn, MIGRATIONS, table=MIGRATIONS_TABLE)
 
     async def ping(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 - see _run
         """Raise DatabaseUnavailableError unless the database answers within `timeout`."""
