@@ -65,7 +65,7 @@ test: setup lint ## lint, type check, unit, component and integration tests
 
 bench: setup ## benchmarks: figures printed, JSON and PNG under .bench/
 	@mkdir -p .bench
-	@for b in sim hub tier_gate settler gap; do \
+	@for b in sim hub tier_gate settler gap replay; do \
 		if [ -f scripts/bench_$$b.py ]; then echo "== bench $$b"; $(RUN) python scripts/bench_$$b.py || exit 1; fi; \
 	done
 

@@ -15,7 +15,7 @@ $CLI auth list -format=json | grep -q "\"${AUTH_PATH}/\"" || $CLI auth enable -p
 # Vault runs in the cluster: it reviews tokens with its own ServiceAccount.
 $CLI write "auth/${AUTH_PATH}/config" kubernetes_host="https://kubernetes.default.svc"
 
-for svc in market-data-hub tier-gate broker-handoff eod-settler; do
+for svc in market-data-hub tier-gate broker-handoff eod-settler md-replay; do
   $CLI policy write "raxx-${svc}" "policies/${svc}.hcl"
   $CLI write "auth/${AUTH_PATH}/role/${svc}" \
     bound_service_account_names="$svc" \

@@ -33,7 +33,10 @@ SERVICES: dict[str, tuple[str, str]] = {
     "tier-gate": ("tier_gate", "TG"),
     "broker-handoff": ("broker_handoff", "BH"),
     "eod-settler": ("eod_settler", "EOD"),
+    "md-replay": ("md_replay", "MDR"),
 }
+# Services that never log in to Vault themselves (External Secrets renders their NATS creds).
+NO_VAULT = frozenset({"md-replay"})
 # The issue: only these may leave the cluster, and only towards Alpaca on 443.
 ALLOWED_EXTERNAL_EGRESS = frozenset({"market-data-hub", "broker-handoff"})
 # Labels Prometheus (ServiceMonitor discovery) adds to every scraped series.

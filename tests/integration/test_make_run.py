@@ -122,7 +122,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     _stop(proc)
 
 
-SERVICES = ("market-data-hub", "tier-gate", "broker-handoff", "eod-settler")
+SERVICES = ("market-data-hub", "tier-gate", "broker-handoff", "eod-settler", "md-replay")
 
 
 @pytest.mark.parametrize("service", SERVICES)

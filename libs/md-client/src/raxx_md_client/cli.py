@@ -1,15 +1,18 @@
-"""`raxx-md tail [--tier free] AAPL MSFT`: live quotes from a running dev stack."""
+"""`raxx-md tail [--tier free] AAPL MSFT`: live quotes from a running dev stack;
+`raxx-md replay --date D [--from T] [--speed N|max] AAPL`: a recorded session."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import getpass
 import logging
 import os
 import signal
 import sys
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 from raxx_contracts import (
@@ -21,17 +24,21 @@ from raxx_contracts import (
     OptionQuote,
     OptionTrade,
     Quote,
+    ReplayProgress,
     Trade,
     TradingStatus,
     default_policy,
 )
+from raxx_contracts.replay import MAX_REPLAY_SPEED
 
 from raxx_md_client.client import MdClient
 from raxx_md_client.credentials import Credential, TierGateClient, TierGateError
 from raxx_md_client.recovery import Gap, MdClientError
+from raxx_md_client.replay import ReplayMessage, ReplayRefused
 
 DEFAULT_TIER_GATE = os.environ.get("RAXX_MD_TIER_GATE", "http://127.0.0.1:8082")
 DEFAULT_NATS = os.environ.get("RAXX_MD_NATS", "nats://127.0.0.1:14222")
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +57,60 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--nats", default=DEFAULT_NATS, help="NATS URL")
     tail.add_argument("--identity", default=None, help="use this identity JWT (not dev)")
     tail.add_argument("-v", "--verbose", action="store_true")
+    rp = sub.add_parser("replay", help="replay a recorded session, one line per message")
+    rp.add_argument("symbols", nargs="+", metavar="SYMBOL")
+    rp.add_argument("--date", required=True, type=_date, help="session date YYYY-MM-DD")
+    rp.add_argument(
+        "--from", dest="start", default=None,
+        help="start time: HH:MM[:SS] (America/New_York, on --date) or an ISO 8601 instant",
+    )  # fmt: skip
+    rp.add_argument("--speed", default="max", type=_speed, help="N times real time, or max")
+    rp.add_argument("--tier", default="free", choices=default_policy().tier_order)
+    rp.add_argument("--user", default=None, help="dev user id (default: dev-<login>)")
+    rp.add_argument("--asset", default="stocks", choices=[a.value for a in AssetClass])
+    rp.add_argument(
+        "--channel", action="append", choices=[c.value for c in Channel],
+        help="repeatable; default quotes and trades",
+    )  # fmt: skip
+    rp.add_argument("--tier-gate", default=DEFAULT_TIER_GATE, help="tier-gate base URL")
+    rp.add_argument("--nats", default=DEFAULT_NATS, help="NATS URL")
+    rp.add_argument("--identity", default=None, help="use this identity JWT (not dev)")
+    rp.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a speed (N > 0 or max): {text!r}") from exc
+    if not 0 < value <= MAX_REPLAY_SPEED:
+        raise argparse.ArgumentTypeError(f"speed must be in (0, {MAX_REPLAY_SPEED:g}] or max")
+    return value
+
+
+def replay_start(date: dt.date, text: str | None) -> dt.datetime | None:
+    """`--from`: a time of day in New York on `date`, or a full ISO 8601 instant."""
+    if text is None:
+        return None
+    try:
+        return dt.datetime.combine(date, dt.time.fromisoformat(text), NEW_YORK)
+    except ValueError:
+        pass
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"--from is neither HH:MM[:SS] nor an ISO instant: {text!r}") from exc
+    return value if value.tzinfo else value.replace(tzinfo=NEW_YORK)
 
 
 def format_event(event: BaseModel | Gap, path: str) -> str:
@@ -152,6 +212,64 @@ async def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _replay(args: argparse.Namespace) -> int:
+    try:
+        start = replay_start(args.date, args.start)
+    except ValueError as exc:
+        _err(str(exc))
+        return 2
+    tg = TierGateClient(args.tier_gate)
+    user = args.user or f"dev-{getpass.getuser()}"
+    try:
+        identity = args.identity or await tg.dev_identity(user, args.tier)
+    except TierGateError as exc:
+        _err(f"cannot get a credential from tier-gate at {args.tier_gate}: {exc}")
+        await tg.aclose()
+        return 2
+
+    async def source(public_key: str) -> Credential:
+        return await tg.issue(identity, public_key)
+
+    client = MdClient(args.nats, source)
+    try:
+        await client.start()
+    except Exception as exc:
+        _err(f"cannot connect to NATS at {args.nats} ({exc}). Is the stack running (`make run`)?")
+        await tg.aclose()
+        return 2
+    asset = AssetClass(args.asset)
+    channels = [Channel(c) for c in (args.channel or ["quotes", "trades"])]
+    path = client.credential.paths[asset].value
+    try:
+        async for item in client.replay(
+            args.date, args.symbols, asset=asset, channels=channels, start=start,
+            speed=args.speed,
+        ):  # fmt: skip
+            if isinstance(item, ReplayMessage):
+                if item.event is not None:
+                    print(format_event(item.event, path), flush=True)
+                else:
+                    clock = dt.datetime.fromtimestamp(item.ts_ns / 1e9, dt.UTC)
+                    print(f"{clock:%H:%M:%S.%f}  {item.subject}", flush=True)
+            elif isinstance(item, ReplayProgress):
+                if args.verbose:
+                    _err(f"progress: {item.messages} messages")
+            else:
+                _err(f"end of replay ({item.reason}): {item.messages} messages")
+                return 0 if item.reason == "complete" else 1
+    except ReplayRefused as exc:
+        _err(f"replay refused: {exc.code}: {exc.message}")
+        return 2
+    except InvalidSymbolError as exc:
+        _err(f"invalid symbol: {exc}")
+        return 2
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
+        await tg.aclose()
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (`raxx-md`)."""
     args = _parser().parse_args(argv)
@@ -160,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         format="raxx-md: %(levelname)s %(message)s",
     )
     loop = asyncio.new_event_loop()
-    task = loop.create_task(_tail(args))
+    task = loop.create_task(_replay(args) if args.command == "replay" else _tail(args))
     loop.add_signal_handler(signal.SIGINT, task.cancel)
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:

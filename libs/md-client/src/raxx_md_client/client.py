@@ -73,6 +73,8 @@ from raxx_md_client.recovery import (
     parse_time,
     stamp,
 )
+from raxx_md_client.replay import ReplayItem
+from raxx_md_client.replay import replay as replay_session
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +301,25 @@ class MdClient:
         """Read every subscription back from its high-water mark now (done by itself after a
         reconnect or a credential swap)."""
         self._ingress.put_nowait(_Control("recover"))
+
+    def replay(
+        self,
+        date: dt.date,
+        symbols: Iterable[str],
+        *,
+        asset: AssetClass = AssetClass.STOCKS,
+        channels: Iterable[Channel] = (Channel.QUOTES, Channel.TRADES),
+        start: dt.datetime | None = None,
+        speed: float | None = None,
+        decode_events: bool = True,
+    ) -> AsyncIterator[ReplayItem]:
+        """Replay `date`'s recorded session (see :mod:`raxx_md_client.replay`): messages in
+        original order with their original timestamps, progress, then the end marker."""
+        cred = self.credential
+        return replay_session(
+            self._require_nc(), cred.tier, cred.inbox_prefix.split(".")[1], date, symbols,
+            asset=asset, channels=channels, start=start, speed=speed, decode_events=decode_events,
+        )  # fmt: skip
 
     async def renew(self) -> None:
         """Swap to a fresh credential now (normally done at ~75% of its lifetime)."""

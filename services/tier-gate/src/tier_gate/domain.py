@@ -125,6 +125,38 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
         pub=(f"{subjects.USER_INBOX_ROOT}.>",),
         sub=(f"{subjects.INTEREST}.>",),
     ),
+    # md-replay: receives `md.ctl.replay.<tier>.<user>` and publishes replays only into user
+    # inboxes (it checks each lies in the requester's own); reads (never writes, purges or
+    # deletes) the real-time capture streams through its own ephemeral consumers; owns the
+    # MD_ARCHIVE object store (stream OBJ_MD_ARCHIVE).
+    "md-replay": Permissions(
+        pub=(
+            f"{subjects.USER_INBOX_ROOT}.>",
+            "$JS.API.INFO",
+            *(
+                right
+                for stream in (
+                    subjects.capture_stream(Path.RT, AssetClass.STOCKS),
+                    subjects.capture_stream(Path.RT, AssetClass.OPTIONS),
+                )
+                for right in (
+                    f"$JS.API.STREAM.INFO.{stream}",
+                    f"$JS.API.STREAM.MSG.GET.{stream}",
+                    f"$JS.API.DIRECT.GET.{stream}",
+                    f"$JS.API.DIRECT.GET.{stream}.>",
+                    f"$JS.API.CONSUMER.CREATE.{stream}.>",
+                    f"$JS.API.CONSUMER.INFO.{stream}.>",
+                    f"$JS.API.CONSUMER.DELETE.{stream}.>",
+                    f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
+                )
+            ),
+            *_js_stream_rights(f"OBJ_{subjects.ARCHIVE_BUCKET}"),
+            f"$O.{subjects.ARCHIVE_BUCKET}.>",
+            # nats-py's object store finds its stream by subject (get, list): names only.
+            "$JS.API.STREAM.NAMES",
+        ),
+        sub=(f"{subjects.REPLAY}.>", "_INBOX.>"),
+    ),
     # eod-settler: publishes settles into SETTLES and corporate actions into CORPACTIONS
     # (JetStream API for declare/publish/ack), may read the market-data paths and its own
     # settles back.

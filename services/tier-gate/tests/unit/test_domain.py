@@ -92,10 +92,11 @@ def test_granted_matches_the_template_for_that_user() -> None:
     assert {subjects.direct_get(s) for s in g["streams"]} <= set(tpl)
 
 
-def test_only_the_responder_may_publish_into_user_inboxes_and_only_the_settler_settles() -> None:
+def test_only_the_responders_may_publish_into_user_inboxes_and_only_the_settler_settles() -> None:
+    responders = {domain.HUB_RESPONDER, "md-replay"}
     for name, perms in domain.SERVICE_PERMISSIONS.items():
         inbox = any(p.startswith(subjects.USER_INBOX_ROOT) for p in perms.pub)
-        assert inbox == (name == domain.HUB_RESPONDER), name
+        assert inbox == (name in responders), name
         settles = any(p in ("md.>", ">") or p.startswith("md.settle") for p in perms.pub)
         assert settles == (name == "settler"), name
         corpactions = any(p in ("md.>", ">") or p.startswith("md.corpactions") for p in perms.pub)
@@ -107,6 +108,16 @@ def test_only_the_responder_may_publish_into_user_inboxes_and_only_the_settler_s
     responder = domain.SERVICE_PERMISSIONS[domain.HUB_RESPONDER]
     assert responder.pub == ("_INBOX_U.>",)
     assert responder.sub == ("md.ctl.interest.>",)
+    # md-replay answers replay requests and reads the real-time capture; it may neither
+    # publish market data nor change, purge or delete a capture stream.
+    replay = domain.SERVICE_PERMISSIONS["md-replay"]
+    assert replay.sub == ("md.ctl.replay.>", "_INBOX.>")
+    assert not any(p.startswith(("md.", "mdcap.", "$JS.API.>")) for p in replay.pub)
+    for stream in ("MD_RT_STOCKS", "MD_RT_OPTIONS"):
+        assert not any(
+            p.endswith(f".{stream}") and p.split(".")[3] in ("DELETE", "PURGE", "UPDATE", "*")
+            for p in replay.pub
+        )
     hub = domain.SERVICE_PERMISSIONS["hub"]
     assert "$JS.API.>" not in hub.pub
     assert not any(p.startswith("md.ctl") or p.startswith("_INBOX") for p in hub.pub)

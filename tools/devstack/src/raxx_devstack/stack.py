@@ -30,6 +30,7 @@ from raxx_devstack.supervise import Supervisor, Watched
 DEFAULT_PORTS = {
     "nats": 14222, "postgres": 15432, "openbao": 18200, "alpaca-sim": 18700,
     "market-data-hub": 8081, "tier-gate": 8082, "broker-handoff": 8083, "eod-settler": 8084,
+    "md-replay": 8085,
 }  # fmt: skip
 
 
@@ -250,7 +251,7 @@ def bring_up(stack: Stack) -> list[Service]:
         stack.say(f"NATS: using NATS_URL {nats_url}")
         if env.get("NATS_CREDS"):
             creds = dict.fromkeys(
-                ("hub", "settler", "broker-handoff", "tier-gate"), env["NATS_CREDS"]
+                ("hub", "settler", "broker-handoff", "tier-gate", "md-replay"), env["NATS_CREDS"]
             )
     else:
         _require_free(nats_port, "NATS", "NATS_URL")
@@ -274,7 +275,7 @@ def bring_up(stack: Stack) -> list[Service]:
         nats_url = nats.url
         creds = {
             n: str(nats_dir / f"{n}.creds")
-            for n in ("hub", "hub-responder", "settler", "broker-handoff")
+            for n in ("hub", "hub-responder", "settler", "broker-handoff", "md-replay")
         }
         creds["tier-gate"] = str(nats_dir / "tier-gate.creds")
         creds["tier-gate-sys"] = str(nats_dir / "tier-gate-sys.creds")
@@ -327,6 +328,12 @@ def bring_up(stack: Stack) -> list[Service]:
             "EOD_ALPACA_TRADING_URL": hub_alpaca, "EOD_VAULT__PATH": SETTLER_HUB_CLIENT_PATH,
             "EOD_SYMBOLS": env.get("EOD_SYMBOLS", "AAPL,MSFT,SPY,QQQ,BRK.B"),
         } | plan_env),
+        # md-replay: the session archive in the MD_ARCHIVE object store (MDR_ARCHIVE_URL: any
+        # fsspec URL instead) and replays; the same delay as the hub's delayed path.
+        Service("md-replay", "md_replay", ports["md-replay"], common(
+            "MDR", "md-replay", ports["md-replay"]) | {
+            "MDR_DELAY_SECONDS": delay, "MDR_ARCHIVE_URL": env.get("MDR_ARCHIVE_URL", ""),
+        }),
         # broker-handoff logs in with its own AppRole, so its Vault policy is really exercised.
         Service("broker-handoff", "broker_handoff", bh, common(
             "BH", "broker-handoff", bh, bh_login) | {

@@ -1,0 +1,2 @@
+# md-replay: read its NATS user (External Secrets renders it into the pod); nothing else.
+path "secret/data/raxx/nats/services/md-replay" { capabilities = ["read"] }

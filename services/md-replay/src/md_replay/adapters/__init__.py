@@ -1,0 +1,1 @@
+"""One module per external system: the archive stores and the capture streams."""
