@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from prometheus_client import generate_latest
 from raxx_contracts import AssetClass, TierPolicy, default_policy
 from raxx_contracts.alpaca_plan import AlpacaPlan, limits
+from raxx_service_kit.supervisor import Supervisor
 
 from market_data_hub.adapters import nats as nats_adapter
 from market_data_hub.adapters.alpaca import AlpacaRest
@@ -44,7 +45,6 @@ from market_data_hub.passthrough import Passthrough
 from market_data_hub.passthrough import router as passthrough_router
 from market_data_hub.rest import RestGateway
 from market_data_hub.settings import Settings
-from market_data_hub.supervisor import Supervisor
 from market_data_hub.upstream import Upstream
 
 log = logging.getLogger(__name__)
