@@ -230,7 +230,7 @@ async def test_a_task_that_cannot_be_kept_alive_fails_readyz_and_healthz(
             await until(lambda: "task:delay-line" in hub.liveness(), 30, "given up")
             r = await http.get("/readyz")
             assert r.status_code == 503
-            assert "delay stream gone" in r.json()["down"]["task:delay-line"]
+            assert "delay stream gone" in r.json()["checks"]["task:delay-line"]["reason"]
             r = await http.get("/healthz")
             assert r.status_code == 503
             assert "delay stream gone" in r.json()["down"]["task:delay-line"]

@@ -257,7 +257,7 @@ async def test_consumer_ids_past_the_quota_are_refused_and_the_hub_stays_connect
     assert set(reasons) == {"user_consumer_quota"}
     h = hub.state.hub
     assert h.nc.is_connected
-    assert h.responder_nc.is_connected
+    assert h.broker.connection.is_connected
     assert "nats" not in h.readiness()
     pro = await _user(stack, "pro")
     assert (await pro.ask(symbols=("SPY",))).accepted == ("SPY",)

@@ -129,7 +129,7 @@ async def running_hub(settings: Settings, deps: Deps | None = None) -> AsyncIter
     if settings.nats_creds is None:
         await declare_user_tiers_bucket(settings.nats_url)
     app = create_app(settings, deps)
-    h = Hub(settings, deps or Deps(), app.state.metrics)
+    h: Hub = app.state.new_hub()
     app.state.hub = h
     await h.start()
     try:

@@ -1,4 +1,4 @@
-"""The kit's supervisor as the hub uses it (groups, leader terms): fresh coroutine per start, restart with backoff, health, give-up, stop."""
+"""The kit's supervisor as the hub uses it: fresh coroutines, restarts, groups, stop."""
 
 from __future__ import annotations
 
