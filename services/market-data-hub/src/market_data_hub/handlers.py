@@ -30,7 +30,6 @@ def interest_router(responder: InterestResponder, registry: CollectorRegistry) -
         subjects.INTEREST_ANY,
         queue=QUEUE,
         no_reply=True,
-        title="interest",
         description="InterestRequest -> InterestReply | ErrorReply, only into the "
         "requester's own _INBOX_U.<user token>. inbox (queue group market-data-hub)",
     )
