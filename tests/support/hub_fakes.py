@@ -1,5 +1,6 @@
 """Fakes for the hub's component tests (services/market-data-hub/tests/component): the app
-from `create_app`, a hub that is built but never started (no NATS, Vault or Alpaca), and tier-gate-shaped tokens from a local key."""
+from `create_app`, a hub that is built but never started (no NATS, Vault or Alpaca), and
+tier-gate-shaped tokens from a local key."""
 
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from joserfc.jwk import KeySet, OKPKey
-from raxx_contracts import AssetClass, InterestReply, InterestRequest
-from raxx_service_kit.jwt import sign
-
 from market_data_hub.app import Deps, Hub, create_app
 from market_data_hub.auth import Caller
 from market_data_hub.settings import Settings
+from raxx_contracts import AssetClass, InterestReply, InterestRequest
+from raxx_service_kit.jwt import sign
 
 
 class Tokens:
