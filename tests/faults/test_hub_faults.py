@@ -23,13 +23,13 @@ from market_data_hub.adapters.market_clock import MarketClock
 from market_data_hub.app import Deps, Hub
 from market_data_hub.delay_line import DelayLine
 from market_data_hub.settings import Settings
-from market_data_hub.testing import local_settings, request_interest, running_hub, write_alpaca_key
 from nats.aio.client import Client
 from raxx_contracts import InterestRequest, encode
 from raxx_devstack import servers
 from raxx_devstack.ports import free_port
 
 from tests.integration.test_hub_resilience import start_replica
+from tests.support.hub import local_settings, request_interest, running_hub, write_alpaca_key
 
 pytestmark = pytest.mark.integration
 TTL = 3.0

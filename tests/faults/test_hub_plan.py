@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
-from market_data_hub.testing import TokenMinter, local_settings, running_hub, write_alpaca_key
 
 from tests.integration.fixtures.servers import AlpacaSim, Vault
 from tests.security.hub_env import hub_env
+from tests.support.hub import TokenMinter, local_settings, running_hub, write_alpaca_key
 
 pytestmark = pytest.mark.integration
 PLANS = ("basic", "algo_trader_plus")

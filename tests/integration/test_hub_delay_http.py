@@ -15,15 +15,16 @@ import pytest
 import pytest_asyncio
 from market_data_hub.normalize import event_ns
 from market_data_hub.settings import Settings
-from market_data_hub.testing import (
+from nats.aio.client import Client
+from raxx_contracts import InterestRequest, encode, subjects
+
+from tests.support.hub import (
     TokenMinter,
     local_settings,
     request_interest,
     running_hub,
     write_alpaca_key,
 )
-from nats.aio.client import Client
-from raxx_contracts import InterestRequest, encode, subjects
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from market_data_hub.testing import local_settings, running_hub, write_alpaca_key
 from tier_gate import natsjwt
 
 from tests.integration.fixtures.servers import Vault
@@ -27,6 +26,7 @@ from tests.integration.fixtures_tier_gate import (
     tier_gate_stack_factory,
     unique_user,
 )
+from tests.support.hub import local_settings, running_hub, write_alpaca_key
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
