@@ -398,7 +398,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
         **creds,
     )  # fmt: skip
     responder = InterestResponder(metrics, settings)
-    broker.include_router(interest_router(responder, metrics.registry))
+    broker.include_router(interest_router(responder, metrics.registry, broker.context))
 
     def new_hub() -> Hub:
         return Hub(settings, deps, metrics, broker, responder, responder_status)
