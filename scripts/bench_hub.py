@@ -42,11 +42,13 @@ import nats
 import orjson
 import psutil
 from market_data_hub.normalize import parse_epoch_ns
-from market_data_hub.testing import request_interest, write_alpaca_key
 from raxx_contracts import InterestRequest, encode
 from raxx_devstack import servers
 from raxx_devstack.ports import free_port
 from websockets.asyncio.client import connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.support
+from tests.support.hub import request_interest, write_alpaca_key
 
 OUT = Path(".bench")
 DELAY = 20

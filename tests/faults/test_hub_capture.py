@@ -15,7 +15,6 @@ from typing import Any
 
 import nats
 import pytest
-from market_data_hub.testing import request_interest, running_hub
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -24,6 +23,7 @@ from raxx_contracts import Path as MdPath
 from raxx_devstack import servers
 
 from tests.faults.test_hub_faults import hub_settings, nats_server, restart, until
+from tests.support.hub import request_interest, running_hub
 
 pytestmark = pytest.mark.integration
 __all__ = ["nats_server"]

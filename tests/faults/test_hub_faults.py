@@ -23,13 +23,13 @@ from market_data_hub.adapters.market_clock import MarketClock
 from market_data_hub.app import Deps, Hub
 from market_data_hub.delay_line import DelayLine
 from market_data_hub.settings import Settings
-from market_data_hub.testing import local_settings, request_interest, running_hub, write_alpaca_key
 from nats.aio.client import Client
 from raxx_contracts import InterestRequest, encode
 from raxx_devstack import servers
 from raxx_devstack.ports import free_port
 
 from tests.integration.test_hub_resilience import start_replica
+from tests.support.hub import local_settings, request_interest, running_hub, write_alpaca_key
 
 pytestmark = pytest.mark.integration
 TTL = 3.0
@@ -230,7 +230,7 @@ async def test_a_task_that_cannot_be_kept_alive_fails_readyz_and_healthz(
             await until(lambda: "task:delay-line" in hub.liveness(), 30, "given up")
             r = await http.get("/readyz")
             assert r.status_code == 503
-            assert "delay stream gone" in r.json()["down"]["task:delay-line"]
+            assert "delay stream gone" in r.json()["checks"]["task:delay-line"]["reason"]
             r = await http.get("/healthz")
             assert r.status_code == 503
             assert "delay stream gone" in r.json()["down"]["task:delay-line"]

@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
-from market_data_hub.testing import TokenMinter, local_settings, running_hub, write_alpaca_key
 
 from tests.integration.fixtures.servers import AlpacaSim, Vault
 from tests.security.hub_env import hub_env
+from tests.support.hub import TokenMinter, local_settings, running_hub, write_alpaca_key
 
 pytestmark = pytest.mark.integration
 PLANS = ("basic", "algo_trader_plus")
@@ -120,8 +120,9 @@ async def test_stream_409_stops_reconnecting_and_fails_readiness(
     async with bare_hub(own_nats, vault, sim, alpaca_plan="algo_trader_plus", feed="sip") as hub:
 
         async def refused() -> bool:
-            down = (await hub.get("/readyz")).json().get("down", {})
-            return "insufficient subscription (409)" in down.get("upstream_stocks", "")
+            checks = (await hub.get("/readyz")).json()["checks"]
+            reason = checks.get("upstream_stocks", {}).get("reason") or ""
+            return "insufficient subscription (409)" in reason
 
         await wait_for(refused)
         first = (await sim_state(sim))["stream_connects"]["/v2/sip"]
@@ -129,9 +130,9 @@ async def test_stream_409_stops_reconnecting_and_fails_readiness(
         assert (await sim_state(sim))["stream_connects"]["/v2/sip"] == first == 1
         r = await hub.get("/readyz")
         assert r.status_code == 503
-        down = r.json()["down"]
-        assert "not reconnecting" in down["upstream_stocks"]
-        assert "ALPACA_PLAN=algo_trader_plus" in down["alpaca_plan"]
+        checks = r.json()["checks"]
+        assert "not reconnecting" in checks["upstream_stocks"]["reason"]
+        assert "ALPACA_PLAN=algo_trader_plus" in checks["alpaca_plan"]["reason"]
         assert r.json()["alpaca"]["key_entitled_to"]["plan"] == "basic"
 
 

@@ -11,12 +11,12 @@ import nats
 import pytest
 import pytest_asyncio
 from market_data_hub.settings import Settings
-from market_data_hub.testing import local_settings, read_capture, running_hub, write_alpaca_key
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from raxx_contracts import AssetClass, Channel, Path, subjects
 
 from tests.integration.test_hub_stream import eventually, interest
+from tests.support.hub import local_settings, read_capture, running_hub, write_alpaca_key
 
 pytestmark = pytest.mark.integration
 SYMBOLS = ("AAPL", "MSFT")

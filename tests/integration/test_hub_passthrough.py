@@ -20,7 +20,6 @@ import pytest_asyncio
 import uvicorn
 from eod_settler.settings import VaultSettings as EodVault
 from market_data_hub.passthrough import secret_digest
-from market_data_hub.testing import local_settings, running_hub, write_alpaca_key
 from raxx_devstack.ports import free_port
 
 from tests.integration.fixtures.servers import Vault
@@ -29,6 +28,7 @@ from tests.integration.test_settler_helpers import (
     make_settings,
     open_runtime,
 )
+from tests.support.hub import local_settings, running_hub, write_alpaca_key
 
 pytestmark = pytest.mark.integration
 D1 = dt.date(2025, 12, 23)

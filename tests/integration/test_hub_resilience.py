@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import msgpack
 import pytest
-from market_data_hub.testing import local_settings, running_hub, write_alpaca_key
 from raxx_devstack import servers
 from raxx_devstack.ports import free_port
 from websockets.asyncio.client import connect
+
+from tests.support.hub import local_settings, running_hub, write_alpaca_key
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,6 @@ import pytest_asyncio
 from market_data_hub.adapters.market_clock import MarketClock
 from market_data_hub.app import Deps
 from market_data_hub.settings import Settings
-from market_data_hub.testing import (
-    local_settings,
-    request_interest,
-    running_hub,
-    write_alpaca_key,
-)
 from nats.aio.client import Client
 from raxx_contracts import (
     AssetClass,
@@ -33,6 +27,13 @@ from raxx_contracts import (
     decode,
     encode,
     subjects,
+)
+
+from tests.support.hub import (
+    local_settings,
+    request_interest,
+    running_hub,
+    write_alpaca_key,
 )
 
 pytestmark = pytest.mark.integration

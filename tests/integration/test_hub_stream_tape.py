@@ -20,7 +20,6 @@ from market_data_hub.adapters.market_clock import MarketClock
 from market_data_hub.adapters.vault import KeySource
 from market_data_hub.app import Deps
 from market_data_hub.settings import Settings
-from market_data_hub.testing import local_settings, request_interest, running_hub, write_alpaca_key
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from raxx_contracts import (
@@ -40,6 +39,8 @@ from raxx_contracts import (
     encode,
     subjects,
 )
+
+from tests.support.hub import local_settings, request_interest, running_hub, write_alpaca_key
 
 pytestmark = pytest.mark.integration
 NY = ZoneInfo("America/New_York")

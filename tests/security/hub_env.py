@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import hvac
 from market_data_hub.passthrough import secret_digest
-from market_data_hub.testing import TokenMinter, local_settings, running_hub, write_alpaca_key
 
 from tests.integration.fixtures.servers import Vault
+from tests.support.hub import TokenMinter, local_settings, running_hub, write_alpaca_key
 
 
 @dataclass

@@ -18,11 +18,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from market_data_hub.testing import TokenMinter
 from raxx_contracts import NanoDatetime
 
 from tests.integration.fixtures.servers import Vault
 from tests.security.hub_env import hub_env
+from tests.support.hub import TokenMinter
 
 pytestmark = pytest.mark.integration
 NY = ZoneInfo("America/New_York")

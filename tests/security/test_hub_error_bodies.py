@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from market_data_hub.testing import TokenMinter
 from raxx_devstack.ports import free_port
 
 from tests.integration.fixtures.servers import Vault
 from tests.security.hub_env import hub_env
+from tests.support.hub import TokenMinter
 
 pytestmark = pytest.mark.integration
 MARKER = "leak-marker-7f3a"

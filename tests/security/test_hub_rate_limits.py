@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
-from market_data_hub.testing import TokenMinter
 
 from tests.integration.fixtures.servers import Vault
 from tests.security.hub_env import HubEnv, hub_env
+from tests.support.hub import TokenMinter
 
 pytestmark = pytest.mark.integration
 RATE = 120  # Alpaca REST budget per minute: users' pool 90/min (burst 15), reserve 30/min

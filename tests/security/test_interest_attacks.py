@@ -19,7 +19,6 @@ import orjson
 import pytest
 import pytest_asyncio
 from market_data_hub.settings import Settings
-from market_data_hub.testing import local_settings, running_hub, write_alpaca_key
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from raxx_contracts import (
@@ -40,6 +39,7 @@ from tests.integration.fixtures_tier_gate import (
     tier_gate_stack_factory,
     unique_user,
 )
+from tests.support.hub import local_settings, running_hub, write_alpaca_key
 
 pytestmark = pytest.mark.integration
 __all__ = ["tier_gate_stack", "tier_gate_stack_factory"]
@@ -257,7 +257,7 @@ async def test_consumer_ids_past_the_quota_are_refused_and_the_hub_stays_connect
     assert set(reasons) == {"user_consumer_quota"}
     h = hub.state.hub
     assert h.nc.is_connected
-    assert h.responder_nc.is_connected
+    assert h.broker.connection.is_connected
     assert "nats" not in h.readiness()
     pro = await _user(stack, "pro")
     assert (await pro.ask(symbols=("SPY",))).accepted == ("SPY",)

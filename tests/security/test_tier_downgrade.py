@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from market_data_hub.testing import local_settings, running_hub, write_alpaca_key
 from raxx_service_kit.nats import creds_text
 from tier_gate import natsjwt
 
@@ -28,6 +27,7 @@ from tests.integration.fixtures_tier_gate import (
     tier_gate_stack_factory,
     unique_user,
 )
+from tests.support.hub import local_settings, running_hub, write_alpaca_key
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)

@@ -188,3 +188,19 @@ def test_a_service_error_class_takes_its_message_first() -> None:
 def test_extra_readiness_blocks_never_override_the_shape() -> None:
     body = Readiness.of({"db": Check(ok=False)}, status="fine", role="leader").body()
     assert (body["status"], body["role"]) == ("not_ready", "leader")
+
+
+async def test_on_error_sees_every_typed_error_answered() -> None:
+    seen: list[tuple[str, int]] = []
+    app = FastAPI()
+    install_error_handlers(app, on_error=lambda exc: seen.append((exc.code, exc.status)))
+
+    @app.get("/x")
+    async def x() -> None:
+        raise RetryableError("later", 3.0, code="busy")
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.get("/x")
+    assert (r.status_code, r.headers["Retry-After"]) == (503, "3")
+    assert seen == [("busy", 503)]

@@ -44,11 +44,17 @@ def error_response(exc: ServiceError) -> JSONResponse:
     return JSONResponse(exc.body(), exc.status, headers=exc.headers() or None)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every error to `ErrorBody` once; details go to the log only."""
+def install_error_handlers(
+    app: FastAPI, *, on_error: Callable[[ServiceError], None] | None = None
+) -> None:
+    """Map every error to `ErrorBody` once; details go to the log only.
+
+    `on_error(exc)` is called for each typed error answered (e.g. a per-status counter)."""
 
     async def typed(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)  # noqa: S101 - registered for ServiceError only
+        if on_error is not None:
+            on_error(exc)
         if exc.log_detail or exc.status >= 500:
             level = logging.WARNING if exc.status >= 500 else logging.INFO
             detail = exc.log_detail or exc.message

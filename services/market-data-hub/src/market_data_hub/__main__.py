@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-import uvicorn
+from raxx_service_kit.serve import serve
 
 from market_data_hub.app import create_app
 from market_data_hub.settings import Settings
@@ -23,25 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "check":
         print(settings.model_dump_json(indent=2))
         return 0
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    loop = "auto"
-    try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:
-        pass
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        loop=loop,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
-    return 0
+    return serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

@@ -10,21 +10,30 @@ import asyncio
 import contextlib
 import gc
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi import FastAPI
+from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from prometheus_client import generate_latest
 from raxx_contracts import AssetClass, TierPolicy, default_policy
 from raxx_contracts.alpaca_plan import AlpacaPlan, limits
+from raxx_service_kit.errors import RetryableError
+from raxx_service_kit.http import (
+    Check,
+    Readiness,
+    health_router,
+    install_error_handlers,
+    supervisor_checks,
+)
+from raxx_service_kit.messaging import asyncapi_router, make_broker
+from raxx_service_kit.nats import ConnectionStatus
+from raxx_service_kit.nats import connect as nats_connect
+from raxx_service_kit.supervisor import Supervisor
 
 from market_data_hub.adapters import nats as nats_adapter
 from market_data_hub.adapters.alpaca import AlpacaRest
@@ -32,19 +41,19 @@ from market_data_hub.adapters.market_clock import MarketClock
 from market_data_hub.adapters.vault import KeySource, ServiceClients
 from market_data_hub.aio import raise_if_cancelling
 from market_data_hub.api import router
-from market_data_hub.auth import JwksVerifier
+from market_data_hub.auth import http_tokens
 from market_data_hub.delay_line import DelayLine
 from market_data_hub.domain import Backoff, Clock, SystemClock
 from market_data_hub.domain.ratelimit import KeyedBuckets
 from market_data_hub.entitlements import TierView
 from market_data_hub.errors import HubError
+from market_data_hub.handlers import SERVICE, interest_router, reply_publisher
 from market_data_hub.interest import InterestResponder, InterestStore
 from market_data_hub.metrics import Metrics
 from market_data_hub.passthrough import Passthrough
 from market_data_hub.passthrough import router as passthrough_router
 from market_data_hub.rest import RestGateway
 from market_data_hub.settings import Settings
-from market_data_hub.supervisor import Supervisor
 from market_data_hub.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -73,7 +82,15 @@ class Entitlement:
 class Hub:
     """The running service: shared state for the HTTP layer and the background tasks."""
 
-    def __init__(self, settings: Settings, deps: Deps, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        deps: Deps,
+        metrics: Metrics,
+        broker: NatsBroker,
+        responder: InterestResponder,
+        responder_status: ConnectionStatus,
+    ) -> None:
         self.settings = settings
         self.clock = deps.clock
         self.policy = deps.policy
@@ -84,14 +101,16 @@ class Hub:
         self.passthrough: Passthrough | None = None
         self.user_rates = KeyedBuckets()  # per-user HTTP API rate ([http_rate] in the policy)
         self.delay_ns = int(settings.delay_seconds * 1e9)
-        self.verifier = JwksVerifier(
+        self.verifier = http_tokens(
             settings.tier_gate_jwks_url, settings.http_token_audience, settings.http_token_issuer
         )
         self.nc: Client | None = None
-        self.nats_status = nats_adapter.ConnectionStatus()
-        self.responder_nc: Client | None = None
-        """User-facing connection (hub-responder identity); None = requests use `nc`."""
-        self.responder_status = nats_adapter.ConnectionStatus()
+        self.nats_status = ConnectionStatus(f"market-data-hub-{settings.replica_id}")
+        self.broker = broker
+        """User-facing connection (hub-responder identity when `nats_responder_creds` is set):
+        the faststream broker of the interest responder."""
+        self.responder = responder
+        self.responder_status = responder_status
         self.js: JetStreamContext | None = None
         self.latest: nats_adapter.LatestStore | None = None
         self.leadership: nats_adapter.Leadership | None = None
@@ -131,25 +150,24 @@ class Hub:
         )  # fmt: skip
         await self.service_clients.refresh()
         self.passthrough = Passthrough(self)
-        self.nc = await nats_adapter.connect(s, f"market-data-hub-{s.replica_id}", self.nats_status)
+        self.nc = await nats_connect(s, f"market-data-hub-{s.replica_id}", status=self.nats_status)
         self.js = self.nc.jetstream(timeout=5)
         self.tiers = TierView(self.js, self.policy)
         buckets = await nats_adapter.declare(self.js, s)
         self.buckets = buckets
         self.latest = nats_adapter.LatestStore(buckets.latest, s.latest_flush_seconds)
         self.interest = InterestStore(buckets.interest, s, self.clock, self.policy)
-        if s.nats_responder_creds:
-            self.responder_nc = await nats_adapter.connect(
-                s,
-                f"market-data-hub-{s.replica_id}-responder",
-                self.responder_status,
-                creds=s.nats_responder_creds,
-            )
-        self.responder = InterestResponder(
-            self.responder_nc or self.nc, self.interest, self.metrics, s
-        )
+        self.responder.store = self.interest
+        self.responder.publish = reply_publisher(self.broker)
         await self.interest.wait_usable()  # a request answered as soon as we subscribe works
-        await self.responder.start()
+        try:
+            async with asyncio.timeout(10):  # the broker alone would retry the connect forever
+                await self.broker.start()
+                await self.broker.connection.flush()  # subscribed before we are called ready
+        except TimeoutError:
+            raise RetryableError(
+                "the message bus is unavailable", 2.0, log_detail="responder connect timed out"
+            ) from None
         self.metrics.symbol_cap.labels("stocks").set(s.symbol_cap)
         self.metrics.symbol_cap.labels("options").set(s.option_symbol_cap)
         assets = [AssetClass.STOCKS] + ([AssetClass.OPTIONS] if s.options_enabled else [])
@@ -286,9 +304,7 @@ class Hub:
         down: dict[str, str] = {}
         if problem := self.nats_status.problem(self.nc):
             down["nats"] = problem
-        if self.responder_nc is not None and (
-            problem := self.responder_status.problem(self.responder_nc)
-        ):
+        if problem := self.responder_status.problem(self._responder_connection()):
             down["nats_responder"] = problem
         for name, why in self.supervisor.problems().items():
             down[f"task:{name}"] = why
@@ -315,6 +331,25 @@ class Hub:
                     )
         return down
 
+    def _responder_connection(self) -> Client | None:
+        try:
+            return self.broker.connection
+        except Exception:  # not started (or stopped): faststream has no connection to give
+            return None
+
+    def ready(self) -> Readiness:
+        """The kit's `/readyz` body: a check per dependency, task and upstream (failing ones
+        with the reason from `readiness()`), plus the hub's own blocks `role` and `alpaca`."""
+        down = self.readiness()
+        names = ["nats", "nats_responder", "leader_lease", "alpaca_plan"]
+        if self.leadership is not None and self.leadership.is_leader:
+            names += [f"upstream_{u.asset}" for u in self.upstreams]
+        checks = {n: Check(ok=True) for n in names}
+        checks |= supervisor_checks(self.supervisor)
+        checks |= {n: Check(ok=False, reason=why) for n, why in down.items()}
+        role = "leader" if self.leadership and self.leadership.is_leader else "follower"
+        return Readiness.of(checks, role=role, alpaca=self.alpaca_status())
+
     def liveness(self) -> dict[str, str]:
         """Why this process is wedged or useless (empty when alive); no I/O."""
         out = self.supervisor.liveness()
@@ -331,9 +366,12 @@ class Hub:
         await self.supervisor.stop()
         if self.leadership is not None:
             await self.leadership.resign()
+        with contextlib.suppress(Exception):
+            await self.broker.stop()  # unsubscribes, drains the user-facing connection
+        with contextlib.suppress(Exception):
+            await self.responder.stop()
         if self.nc is not None:
             with contextlib.suppress(Exception):
-                await self.responder.stop()
                 if self.latest is not None:
                     await asyncio.wait_for(self.latest.flush(), 2)
             with contextlib.suppress(Exception):
@@ -342,13 +380,6 @@ class Hub:
                 await self.nc.close()
             except Exception as exc:  # the server may be gone; nothing is left to hand over
                 log.warning("closing the NATS connection failed: %s", type(exc).__name__)
-        if self.responder_nc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.responder_nc.flush(), 2)
-            try:
-                await self.responder_nc.close()
-            except Exception as exc:
-                log.warning("closing the responder connection failed: %s", type(exc).__name__)
         self.keys.close()
         self.service_clients.close()
         if self.passthrough is not None:
@@ -359,14 +390,27 @@ class Hub:
 
 
 def create_app(settings: Settings | None = None, deps: Deps | None = None) -> FastAPI:
-    """Build the HTTP app; the hub starts in its lifespan."""
+    """Build the HTTP app and the control-plane broker; the hub starts in its lifespan."""
     settings = settings or Settings()
     deps = deps or Deps()
     metrics = Metrics()
+    responder_status = ConnectionStatus(f"market-data-hub-{settings.replica_id}-responder")
+    creds = (
+        {"user_credentials": settings.nats_responder_creds} if settings.nats_responder_creds else {}
+    )
+    broker = make_broker(
+        settings, f"market-data-hub-{settings.replica_id}-responder", status=responder_status,
+        **creds,
+    )  # fmt: skip
+    responder = InterestResponder(metrics, settings)
+    broker.include_router(interest_router(responder, metrics.registry, broker.context))
+
+    def new_hub() -> Hub:
+        return Hub(settings, deps, metrics, broker, responder, responder_status)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        h = Hub(settings, deps, metrics)
+        h = new_hub()
         app.state.hub = h
         await h.start()
         # Start-up objects (FastAPI, pydantic, nats-py) never die: move them out of the GC's
@@ -378,60 +422,26 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
         finally:
             await h.stop()
 
-    app = FastAPI(title="market-data-hub", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title=SERVICE, version="0.1.0", lifespan=lifespan)
     app.state.metrics = metrics
+    app.state.broker = broker
+    app.state.new_hub = new_hub
+    install_error_handlers(
+        app, on_error=lambda exc: metrics.http_requests.labels("api", str(exc.status)).inc()
+    )
     app.include_router(router)
     app.include_router(passthrough_router)
 
-    @app.exception_handler(HubError)
-    async def hub_error(req: Request, exc: HubError) -> JSONResponse:
-        metrics.http_requests.labels("api", str(exc.status)).inc()
-        if exc.detail:  # never in the reply: upstream text and internal addresses stay here
-            level = logging.WARNING if exc.status >= 500 else logging.INFO
-            log.log(level, "%s %s -> %s: %s", req.method, req.url.path, exc.code, exc.detail)
-        headers = {}
-        if exc.retry_after is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        return JSONResponse(
-            {"error": exc.code, "message": exc.message}, status_code=exc.status, headers=headers
-        )
+    def readiness() -> Readiness:
+        h: Hub | None = getattr(app.state, "hub", None)
+        if h is None:
+            return Readiness.of({"hub": Check(ok=False, reason="not started")})
+        return h.ready()
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return JSONResponse(
-            {"error": "invalid_request", "message": "; ".join(parts)}, status_code=422
-        )
+    def liveness() -> dict[str, str]:
+        h: Hub | None = getattr(app.state, "hub", None)
+        return h.liveness() if h is not None else {}
 
-    @app.exception_handler(Exception)
-    async def internal(_req: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
-        return JSONResponse({"error": "internal", "message": "internal error"}, status_code=500)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz(request: Request) -> JSONResponse:
-        h: Hub | None = getattr(request.app.state, "hub", None)
-        wedged = h.liveness() if h is not None else {}
-        if wedged:
-            return JSONResponse({"status": "wedged", "down": wedged}, 503)
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz(request: Request) -> JSONResponse:
-        h: Hub = request.app.state.hub
-        down = h.readiness()
-        role = "leader" if h.leadership and h.leadership.is_leader else "follower"
-        alpaca = h.alpaca_status()
-        if down:
-            return JSONResponse(
-                {"status": "unavailable", "role": role, "down": down, "alpaca": alpaca}, 503
-            )
-        return JSONResponse({"status": "ready", "role": role, "alpaca": alpaca})
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        return PlainTextResponse(
-            generate_latest(metrics.registry), media_type="text/plain; version=0.0.4"
-        )
-
+    app.include_router(health_router(readiness, metrics.registry, liveness=liveness))
+    app.include_router(asyncapi_router(broker, title=SERVICE))
     return app

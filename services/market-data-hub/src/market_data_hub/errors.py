@@ -1,29 +1,29 @@
-"""Typed errors of the hub, mapped once at the edge (HTTP status / NATS ErrorReply)."""
+"""Typed errors of the hub, on the kit's `ServiceError` (one body, mapped once at the edge by
+the kit's `install_error_handlers`; on NATS the interest responder maps them to ErrorReply)."""
 
 from __future__ import annotations
 
+from raxx_service_kit import errors as kit
 
-class HubError(Exception):
+
+class HubError(kit.TypedError):
     """Base class of every hub error.
 
     `message` is what a caller sees: fixed text about its own request, never upstream bodies,
     exception text or internal addresses. `detail` is for the log only (the edge logs it).
     """
 
-    code = "internal"
-    status = 500
-    retry_after: float | None = None
-
     def __init__(self, message: str, *, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
+        super().__init__(message, log_detail=detail)
+
+    @property
+    def detail(self) -> str | None:
+        """Log-only detail (the kit's `log_detail`)."""
+        return self.log_detail
 
 
-class ConfigError(HubError):
-    """Raised at start-up only: the process cannot run with this configuration or secret."""
-
-    code = "config"
+ConfigError = kit.ConfigError
+"""Raised at start-up only: the process cannot run with this configuration or secret."""
 
 
 class BadRequestError(HubError):
@@ -54,7 +54,7 @@ class NotFoundError(HubError):
     status = 404
 
 
-class RetryableError(HubError):
+class RetryableError(HubError, kit.RetryableError):
     """Upstream is rate limiting or failing; try again after `retry_after` seconds."""
 
     code = "upstream_unavailable"
@@ -63,8 +63,7 @@ class RetryableError(HubError):
     def __init__(
         self, message: str, retry_after: float = 5.0, *, detail: str | None = None
     ) -> None:
-        super().__init__(message, detail=detail)
-        self.retry_after = retry_after
+        kit.RetryableError.__init__(self, message, retry_after, log_detail=detail)
 
 
 class BudgetExhaustedError(RetryableError):

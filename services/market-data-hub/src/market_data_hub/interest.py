@@ -9,6 +9,8 @@ connection (KV bucket `<prefix>_INTEREST`).
 
 KV layout per asset class: `owner.<asset>.<user token>` (one user's leases, bounded by its
 tier's quota) and `slots.<asset>` (the symbols held for anyone, bounded by the plan's cap).
+Requests arrive through a faststream core-NATS subscriber (`handlers.py`, queue group
+`market-data-hub`) on the kit's control router; replies are published by the same broker.
 Every replica answers (queue group); the slot table's revision-checked update makes the cap and
 the tier shares hold across replicas. The leader reads the slot table to decide what to hold.
 """
@@ -18,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -253,18 +253,22 @@ class InterestStore:
         )
 
 
+Publish = Callable[[str, bytes], Awaitable[None]]
+"""How a reply leaves: (reply subject, body), on the user-facing connection."""
+
+
 class InterestResponder:
     """Answers `md.ctl.interest.<tier>.<user>` with InterestReply, or ErrorReply (a code and a
-    safe message; details only in the log). Replies only inside the requester's own inbox."""
+    safe message; details only in the log). Replies only inside the requester's own inbox.
 
-    def __init__(
-        self, nc: Client, store: InterestStore, metrics: Metrics, settings: Settings
-    ) -> None:
-        self.nc = nc
-        self.store = store
+    Transport-free: `handlers.py` feeds it (subject, reply, data) from the faststream
+    subscriber and gives it `publish`; `store` is attached once the KV bucket is usable."""
+
+    def __init__(self, metrics: Metrics, settings: Settings) -> None:
+        self.store: InterestStore | None = None
+        self.publish: Publish | None = None
         self.metrics = metrics
         self.settings = settings
-        self._sub: Subscription | None = None
         self._rates = KeyedBuckets()
         self._queued: dict[str, tuple[asyncio.Lock, int]] = {}
         """Per user: a lock (one user's requests are answered one at a time, in order, as one
@@ -272,28 +276,24 @@ class InterestResponder:
         self._slots = asyncio.Semaphore(settings.interest_max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        """Subscribe in the hub's queue group."""
-        self._sub = await self.nc.subscribe(subjects.INTEREST_ANY, queue=QUEUE, cb=self._on_msg)
-        await self.nc.flush()  # registered on the server before anyone is told we are up
-
     async def stop(self) -> None:
-        """Unsubscribe; requests still being answered are cancelled (their users retry)."""
-        if self._sub is not None:
-            await self._sub.unsubscribe()
+        """Cancel requests still being answered (their users retry)."""
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _on_msg(self, msg: Msg) -> None:
+    async def on_request(self, subject: str, reply: str | None, data: bytes) -> None:
         """Checks that cost nothing run here, in order; answering runs in its own task, so one
         user's slow request (waiting for Alpaca's acknowledgement) never delays another's."""
+        publish = self.publish
+        if publish is None or self.store is None:
+            return  # not started: the requester times out and retries
         try:
-            who = subjects.parse_interest(msg.subject)
+            who = subjects.parse_interest(subject)
         except ContractError:
             self.metrics.interest_requests.labels("foreign_subject").inc()
             return
-        if not msg.reply or not subjects.is_user_reply(msg.reply, who.user_token):
+        if not reply or not subjects.is_user_reply(reply, who.user_token):
             # Never publish where the requester points unless it is its own inbox: a reply
             # subject is not checked by the server against the requester's rights.
             self.metrics.interest_requests.labels("foreign_reply").inc()
@@ -306,17 +306,15 @@ class InterestResponder:
         if wait or queued >= s.interest_user_in_flight:
             self.metrics.interest_requests.labels("rate_limited").inc()
             message = f"too many interest requests; retry in {max(wait, 1.0):.0f} s"
-            await self.nc.publish(
-                msg.reply, encode(ErrorReply(error="rate_limited", message=message))
-            )
+            await publish(reply, encode(ErrorReply(error="rate_limited", message=message)))
             return
         self._queued[user] = (lock, queued + 1)
-        task = asyncio.create_task(self._reply(who.tier, user, lock, msg.data, msg.reply))
+        task = asyncio.create_task(self._reply(who.tier, user, lock, data, reply, publish))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _reply(
-        self, tier: str, user: str, lock: asyncio.Lock, data: bytes, reply: str
+        self, tier: str, user: str, lock: asyncio.Lock, data: bytes, reply: str, publish: Publish
     ) -> None:
         try:
             async with lock, self._slots:
@@ -324,7 +322,7 @@ class InterestResponder:
                     body = await self._answer(tier, user, data)
                 except RequestRefused as exc:
                     body = encode(ErrorReply(error=exc.code, message=exc.message))
-                await self.nc.publish(reply, body)
+                await publish(reply, body)
         except Exception:  # the connection is closing: the user's client retries
             log.warning("interest reply not sent", exc_info=True)
         finally:
@@ -346,10 +344,13 @@ class InterestResponder:
             raise RequestRefused(
                 "bad_request", "not a valid InterestRequest (see the raxx_contracts model)"
             ) from None
+        store = self.store
+        if store is None:
+            raise RequestRefused("unavailable", "interest not recorded; retry shortly")
         try:
-            out = await self.store.handle(tier, user_token, req)
+            out = await store.handle(tier, user_token, req)
             if not req.release:
-                out = await self.store.confirm(req.asset_class, out)
+                out = await store.confirm(req.asset_class, out)
         except RequestRefused:
             self.metrics.interest_requests.labels("refused").inc()
             raise

@@ -5,24 +5,20 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, model_validator
 from raxx_contracts.alpaca_plan import AlpacaPlan, limits
+from raxx_service_kit.settings import ServiceSettings, dev_port, service_config
+from raxx_service_kit.vault import VaultSettings as KitVaultSettings
 
 PLAN_FIELDS = ("feed", "options_feed", "symbol_cap", "option_symbol_cap", "rest_rate_per_min")
 """Settings whose default comes from `ALPACA_PLAN` (an explicit value always wins)."""
 
 
-class VaultSettings(BaseModel):
-    """How to reach Vault/OpenBao; the Alpaca key itself is read from there at start."""
+class VaultSettings(KitVaultSettings):
+    """How to reach Vault/OpenBao (the kit's model) and where the hub's secrets are; the Alpaca
+    key itself is read from there at start."""
 
-    addr: str = "http://127.0.0.1:18200"
-    auth: Literal["token", "approle", "kubernetes"] = "token"
-    token: SecretStr | None = None
-    role_id: str | None = None
-    secret_id: SecretStr | None = None
-    role: str | None = None
-    mount: str = "secret"
+    addr: str = Field(default_factory=lambda: f"http://127.0.0.1:{dev_port('openbao')}")
     path: str = "raxx/alpaca/market-data"
     service_clients_path: str = "raxx/market-data-hub/service-clients"
     """Map client id -> sha256 hex of its secret: who may use the `/alpaca` passthrough."""
@@ -30,21 +26,23 @@ class VaultSettings(BaseModel):
     """How often the secret's version is re-read; a new version triggers a reconnect."""
 
 
-class Settings(BaseSettings):
-    """Everything the hub reads from its environment. Built only in `__main__` or by tests."""
+class Settings(ServiceSettings):
+    """Everything the hub reads from its environment. Built only in `__main__` or by tests.
 
-    model_config = SettingsConfigDict(env_prefix="MDH_", env_nested_delimiter="__", extra="ignore")
+    The kit's base gives `MDH_ENV`, `MDH_LOG_LEVEL`, `MDH_HTTP_HOST`, `MDH_HTTP_PORT`,
+    `MDH_NATS_URL`, `MDH_NATS_CREDS` (+ `_TEXT`) and `MDH_VAULT__*`, with `make run`'s ports.
+    """
 
-    env: Literal["dev", "prod"] = "dev"
-    nats_url: str = "nats://127.0.0.1:4222"
-    nats_creds: str | None = None
+    model_config = service_config("MDH_")
+
+    nats_creds: str | None = None  # type: ignore[assignment]  # a path, as devstack writes it
     """Data and state identity (`hub`): publishes `mdcap.>` (the capture streams republish it on
     md.rt/md.delayed), owns the capture streams and the hub's KV buckets."""
     nats_responder_creds: str | None = None
     """User-facing identity (`hub-responder`): receives interest requests, may publish only
     into user inboxes. A second connection; unset = the requests use the first connection
     (tests and unauthenticated servers; required in prod when `nats_creds` is set)."""
-    vault: VaultSettings = VaultSettings()
+    vault: VaultSettings = Field(default_factory=VaultSettings)
 
     alpaca_plan: AlpacaPlan = Field(
         default=AlpacaPlan.BASIC,
@@ -101,8 +99,7 @@ class Settings(BaseSettings):
     rest_cache_seconds: float = Field(default=1.0, ge=0)
     rest_max_retries: int = Field(default=3, ge=0)
 
-    http_host: str = "127.0.0.1"
-    http_port: int = 8081
+    http_port: int = Field(default_factory=lambda: dev_port("market-data-hub"))
     tier_gate_jwks_url: str = "http://127.0.0.1:8082/.well-known/jwks.json"
     http_token_audience: str = "raxx-md-http"  # noqa: S105 - a claim value
     http_token_issuer: str = "raxx-tier-gate"  # noqa: S105 - a claim value
@@ -136,7 +133,6 @@ class Settings(BaseSettings):
     bucket_prefix: str = "MDH"
     """Prefix of the hub's JetStream stream and KV buckets (tests use a unique one)."""
     latest_flush_seconds: float = Field(default=0.25, gt=0)
-    log_level: str = "INFO"
 
     @model_validator(mode="after")
     def _plan_defaults(self) -> Settings:

@@ -1,11 +1,11 @@
-"""Supervisor: fresh coroutine per start, restart with backoff, health, give-up, stop."""
+"""The kit's supervisor as the hub uses it: fresh coroutines, restarts, groups, stop."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from market_data_hub.supervisor import Supervisor
+from raxx_service_kit.supervisor import Supervisor
 
 
 def fast(**kw: float) -> Supervisor:

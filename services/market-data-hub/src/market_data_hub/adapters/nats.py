@@ -1,4 +1,4 @@
-"""NATS: connection, the hub's capture streams and KV buckets (declared here only), the
+"""NATS: the hub's capture streams and KV buckets (declared here only), the
 latest-value store and the leader lease."""
 
 from __future__ import annotations
@@ -16,91 +16,13 @@ from nats.js.api import DiscardPolicy, KeyValueConfig, RePublish, StorageType, S
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from raxx_contracts import AssetClass, Path, subjects
+from raxx_service_kit.nats import ConnectionStatus
 
 from market_data_hub.aio import raise_if_cancelling
 from market_data_hub.metrics import Metrics
 from market_data_hub.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class ConnectionStatus:
-    """What a NATS connection went through, from its callbacks: for `/readyz` reasons.
-
-    nats-py reports permission violations and protocol errors only through `error_cb`; a
-    readiness answer that says why must remember them.
-    """
-
-    def __init__(self) -> None:
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None
-        self.disconnected_at: float | None = None
-
-    async def on_error(self, exc: Exception) -> None:
-        """`error_cb`."""
-        error = f"{type(exc).__name__}: {exc}"[:200]
-        if error != self.last_error:  # reconnect attempts repeat the same error every 0.5 s
-            log.warning("nats: %s", error)
-        self.last_error = error
-        self.last_error_at = time.monotonic()
-
-    async def on_disconnected(self) -> None:
-        """`disconnected_cb`."""
-        if self.disconnected_at is None:
-            self.disconnected_at = time.monotonic()
-        log.warning("nats: disconnected")
-
-    async def on_reconnected(self) -> None:
-        """`reconnected_cb`."""
-        self.disconnected_at = None
-        log.info("nats: reconnected")
-
-    def recent_error(self, within: float) -> str | None:
-        """The last error reported by the client if it came within `within` seconds."""
-        if self.last_error_at is not None and time.monotonic() - self.last_error_at <= within:
-            return self.last_error
-        return None
-
-    def problem(self, nc: Client | None) -> str | None:
-        """Why `nc` cannot be used right now (None while connected)."""
-        if nc is None:
-            return "not connected yet"
-        if nc.is_connected:
-            return None
-        since = ""
-        if self.disconnected_at is not None:
-            since = f" for {time.monotonic() - self.disconnected_at:.1f} s"
-        state = (
-            "closed" if nc.is_closed else "reconnecting" if nc.is_reconnecting else "disconnected"
-        )
-        err = f" (last error: {self.last_error})" if self.last_error else ""
-        return f"{state}{since}{err}"
-
-
-async def connect(
-    settings: Settings,
-    name: str,
-    status: ConnectionStatus | None = None,
-    creds: str | None = None,
-) -> Client:
-    """Connect with reconnect forever; `creds` (default: `nats_creds`) when configured."""
-    opts: dict[str, object] = {
-        "name": name,
-        "max_reconnect_attempts": -1,
-        "reconnect_time_wait": 0.5,
-        "pending_size": 64 * 1024 * 1024,
-        # A frozen server (or a dead TCP path) is noticed within ~4-6 s, not nats-py's default
-        # 2 x 120 s: the connection is then re-established and subscriptions replayed.
-        "ping_interval": 2,
-        "max_outstanding_pings": 2,
-    }
-    if status is not None:
-        opts["error_cb"] = status.on_error
-        opts["disconnected_cb"] = status.on_disconnected
-        opts["reconnected_cb"] = status.on_reconnected
-    if creds := creds or settings.nats_creds:
-        opts["user_credentials"] = creds
-    return await nats.connect(settings.nats_url, **opts)
 
 
 def _has_pending_buffer(nc: Client) -> bool:

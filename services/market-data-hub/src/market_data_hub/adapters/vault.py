@@ -1,21 +1,26 @@
-"""The Alpaca market-data key from Vault/OpenBao KV v2; re-read on a timer to catch rotation."""
+"""The hub's secrets in Vault/OpenBao KV v2, read through the kit's `VaultKV` (login, re-login
+on `Forbidden`, threads, typed errors). Only the layout is the hub's:
+
+- `MDH_VAULT__MOUNT`/`MDH_VAULT__PATH` (`raxx/alpaca/market-data`): the Alpaca key, fields
+  `key_id` and `secret_key`; re-read every `MDH_VAULT__POLL_SECONDS` to catch a rotation.
+- `MDH_VAULT__MOUNT`/`MDH_VAULT__SERVICE_CLIENTS_PATH`: client id -> sha256 hex of its secret
+  (who may use the `/alpaca` passthrough); missing = nobody.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
-import hvac
 from pydantic import SecretStr
+from raxx_service_kit.errors import ConfigError
+from raxx_service_kit.vault import VaultKV
 
 from market_data_hub.aio import raise_if_cancelling
-from market_data_hub.errors import ConfigError
 from market_data_hub.settings import VaultSettings
 
 log = logging.getLogger(__name__)
-K8S_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
 @dataclass(frozen=True)
@@ -30,24 +35,6 @@ class AlpacaKey:
         return f"AlpacaKey(version={self.version})"
 
 
-def login(s: VaultSettings) -> hvac.Client:
-    """A logged-in hvac client (token, AppRole or Kubernetes auth)."""
-    client = hvac.Client(url=s.addr, timeout=5)
-    if s.auth == "token":
-        if s.token is None:
-            raise ConfigError("MDH_VAULT__TOKEN is required with MDH_VAULT__AUTH=token")
-        client.token = s.token.get_secret_value()
-    elif s.auth == "approle":
-        if not s.role_id or s.secret_id is None:
-            raise ConfigError("MDH_VAULT__ROLE_ID and MDH_VAULT__SECRET_ID are required")
-        client.auth.approle.login(role_id=s.role_id, secret_id=s.secret_id.get_secret_value())
-    else:
-        if not s.role:
-            raise ConfigError("MDH_VAULT__ROLE is required with MDH_VAULT__AUTH=kubernetes")
-        client.auth.kubernetes.login(s.role, K8S_TOKEN.read_text())
-    return client
-
-
 class KeySource:
     """Reads the key at start and keeps it fresh; `changed` fires when a new version lands."""
 
@@ -55,42 +42,25 @@ class KeySource:
         self.settings = settings
         self.key: AlpacaKey | None = None
         self.changed = asyncio.Event()
-        self._client: hvac.Client | None = None
+        self._kv = VaultKV(settings)
 
-    def _login(self) -> hvac.Client:
-        return login(self.settings)
-
-    def _read(self) -> AlpacaKey:
-        if self._client is None:
-            self._client = self._login()
+    async def _read(self) -> AlpacaKey:
+        s = self.settings
+        got = await self._kv.read_version(s.path)
+        if got is None:
+            raise ConfigError(f"no Alpaca key at {s.mount}/{s.path}")
         try:
-            resp = self._client.secrets.kv.v2.read_secret_version(
-                path=self.settings.path,
-                mount_point=self.settings.mount,
-                raise_on_deleted_version=True,
-            )
-        except hvac.exceptions.Forbidden:
-            self._client = None  # token expired or revoked: log in again next time
-            raise
-        data = resp["data"]["data"]
-        version = int(resp["data"]["metadata"]["version"])
-        try:
-            return AlpacaKey(data["key_id"], SecretStr(data["secret_key"]), version)
+            return AlpacaKey(got.data["key_id"], SecretStr(got.data["secret_key"]), got.version)
         except KeyError as exc:
-            raise ConfigError(
-                f"secret {self.settings.mount}/{self.settings.path} lacks field {exc}"
-            ) from None
+            raise ConfigError(f"secret {s.mount}/{s.path} lacks field {exc}") from None
 
     def close(self) -> None:
-        """Close the Vault HTTP session."""
-        if self._client is not None:
-            self._client.adapter.close()
-            self._client = None
+        """Nothing to close (the kit's client holds no socket between calls)."""
 
     async def load(self) -> AlpacaKey:
         """Read the key once (at start); ConfigError when it is missing or unreadable."""
         try:
-            key = await asyncio.to_thread(self._read)
+            key = await self._read()
         except ConfigError:
             raise
         except Exception as exc:
@@ -108,7 +78,7 @@ class KeySource:
             raise_if_cancelling()
             await asyncio.sleep(self.settings.poll_seconds)
             try:
-                key = await asyncio.to_thread(self._read)
+                key = await self._read()
             except Exception as exc:
                 raise_if_cancelling()
                 log.warning(
@@ -131,30 +101,19 @@ class ServiceClients:
         self.settings = settings
         self.clients: dict[str, str] = {}
         self.version = 0
-        self._client: hvac.Client | None = None
+        self._kv = VaultKV(settings)
 
-    def _read(self) -> tuple[dict[str, str], int]:
-        if self._client is None:
-            self._client = login(self.settings)
-        try:
-            resp = self._client.secrets.kv.v2.read_secret_version(
-                path=self.settings.service_clients_path,
-                mount_point=self.settings.mount,
-                raise_on_deleted_version=True,
-            )
-        except hvac.exceptions.InvalidPath:
+    async def _read(self) -> tuple[dict[str, str], int]:
+        got = await self._kv.read_version(self.settings.service_clients_path)
+        if got is None:
             return {}, 0
-        except hvac.exceptions.Forbidden:
-            self._client = None
-            raise
-        data = resp["data"]["data"] or {}
-        clients = {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
-        return clients, int(resp["data"]["metadata"]["version"])
+        clients = {str(k): str(v) for k, v in got.data.items() if isinstance(v, str)}
+        return clients, got.version
 
     async def refresh(self) -> None:
         """Re-read the map once; on failure keep the current one (logged, no secrets)."""
         try:
-            clients, version = await asyncio.to_thread(self._read)
+            clients, version = await self._read()
         except Exception as exc:
             raise_if_cancelling()
             log.warning("service-clients read failed (%s); keeping the current map",
@@ -172,7 +131,4 @@ class ServiceClients:
             await self.refresh()
 
     def close(self) -> None:
-        """Close the Vault HTTP session."""
-        if self._client is not None:
-            self._client.adapter.close()
-            self._client = None
+        """Nothing to close (the kit's client holds no socket between calls)."""

@@ -1,6 +1,7 @@
 """Pure domain logic of the hub: leases, subscription planning, backoff, the delay gate."""
 
-from market_data_hub.domain.backoff import Backoff
+from raxx_service_kit.supervisor import Backoff
+
 from market_data_hub.domain.clock import Clock, FakeClock, SystemClock
 from market_data_hub.domain.delay import DelayGate, DelayItem
 from market_data_hub.domain.leases import (

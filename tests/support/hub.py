@@ -1,5 +1,5 @@
-"""Test support shipped with the package: test tokens and JWKS, settings for a local stack,
-and an in-process hub runner. Used by the hub's tests and its benchmark; never by the service.
+"""Test support for the hub (moved out of the package): test tokens and JWKS, settings for a
+local stack, and an in-process hub runner. Used by the hub's tests and its benchmark.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import nats
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
+from market_data_hub.app import Deps, Hub, create_app
+from market_data_hub.settings import Settings, VaultSettings
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig
 from raxx_contracts import subjects
-
-from market_data_hub.app import Deps, Hub, create_app
-from market_data_hub.settings import Settings, VaultSettings
 
 
 def _b64(data: bytes) -> str:
@@ -129,7 +128,7 @@ async def running_hub(settings: Settings, deps: Deps | None = None) -> AsyncIter
     if settings.nats_creds is None:
         await declare_user_tiers_bucket(settings.nats_url)
     app = create_app(settings, deps)
-    h = Hub(settings, deps or Deps(), app.state.metrics)
+    h: Hub = app.state.new_hub()
     app.state.hub = h
     await h.start()
     try:
