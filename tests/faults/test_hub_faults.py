@@ -24,7 +24,7 @@ from market_data_hub.app import Deps, Hub
 from market_data_hub.delay_line import DelayLine
 from market_data_hub.settings import Settings
 from nats.aio.client import Client
-from raxx_contracts import InterestRequest, encode
+from raxx_contracts import AssetClass, InterestRequest, encode
 from raxx_devstack import servers
 from raxx_devstack.ports import free_port
 
@@ -191,12 +191,12 @@ async def test_hub_leads_again_and_publishes_after_a_5s_nats_freeze(
 async def test_a_crashed_leader_task_is_restarted(
     nats_server: servers.Server, tap: Tap, vault: Any, sim: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Test hook (not production code): the delay line's first two runs crash."""
+    """Test hook (not production code): the stocks delay line's first two runs crash."""
     real_run = DelayLine.run
     crashes: list[int] = []
 
     async def crashing_run(self: DelayLine) -> None:
-        if len(crashes) < 2:
+        if self.asset is AssetClass.STOCKS and len(crashes) < 2:
             crashes.append(1)
             await asyncio.sleep(0.2)
             raise RuntimeError("injected delay-line crash")
@@ -210,8 +210,9 @@ async def test_a_crashed_leader_task_is_restarted(
         await until(lambda: leading_and_flowing(hub, tap, 0), 30, "delayed data after crashes")
         assert len(crashes) == 2
         health = {h.name: h for h in hub.supervisor.health()}
-        assert health["delay-line"].starts == 3
-        assert "injected delay-line crash" in (health["delay-line"].last_error or "")
+        assert health["delay-line-stocks"].starts == 3
+        assert "injected delay-line crash" in (health["delay-line-stocks"].last_error or "")
+        assert health["delay-line-options"].starts == 1
 
 
 async def test_a_task_that_cannot_be_kept_alive_fails_readyz_and_healthz(
@@ -227,13 +228,14 @@ async def test_a_task_that_cannot_be_kept_alive_fails_readyz_and_healthz(
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://hub"
         ) as http:
-            await until(lambda: "task:delay-line" in hub.liveness(), 30, "given up")
+            task = "task:delay-line-stocks"
+            await until(lambda: task in hub.liveness(), 30, "given up")
             r = await http.get("/readyz")
             assert r.status_code == 503
-            assert "delay stream gone" in r.json()["checks"]["task:delay-line"]["reason"]
+            assert "delay stream gone" in r.json()["checks"][task]["reason"]
             r = await http.get("/healthz")
             assert r.status_code == 503
-            assert "delay stream gone" in r.json()["down"]["task:delay-line"]
+            assert "delay stream gone" in r.json()["down"][task]
 
 
 class FixedMarket(MarketClock):

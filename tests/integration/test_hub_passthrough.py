@@ -18,7 +18,7 @@ import hvac
 import pytest
 import pytest_asyncio
 import uvicorn
-from eod_settler.settings import VaultSettings as EodVault
+from eod_settler.settings import SettlerVault as EodVault
 from market_data_hub.passthrough import secret_digest
 from raxx_devstack.ports import free_port
 
