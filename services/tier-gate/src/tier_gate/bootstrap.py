@@ -85,6 +85,10 @@ def server_config(
         f'  store_dir: "{js_dir.resolve()}"',
         "  max_memory_store: 1GB",
         "  max_file_store: 10GB",
+        # ingest queue of core publishes into a stream (the hub's capture): the defaults
+        # (10,000 / 128 MB) drop a burst with no sequence; see raxx_devstack.servers
+        "  max_buffered_msgs: 500000",
+        "  max_buffered_size: 256MiB",
         "}",
         "",
     ]

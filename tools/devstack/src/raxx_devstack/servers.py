@@ -48,17 +48,45 @@ class Server:
         self.process.stop()
 
 
+# JetStream's ingest queue for core publishes into a stream (nats-server >= 2.12): a message
+# that arrives while a stream's queue holds this many messages or bytes is dropped with no
+# sequence (429 JSStreamTooManyRequests, invisible to any consumer). The defaults (10,000 and
+# 128 MB) dropped ~47 % of a 400k burst here; the hub's capture is fed by core publishes, so
+# every config we write raises them to absorb a session's burst (~5 s at 100k msg/s with the
+# store stalled). Same values in tier-gate's `init` config and deploy/helm/nats/values.yaml.
+JS_MAX_BUFFERED_MSGS = 500_000
+JS_MAX_BUFFERED_SIZE = "256MiB"
+
+
+def jetstream_block(store_dir: Path) -> str:
+    """The `jetstream { }` block of a nats-server config, with the ingest limits above."""
+    return (
+        "jetstream {\n"
+        f'  store_dir: "{store_dir.resolve()}"\n'
+        f"  max_buffered_msgs: {JS_MAX_BUFFERED_MSGS}\n"
+        f"  max_buffered_size: {JS_MAX_BUFFERED_SIZE}\n"
+        "}\n"
+    )
+
+
 def start_nats(
     state_dir: Path, port: int = 0, config: Path | None = None, jetstream: bool = True
 ) -> Server:
-    """nats-server on 127.0.0.1: plain JetStream, or with an operator-mode `config` file."""
+    """nats-server on 127.0.0.1: plain JetStream, or with an operator-mode `config` file.
+
+    With `jetstream`, the server runs from a generated config (`state_dir/nats-server.conf`):
+    the text of `config` if given, plus :func:`jetstream_block`. A `config` that declares
+    JetStream itself (tier-gate's) is passed with `jetstream=False` and used as is."""
     port = port or free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
     argv = [venv_bin("nats-server"), "-a", "127.0.0.1", "-p", str(port)]
+    if jetstream:
+        text = config.read_text() + "\n" if config is not None else ""
+        generated = state_dir / "nats-server.conf"
+        generated.write_text(text + jetstream_block(state_dir / "js"))
+        config = generated
     if config is not None:
         argv += ["-c", str(config)]
-    if jetstream:
-        argv += ["-js", "-sd", str(state_dir / "js")]
     proc = ManagedProcess("nats-server", argv, state_dir / "nats-server.log").start()
     proc.wait_ready(tcp_ready("127.0.0.1", port), timeout=20)
     return Server("nats", proc, f"nats://127.0.0.1:{port}", port)
