@@ -114,5 +114,5 @@ def test_a_dev_tier_gate_beyond_loopback_needs_a_separate_dev_listener() -> None
         [sys.executable, "-m", "tier_gate"], env=env, capture_output=True, text=True,
         timeout=60, check=False,
     )  # fmt: skip
-    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.returncode == 78, run.stdout + run.stderr  # EX_CONFIG: the kit's run_cli
     assert "TG_DEV_HTTP_PORT" in run.stderr

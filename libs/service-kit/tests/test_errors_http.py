@@ -204,3 +204,40 @@ async def test_on_error_sees_every_typed_error_answered() -> None:
         r = await c.get("/x")
     assert (r.status_code, r.headers["Retry-After"]) == (503, "3")
     assert seen == [("busy", 503)]
+
+
+async def test_service_app_wires_errors_routes_health_and_asyncapi() -> None:
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    from fastapi import APIRouter
+    from raxx_service_kit.http import service_app
+    from raxx_service_kit.messaging import make_broker
+    from raxx_service_kit.settings import ServiceSettings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+
+    routes = APIRouter()
+
+    @routes.get("/v1/thing")
+    async def thing() -> dict[str, str]:
+        raise PermanentError("no such thing", code="unknown_thing")
+
+    seen: list[int] = []
+    registry = CollectorRegistry()
+    app = service_app(
+        "demo", lifespan=lifespan, readiness=lambda: Readiness.of({"db": Check(ok=False)}),
+        registry=registry, routers=[routes], on_error=lambda exc: seen.append(exc.status),
+        retry_after=7, broker=make_broker(ServiceSettings(), "demo"),
+    )  # fmt: skip
+    r = await call(app, "GET", "/v1/thing")
+    assert (r.status_code, r.json()["error"], seen) == (400, "unknown_thing", [400])
+    r = await call(app, "GET", "/readyz")
+    assert (r.status_code, r.headers["Retry-After"]) == (503, "7")
+    assert (await call(app, "GET", "/healthz")).status_code == 200
+    assert (await call(app, "GET", "/metrics")).status_code == 200
+    assert (await call(app, "GET", "/asyncapi.json")).json()["info"]["title"] == "demo"
+    bare = service_app("bare", lifespan=lifespan, readiness=Readiness.of, registry=registry)
+    assert (await call(bare, "GET", "/asyncapi.json")).status_code == 404

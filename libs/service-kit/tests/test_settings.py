@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from raxx_service_kit.settings import (
     ServiceSettings,
     dev_database_url,
@@ -68,3 +68,22 @@ def test_prod_refuses_placeholder_secrets_anywhere() -> None:
     )
     assert ok.env == "prod"
     assert DemoSettings(env="dev").api_secret.get_secret_value() == "change-me"
+
+
+def test_fill_unset_keeps_explicit_values_and_fields_set() -> None:
+    from raxx_service_kit.settings import fill_unset
+
+    class Derived(ServiceSettings):
+        model_config = service_config("DERIVED_")
+        feed: str = "iex"
+        rate: float = 200.0
+
+        @model_validator(mode="after")
+        def _derived(self) -> Derived:
+            fill_unset(self, {"feed": "sip", "rate": 10_000.0})
+            return self
+
+    s = Derived(rate=5.0)
+    assert (s.feed, s.rate) == ("sip", 5.0)
+    assert "rate" in s.model_fields_set
+    assert "feed" not in s.model_fields_set

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +30,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raxx_service_kit.errors import ErrorBody, ServiceError
 from raxx_service_kit.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from faststream.nats import NatsBroker
+    from starlette.types import Lifespan
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +202,36 @@ def health_router(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def service_app(
+    title: str,
+    *,
+    lifespan: Lifespan[FastAPI],
+    readiness: ReadinessSource,
+    registry: CollectorRegistry,
+    liveness: Callable[[], Mapping[str, str]] | None = None,
+    routers: Sequence[APIRouter] = (),
+    broker: NatsBroker | None = None,
+    on_error: Callable[[ServiceError], None] | None = None,
+    retry_after: int = 2,
+    version: str = "0.1.0",
+) -> FastAPI:
+    """The one app wiring every service shares: a FastAPI app on `lifespan` with the kit's error
+    mapping, the service's `routers`, `/healthz` `/readyz` `/metrics` (`health_router`) and,
+    with a faststream `broker`, its AsyncAPI document (`/asyncapi.json`, `/docs/asyncapi`).
+
+    `readiness`/`liveness` may read `app.state` through a closure over the returned app (they
+    are only called once it serves)."""
+    app = FastAPI(title=title, version=version, lifespan=lifespan)
+    install_error_handlers(app, on_error=on_error)
+    for router in routers:
+        app.include_router(router)
+    app.include_router(
+        health_router(readiness, registry, liveness=liveness, retry_after=retry_after)
+    )
+    if broker is not None:
+        from raxx_service_kit.messaging import asyncapi_router  # faststream only where used
+
+        app.include_router(asyncapi_router(broker, title=title, version=version))
+    return app

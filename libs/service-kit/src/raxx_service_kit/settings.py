@@ -19,6 +19,7 @@ secret (empty, `change-me`, `dev-root`, ...) anywhere in the settings refuses to
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,19 @@ def dev_database_url(database: str) -> str:
 def service_config(env_prefix: str) -> SettingsConfigDict:
     """The model_config every service uses: its prefix, `__` for nested groups, extras ignored."""
     return SettingsConfigDict(env_prefix=env_prefix, env_nested_delimiter="__", extra="ignore")
+
+
+def fill_unset(model: BaseModel, defaults: Mapping[str, object]) -> None:
+    """Give each field named in `defaults` that value unless it was set explicitly (env, init);
+    for derived defaults (`ALPACA_PLAN` → feed, REST rate) in an `after` validator.
+
+    `model_fields_set` keeps naming only what was set explicitly, so a start-up log can say
+    which derived values were overridden."""
+    explicit = set(model.model_fields_set)
+    for name, value in defaults.items():
+        if name not in explicit:
+            setattr(model, name, value)
+    model.__pydantic_fields_set__ = explicit
 
 
 def _placeholders(value: object, where: str) -> list[str]:

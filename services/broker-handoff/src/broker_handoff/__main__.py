@@ -7,7 +7,8 @@ import asyncio
 import os
 import sys
 
-from raxx_service_kit.serve import configure_logging, serve
+from raxx_service_kit.cli import Command, run_cli
+from raxx_service_kit.serve import serve
 
 from broker_handoff.settings import Settings
 
@@ -51,32 +52,33 @@ def _init_vault(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="broker_handoff", description=__doc__)
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the HTTP service (the default)")
-    iv = sub.add_parser(
-        "init-vault",
-        help="create/refresh the broker-handoff policy and AppRole (idempotent)",
-    )
-    iv.add_argument("--secret-id", action="store_true", help="also issue and print a secret_id")
-    iv.add_argument(
+def _init_vault_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--secret-id", action="store_true", help="also issue and print a secret_id")
+    parser.add_argument(
         "--oauth-client-secret-stdin",
         action="store_true",
         help="read the Alpaca OAuth client secret from stdin and store it in Vault",
     )
-    iv.add_argument(
+    parser.add_argument(
         "--rotate-admin-token",
         action="store_true",
         help="issue a new admin token (printed once; only its hash is stored)",
     )
-    args = parser.parse_args(argv)
-    settings = Settings()
-    if args.command == "init-vault":
-        configure_logging(settings.log_level)
-        return _init_vault(settings, args)
-    return _serve(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (the kit's exit codes: 78 bad settings)."""
+    return run_cli(
+        "broker-handoff", __doc__, argv,
+        settings=lambda _args: Settings(),
+        commands=[
+            Command("serve", "run the HTTP service (the default)", lambda s, _a: _serve(s)),
+            Command(
+                "init-vault", "create/refresh the broker-handoff policy and AppRole (idempotent)",
+                _init_vault, _init_vault_arguments,
+            ),
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

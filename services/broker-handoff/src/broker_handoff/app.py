@@ -12,14 +12,8 @@ from fastapi import FastAPI
 from faststream.nats import NatsBroker
 from raxx_contracts import TierPolicy, default_policy
 from raxx_service_kit.errors import ConfigError, RetryableError
-from raxx_service_kit.http import (
-    Readiness,
-    health_router,
-    install_error_handlers,
-    ping_checks,
-    supervisor_checks,
-)
-from raxx_service_kit.messaging import asyncapi_router, make_broker
+from raxx_service_kit.http import Readiness, ping_checks, service_app, supervisor_checks
+from raxx_service_kit.messaging import make_broker
 from raxx_service_kit.nats import ConnectionStatus
 from raxx_service_kit.supervisor import Supervisor
 
@@ -98,22 +92,20 @@ def create_app(
         )
         return Readiness.of(checks)
 
-    app = FastAPI(title="broker-handoff", lifespan=lifespan)
+    app = service_app(
+        "broker-handoff",
+        lifespan=lifespan,
+        readiness=readiness,
+        registry=deps.metrics.registry,
+        liveness=supervisor.liveness,
+        retry_after=settings.retry_after_seconds,
+        routers=[router],
+        broker=broker,
+    )
     app.state.service = service
     app.state.revocation = MassRevocation(service)
     app.state.reconciler = reconciler
     app.state.supervisor = supervisor
     app.state.broker = broker
     app.state.settings = settings
-    install_error_handlers(app)
-    app.include_router(router)
-    app.include_router(
-        health_router(
-            readiness,
-            deps.metrics.registry,
-            liveness=supervisor.liveness,
-            retry_after=settings.retry_after_seconds,
-        )
-    )
-    app.include_router(asyncapi_router(broker, title="broker-handoff"))
     return app

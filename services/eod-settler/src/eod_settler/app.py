@@ -13,14 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
-from raxx_service_kit.http import (
-    Check,
-    Readiness,
-    health_router,
-    install_error_handlers,
-    supervisor_checks,
-)
-from raxx_service_kit.messaging import asyncapi_router
+from raxx_service_kit.http import Check, Readiness, service_app, supervisor_checks
 from raxx_service_kit.nats import ConnectionStatus
 from raxx_service_kit.supervisor import Supervisor
 
@@ -98,12 +91,11 @@ def create_app(
         checks |= supervisor_checks(supervisor)
         return Readiness.of(checks)
 
-    app = FastAPI(title="eod-settler", version="0.1.0", lifespan=lifespan)
+    app = service_app(
+        "eod-settler", lifespan=lifespan, readiness=readiness, registry=metrics.registry,
+        liveness=supervisor.liveness, routers=[router], broker=broker,
+    )  # fmt: skip
     app.state.supervisor = supervisor  # component tests start tasks on it
-    install_error_handlers(app)
-    app.include_router(router)
-    app.include_router(health_router(readiness, metrics.registry, liveness=supervisor.liveness))
-    app.include_router(asyncapi_router(broker, title="eod-settler"))
     return app
 
 

@@ -12,6 +12,7 @@ from raxx_service_kit.settings import (
     ServiceSettings,
     dev_database_url,
     dev_port,
+    fill_unset,
     service_config,
 )
 from raxx_service_kit.vault import VaultSettings
@@ -115,13 +116,11 @@ class Settings(ServiceSettings):
     @model_validator(mode="after")
     def _plan_defaults(self) -> Settings:
         row = limits(self.alpaca_plan)
-        plan = {"alpaca_options_feed": row.options_feed,
-                "rest_rate_per_min": float(row.rest_rate_per_min)}  # fmt: skip
-        explicit = set(self.model_fields_set)
-        for name, value in plan.items():
-            if name not in explicit:
-                setattr(self, name, value)
-        self.__pydantic_fields_set__ = explicit
+        fill_unset(
+            self,
+            {"alpaca_options_feed": row.options_feed,
+             "rest_rate_per_min": float(row.rest_rate_per_min)},
+        )  # fmt: skip
         return self
 
     @model_validator(mode="after")

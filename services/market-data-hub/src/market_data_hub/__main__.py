@@ -5,24 +5,33 @@ from __future__ import annotations
 import argparse
 import sys
 
+from raxx_service_kit.cli import Command, run_cli
 from raxx_service_kit.serve import serve
 
-from market_data_hub.app import create_app
 from market_data_hub.settings import Settings
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="market_data_hub", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd")
-    sub.add_parser("run", help="run the hub (default)")
-    sub.add_parser("check", help="print the effective settings (secrets hidden) and exit")
-    args = parser.parse_args(argv)
-    settings = Settings()
-    if args.cmd == "check":
-        print(settings.model_dump_json(indent=2))
-        return 0
+def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    from market_data_hub.app import create_app
+
     return serve(create_app(settings), settings)
+
+
+def _check(settings: Settings, _args: argparse.Namespace) -> int:
+    print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (the kit's exit codes: 78 bad settings)."""
+    return run_cli(
+        "market-data-hub", __doc__, argv,
+        settings=lambda _args: Settings(),
+        commands=[
+            Command("run", "run the hub (default)", _run),
+            Command("check", "print the effective settings (secrets hidden) and exit", _check),
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -23,14 +23,8 @@ from nats.js import JetStreamContext
 from raxx_contracts import AssetClass, TierPolicy, default_policy
 from raxx_contracts.alpaca_plan import AlpacaPlan, limits
 from raxx_service_kit.errors import RetryableError
-from raxx_service_kit.http import (
-    Check,
-    Readiness,
-    health_router,
-    install_error_handlers,
-    supervisor_checks,
-)
-from raxx_service_kit.messaging import asyncapi_router, make_broker
+from raxx_service_kit.http import Check, Readiness, service_app, supervisor_checks
+from raxx_service_kit.messaging import make_broker
 from raxx_service_kit.nats import ConnectionStatus
 from raxx_service_kit.nats import connect as nats_connect
 from raxx_service_kit.supervisor import Supervisor
@@ -422,16 +416,6 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
         finally:
             await h.stop()
 
-    app = FastAPI(title=SERVICE, version="0.1.0", lifespan=lifespan)
-    app.state.metrics = metrics
-    app.state.broker = broker
-    app.state.new_hub = new_hub
-    install_error_handlers(
-        app, on_error=lambda exc: metrics.http_requests.labels("api", str(exc.status)).inc()
-    )
-    app.include_router(router)
-    app.include_router(passthrough_router)
-
     def readiness() -> Readiness:
         h: Hub | None = getattr(app.state, "hub", None)
         if h is None:
@@ -442,6 +426,12 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
         h: Hub | None = getattr(app.state, "hub", None)
         return h.liveness() if h is not None else {}
 
-    app.include_router(health_router(readiness, metrics.registry, liveness=liveness))
-    app.include_router(asyncapi_router(broker, title=SERVICE))
+    app = service_app(
+        SERVICE, lifespan=lifespan, readiness=readiness, registry=metrics.registry,
+        liveness=liveness, routers=[router, passthrough_router], broker=broker,
+        on_error=lambda exc: metrics.http_requests.labels("api", str(exc.status)).inc(),
+    )  # fmt: skip
+    app.state.metrics = metrics
+    app.state.broker = broker
+    app.state.new_hub = new_hub
     return app

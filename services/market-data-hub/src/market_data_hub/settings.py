@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from raxx_contracts.alpaca_plan import AlpacaPlan, limits
-from raxx_service_kit.settings import ServiceSettings, dev_port, service_config
+from raxx_service_kit.settings import ServiceSettings, dev_port, fill_unset, service_config
 from raxx_service_kit.vault import VaultSettings as KitVaultSettings
 
 PLAN_FIELDS = ("feed", "options_feed", "symbol_cap", "option_symbol_cap", "rest_rate_per_min")
@@ -142,12 +142,8 @@ class Settings(ServiceSettings):
             "symbol_cap": row.stock_symbol_cap, "option_symbol_cap": row.option_quote_cap,
             "rest_rate_per_min": row.rest_rate_per_min,
         }  # fmt: skip
-        explicit = set(self.model_fields_set)
-        for name in PLAN_FIELDS:
-            if name not in explicit:
-                setattr(self, name, plan[name])
         # what was set explicitly stays knowable after the defaults were filled in
-        self.__pydantic_fields_set__ = explicit
+        fill_unset(self, {name: plan[name] for name in PLAN_FIELDS})
         return self
 
     def plan_overrides(self) -> dict[str, object]:

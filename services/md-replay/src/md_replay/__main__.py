@@ -8,18 +8,10 @@ import asyncio
 import datetime as dt
 import sys
 
-from raxx_service_kit.serve import configure_logging, serve
+from raxx_service_kit.cli import Command, iso_date, run_cli
+from raxx_service_kit.serve import serve
 
 from md_replay.settings import Settings
-
-
-def _date(text: str) -> dt.date:
-    try:
-        if len(text) != 10:
-            raise ValueError(text)
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
 
 
 async def archive(settings: Settings, date: dt.date) -> int:
@@ -36,25 +28,31 @@ async def archive(settings: Settings, date: dt.date) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run the chosen command."""
-    parser = argparse.ArgumentParser(prog="md_replay", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd")
-    sub.add_parser("run", help="run the service (default)")
-    arch = sub.add_parser("archive", help="archive one session now (re-runnable)")
-    arch.add_argument("--date", required=True, type=_date, help="YYYY-MM-DD (America/New_York)")
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings()
-    except ValueError as exc:
-        print(f"md-replay: bad settings: {exc}", file=sys.stderr)
-        return 78
-    configure_logging(settings.log_level)
-    if args.cmd == "archive":
-        return asyncio.run(archive(settings, args.date))
+def _run(settings: Settings, _args: argparse.Namespace) -> int:
     from md_replay.app import create_app
 
     return serve(create_app(settings), settings)
+
+
+def _date_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--date", required=True, type=iso_date, help="YYYY-MM-DD (America/New_York)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run the chosen command (the kit's exit codes: 78 bad settings)."""
+    return run_cli(
+        "md-replay", __doc__, argv,
+        settings=lambda _args: Settings(),
+        commands=[
+            Command("run", "run the service (default)", _run),
+            Command(
+                "archive", "archive one session now (re-runnable)",
+                lambda settings, args: asyncio.run(archive(settings, args.date)), _date_argument,
+            ),
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

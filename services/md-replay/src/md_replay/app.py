@@ -11,13 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from nats.aio.client import Client
 from raxx_service_kit.errors import ServiceError
-from raxx_service_kit.http import (
-    Check,
-    Readiness,
-    health_router,
-    install_error_handlers,
-    supervisor_checks,
-)
+from raxx_service_kit.http import Check, Readiness, service_app, supervisor_checks
 from raxx_service_kit.nats import ConnectionStatus
 from raxx_service_kit.supervisor import Supervisor
 
@@ -66,11 +60,6 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
                 await replayer.stop()
                 state.replayer = None
 
-    app = FastAPI(title="md-replay", lifespan=lifespan)
-    app.state.metrics = metrics
-    app.state.md = state
-    install_error_handlers(app)
-
     def readiness() -> Readiness:
         r = state.replayer
         checks = supervisor_checks(supervisor)
@@ -80,7 +69,12 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
             checks["nats"] = state.status.check(r.nc)
         return Readiness.of(checks, replays=len(r.running) if r else 0)
 
-    app.include_router(health_router(readiness, metrics.registry, liveness=supervisor.liveness))
+    app = service_app(
+        "md-replay", lifespan=lifespan, readiness=readiness, registry=metrics.registry,
+        liveness=supervisor.liveness,
+    )  # fmt: skip
+    app.state.metrics = metrics
+    app.state.md = state
 
     @app.get("/v1/sessions/{date}")
     async def session(date: dt.date) -> dict[str, Any]:

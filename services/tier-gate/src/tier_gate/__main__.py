@@ -10,18 +10,13 @@ from pathlib import Path
 
 import httpx
 from raxx_contracts import default_policy
+from raxx_service_kit.cli import Command, run_cli
 
-from tier_gate.errors import ConfigError, ServiceError
+from tier_gate.errors import ConfigError
+from tier_gate.settings import Settings
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tier_gate", description=__doc__)
-    sub = p.add_subparsers(dest="command")
-    sub.add_parser("run", help="run the HTTP service (default)")
-    init = sub.add_parser(
-        "init",
-        help="create/reuse NATS operator, accounts, scoped keys, service users; write config",
-    )
+def _init_arguments(init: argparse.ArgumentParser) -> None:
     init.add_argument("--dev", action="store_true", help="also write creds files + dev keys")
     init.add_argument("--out", type=Path, default=Path(".run/nats"), help="output directory")
     init.add_argument("--nats-listen", default="127.0.0.1:14222", help="server listen host:port")
@@ -29,24 +24,23 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--config", type=Path, default=None, help="server config path (<out>/nats-server.conf)"
     )
-    dev = sub.add_parser("dev-identity", help="dev only: record a tier, print an identity JWT")
+
+
+def _dev_identity_arguments(dev: argparse.ArgumentParser) -> None:
     dev.add_argument("--user", required=True)
     dev.add_argument("--tier", required=True, choices=default_policy().tier_order)
-    return p
 
 
 def _dev(args_dev: bool) -> bool:
     return args_dev or os.environ.get("TG_ENV", "") == "dev"
 
 
-async def _init(args: argparse.Namespace) -> int:
+async def _init(settings: Settings, args: argparse.Namespace) -> int:
     from tier_gate.adapters.postgres import Database
     from tier_gate.adapters.vault import Vault
     from tier_gate.bootstrap import InitOptions, run_init
-    from tier_gate.settings import Settings
 
     dev = _dev(args.dev)
-    settings = Settings(env="dev") if dev else Settings()
     opts = InitOptions(
         dev=dev, out=args.out, nats_listen=args.nats_listen, js_dir=args.js_dir,
         config_path=args.config,
@@ -62,10 +56,7 @@ async def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _dev_identity(user: str, tier: str) -> int:
-    from tier_gate.settings import Settings
-
-    settings = Settings(env="dev")
+async def _dev_identity(settings: Settings, user: str, tier: str) -> int:
     if os.environ.get("TG_ENV", "dev") != "dev":
         print("dev-identity exists only in dev (TG_ENV=dev)", file=sys.stderr)
         return 2
@@ -84,14 +75,11 @@ async def _dev_identity(user: str, tier: str) -> int:
     return await _dev_identity_offline(settings, user, tier)
 
 
-async def _dev_identity_offline(settings: object, user: str, tier: str) -> int:
+async def _dev_identity_offline(settings: Settings, user: str, tier: str) -> int:
     from tier_gate import identity, keys
     from tier_gate.adapters.postgres import Database
     from tier_gate.adapters.vault import Vault
-    from tier_gate.settings import Settings
 
-    if not isinstance(settings, Settings):
-        raise TypeError("settings")
     vault = Vault(settings.vault)
     key = keys.okp_from_secret(await vault.read(keys.PATH_DEV_IDENTITY), keys.PATH_DEV_IDENTITY)
     db = Database(settings.database_url, max_size=1)
@@ -114,13 +102,11 @@ async def _dev_identity_offline(settings: object, user: str, tier: str) -> int:
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
-def _run() -> int:
+def _run(settings: Settings, _args: argparse.Namespace) -> int:
     from raxx_service_kit.serve import serve
 
     from tier_gate.app import create_app
-    from tier_gate.settings import Settings
 
-    settings = Settings()
     dev_port = settings.dev_http_port if settings.env == "dev" else None
     if settings.env == "dev" and dev_port is None and settings.http_host not in LOOPBACK:
         raise ConfigError(
@@ -133,19 +119,32 @@ def _run() -> int:
     return serve(create_app(settings), settings, extra_ports=(dev_port,) if dev_port else ())
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """`dev-identity` and `init --dev` (or TG_ENV=dev) run with dev settings."""
+    if args.cmd == "dev-identity" or (args.cmd == "init" and _dev(args.dev)):
+        return Settings(env="dev")
+    return Settings()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "init":
-            return asyncio.run(_init(args))
-        if args.command == "dev-identity":
-            return asyncio.run(_dev_identity(args.user, args.tier))
-        return _run()
-    except ServiceError as exc:
-        detail = f" ({exc.log_detail})" if exc.log_detail else ""
-        print(f"tier-gate: {exc.message}{detail}", file=sys.stderr)
-        return 1
+    """CLI entry point (the kit's exit codes: 78 for a configuration it cannot run with)."""
+    return run_cli(
+        "tier-gate", __doc__, argv,
+        settings=_settings,
+        commands=[
+            Command("run", "run the HTTP service (default)", _run),
+            Command(
+                "init",
+                "create/reuse NATS operator, accounts, scoped keys, service users; write config",
+                lambda settings, args: asyncio.run(_init(settings, args)), _init_arguments,
+            ),
+            Command(
+                "dev-identity", "dev only: record a tier, print an identity JWT",
+                lambda settings, args: asyncio.run(_dev_identity(settings, args.user, args.tier)),
+                _dev_identity_arguments,
+            ),
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

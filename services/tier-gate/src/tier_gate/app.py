@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from faststream.nats import NatsBroker
 from joserfc.jwk import KeySet, OKPKey
 from raxx_contracts import TierChanged, default_policy, subjects
-from raxx_service_kit.http import Check, Readiness, health_router, install_error_handlers
+from raxx_service_kit.http import Check, Readiness, service_app
 from raxx_service_kit.jwt import JwtVerifier
-from raxx_service_kit.messaging import asyncapi_router, make_broker
+from raxx_service_kit.messaging import make_broker
 from raxx_service_kit.supervisor import Supervisor
 
 from tier_gate import api, handlers, keys
@@ -258,16 +258,14 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
             await rt.stop()
             runtime.clear()
 
-    app = FastAPI(title="tier-gate", version="0.1.0", lifespan=lifespan)
-    app.state.broker = broker
-    install_error_handlers(app)
-    app.include_router(api.router)
-    app.include_router(
-        health_router(
-            lambda: runtime[0].readiness() if runtime else _starting(),
-            metrics.registry,
-            liveness=lambda: runtime[0].supervisor.liveness() if runtime else {},
-        )
+    app = service_app(
+        "tier-gate",
+        lifespan=lifespan,
+        readiness=lambda: runtime[0].readiness() if runtime else _starting(),
+        registry=metrics.registry,
+        liveness=lambda: runtime[0].supervisor.liveness() if runtime else {},
+        routers=[api.router],
+        broker=broker,
     )
-    app.include_router(asyncapi_router(broker, title="tier-gate"))
+    app.state.broker = broker
     return app
