@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 from raxx_service_kit.migrations import migrate
+from raxx_service_kit.postgres import CONNECTIVITY, bounded_pool, connection_kwargs
 
 from broker_handoff.errors import StoreUnavailable
 
@@ -30,6 +30,7 @@ _STATE_COLS = (
     "user_id, env, code_verifier, redirect_uri, expires_at, binding_hash, status, failure,"
     " claimed_at"
 )
+_UNAVAILABLE: tuple[type[BaseException], ...] = (*CONNECTIVITY, TimeoutError)
 _CONN_COLS = "user_id, env, status, scope, vault_key, connected_at, updated_at, reason, grant_id"
 
 
@@ -107,23 +108,18 @@ class Store:
             f"-c lock_timeout={statement_timeout_ms} "
             f"-c idle_in_transaction_session_timeout={statement_timeout_ms * 2}"
         )
-        self._pool = AsyncConnectionPool(
+        self._pool = bounded_pool(
             dsn,
-            min_size=1,
+            connection_kwargs(
+                autocommit=True,
+                connect_timeout=connect_timeout,
+                options=options,
+                keepalives_idle=10,
+                keepalives_interval=3,
+            ),
             max_size=max_size,
-            open=False,
             timeout=acquire_timeout,
             reconnect_timeout=reconnect_timeout,
-            check=AsyncConnectionPool.check_connection,
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": connect_timeout,
-                "options": options,
-                "keepalives": 1,
-                "keepalives_idle": 10,
-                "keepalives_interval": 3,
-                "keepalives_count": 3,
-            },
         )
 
     async def open(self) -> None:
@@ -147,12 +143,7 @@ class Store:
                 yield conn
         except psycopg.errors.RaiseException:
             raise
-        except (
-            psycopg.OperationalError,
-            psycopg.InterfaceError,
-            psycopg_pool.PoolTimeout,
-            TimeoutError,
-        ) as exc:
+        except _UNAVAILABLE as exc:
             log.warning("database error: %s", type(exc).__name__)
             raise StoreUnavailable(retry_after=self._retry_after) from None
 
