@@ -10,22 +10,17 @@ from collections.abc import Callable
 
 import pytest
 from raxx_service_kit.errors import DatabaseUnavailable
-from raxx_service_kit.postgres import CONNECTIVITY, OutageGuard, connection_kwargs
+from raxx_service_kit.postgres import CONNECTIVITY, DbTimeouts, OutageGuard
 
 pytestmark = pytest.mark.integration
 
 
 def guard(dsn: str) -> OutageGuard:
-    kwargs = connection_kwargs(
-        autocommit=True, connect_timeout=2, options="-c statement_timeout=2000"
-    )
     return OutageGuard(
         dsn,
-        kwargs,
-        max_size=2,
-        pool_timeout=1.0,
-        probe_timeout=3.0,
-        unavailable=lambda detail: DatabaseUnavailable(log_detail=detail),
+        2,
+        DbTimeouts(pool=1.0, connect=2, statement=2.0),
+        lambda detail: DatabaseUnavailable(log_detail=detail),
         name="kit-test",
     )
 

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -32,6 +33,7 @@ from raxx_service_kit.errors import DatabaseUnavailable, ServiceError
 __all__ = [
     "CONNECTIVITY",
     "DatabaseUnavailable",
+    "DbTimeouts",
     "OutageGuard",
     "bounded_pool",
     "connection_kwargs",
@@ -47,6 +49,27 @@ CONNECTIVITY: tuple[type[BaseException], ...] = (
     PoolTimeout,
 )
 """Driver errors that mean "the database cannot be reached right now" (not a bad query)."""
+
+
+@dataclass(frozen=True)
+class DbTimeouts:
+    """Bounds on every database wait (seconds)."""
+
+    pool: float = 2.0
+    """Wait for a pooled connection."""
+    operation: float = 3.0
+    """Client-side deadline of one operation (a frozen server never answers)."""
+    statement: float = 2.5
+    """Server-side `statement_timeout` (lock waits included)."""
+    connect: int = 2
+    """libpq `connect_timeout` (its minimum is 2 s)."""
+    reconnect: float = 30.0
+    """How long the pool keeps reconnecting on its own before it gives a slot up."""
+
+    @property
+    def statement_ms(self) -> int:
+        """`statement` in whole milliseconds, for `-c statement_timeout=...`."""
+        return round(self.statement * 1000)
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -103,25 +126,31 @@ class OutageGuard:
     """A bounded pool that knows when PostgreSQL is down, and replaces itself when it is back.
 
     `unavailable(message)` builds the service's own `DatabaseUnavailable` (the service decides
-    whether the text is public or for the log only).
+    whether the text is public or for the log only). Connections get the kit's keepalives,
+    `connect_timeout` and `statement_timeout` from `timeouts`. The recovery probe gives a fresh
+    connection `timeouts.connect + 1` s to answer.
     """
 
     def __init__(
         self,
         dsn: str,
-        kwargs: dict[str, Any],
-        *,
         max_size: int,
-        pool_timeout: float,
-        probe_timeout: float,
+        timeouts: DbTimeouts,
         unavailable: Callable[[str], ServiceError],
+        *,
         name: str,
+        autocommit: bool = True,
     ) -> None:
         self._dsn = dsn
-        self._kwargs = kwargs
+        self._kwargs = connection_kwargs(
+            autocommit=autocommit,
+            connect_timeout=timeouts.connect,
+            options=f"-c statement_timeout={timeouts.statement_ms}",
+        )
         self._max_size = max_size
-        self._pool_timeout = pool_timeout
-        self._probe_timeout = probe_timeout
+        self._pool_timeout = timeouts.pool
+        self._reconnect = timeouts.reconnect
+        self._probe_timeout = timeouts.connect + 1.0
         self._unavailable = unavailable
         self._name = name
         self.pool = self._new_pool()
@@ -133,7 +162,11 @@ class OutageGuard:
 
     def _new_pool(self) -> AsyncConnectionPool[Any]:
         return bounded_pool(
-            self._dsn, self._kwargs, max_size=self._max_size, timeout=self._pool_timeout
+            self._dsn,
+            self._kwargs,
+            max_size=self._max_size,
+            timeout=self._pool_timeout,
+            reconnect_timeout=self._reconnect,
         )
 
     @property

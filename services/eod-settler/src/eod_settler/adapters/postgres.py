@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from raxx_contracts import AssetClass, SettleFeed, SettleSource
 from raxx_service_kit.migrations import migrate
-from raxx_service_kit.postgres import CONNECTIVITY, OutageGuard, connection_kwargs
+from raxx_service_kit.postgres import CONNECTIVITY, DbTimeouts, OutageGuard
 
 from eod_settler.domain import Stored, Target
 from eod_settler.errors import DatabaseUnavailableError, RetryableError, RunInProgressError
@@ -36,6 +36,8 @@ T = TypeVar("T")
 MIGRATIONS = "eod_settler.migrations"
 MIGRATIONS_TABLE = "eod_schema_migrations"
 _RELAY_LOCK = 0x0E0D5E78
+TIMEOUTS = DbTimeouts(pool=2.0, operation=3.0, statement=30.0, connect=2)
+"""The settler's defaults: its statements (a whole date's settles) may run for 30 s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,40 +126,21 @@ def _date_lock_key(date: dt.date, kind: str = "settle") -> int:
 class Store:
     """All SQL of the settler; every method is one short transaction unless it says otherwise."""
 
-    def __init__(
-        self,
-        dsn: str,
-        max_size: int = 8,
-        *,
-        pool_timeout: float = 2.0,
-        operation_timeout: float = 3.0,
-        statement_timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, dsn: str, *, max_size: int = 8, timeouts: DbTimeouts = TIMEOUTS) -> None:
         self._dsn = dsn
-        self._operation_timeout = operation_timeout
-        kwargs = connection_kwargs(
-            autocommit=False,
-            connect_timeout=2,
-            options=f"-c statement_timeout={int(statement_timeout * 1000)}",
-        )
+        self._operation_timeout = timeouts.operation
         self._guard = OutageGuard(
-            dsn,
-            kwargs,
-            max_size=max_size,
-            pool_timeout=pool_timeout,
-            probe_timeout=3.0,
-            unavailable=DatabaseUnavailableError,
-            name="eod",
+            dsn, max_size, timeouts, DatabaseUnavailableError, name="eod", autocommit=False
         )
 
     @classmethod
-    async def open(cls, dsn: str, max_size: int = 8, **timeouts: float) -> Store:
+    async def open(cls, dsn: str, *, max_size: int = 8, timeouts: DbTimeouts = TIMEOUTS) -> Store:
         """Check PostgreSQL answers, then open a pool.
 
         A database that is down is a `DatabaseUnavailableError` naming where it was looked
         for and why it failed (connection refused, authentication, unknown database), never a
         bare `PoolTimeout` from the pool."""
-        store = cls(dsn, max_size, **timeouts)
+        store = cls(dsn, max_size=max_size, timeouts=timeouts)
         try:
             conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=3)
         except (psycopg.Error, OSError) as exc:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg.errors
 from raxx_service_kit.migrations import migrate
-from raxx_service_kit.postgres import CONNECTIVITY, OutageGuard, connection_kwargs
+from raxx_service_kit.postgres import CONNECTIVITY, DbTimeouts, OutageGuard
 
 from tier_gate.errors import DatabaseUnavailableError
 
@@ -33,6 +33,15 @@ MIGRATIONS = "tier_gate.migrations"
 MIGRATIONS_TABLE = "tg_migrations"
 _USER_LOCK = 0x7467_7573  # "tgus": (namespace, hashtext(user_id)) per-user issuance/tier lock
 _PUSH_LOCK = 0x7467_7075  # "tgpu": serialises revocation pushes across replicas
+
+__all__ = [
+    "Database",
+    "DbTimeouts",
+    "IssuedCredential",
+    "Recorded",
+    "StoredTier",
+    "TierApplied",
+]
 
 StoredTier = tuple[str, int]
 """(tier, version) as stored in tg_entitlements."""
@@ -72,18 +81,8 @@ class TierApplied:
     revoked: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class DbTimeouts:
-    """Bounds on every database wait (seconds)."""
-
-    pool: float = 2.0
-    """Wait for a pooled connection."""
-    operation: float = 3.0
-    """Client-side deadline of one operation (a frozen server never answers)."""
-    statement: float = 2.5
-    """Server-side `statement_timeout` (lock waits included)."""
-    connect: int = 2
-    """libpq `connect_timeout` (its minimum is 2 s)."""
+def _unavailable(detail: str) -> DatabaseUnavailableError:
+    return DatabaseUnavailableError(log_detail=detail)
 
 
 class Database:
@@ -91,21 +90,7 @@ class Database:
 
     def __init__(self, dsn: str, *, max_size: int = 8, timeouts: DbTimeouts | None = None) -> None:
         self.timeouts = timeouts or DbTimeouts()
-        t = self.timeouts
-        kwargs = connection_kwargs(
-            autocommit=True,
-            connect_timeout=t.connect,
-            options=f"-c statement_timeout={int(t.statement * 1000)}",
-        )
-        self._guard = OutageGuard(
-            dsn,
-            kwargs,
-            max_size=max_size,
-            pool_timeout=t.pool,
-            probe_timeout=t.connect + 1.0,
-            unavailable=lambda detail: DatabaseUnavailableError(log_detail=detail),
-            name="tier-gate",
-        )
+        self._guard = OutageGuard(dsn, max_size, self.timeouts, _unavailable, name="tier-gate")
 
     @property
     def outage(self) -> str | None:
