@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
-from faststream.nats.testing import PatchedMessage
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from raxx_service_kit.errors import PermanentError, RetryableError
@@ -28,26 +26,6 @@ from raxx_service_kit.settings import ServiceSettings
 class TierChanged(BaseModel):
     user_id: str
     tier: str
-
-
-@pytest.fixture
-def settled(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """What happened to each test message: ("ack"|"nak"|"term", delay)."""
-    seen: list[tuple[str, Any]] = []
-
-    async def ack(self: PatchedMessage) -> None:
-        seen.append(("ack", None))
-
-    async def nak(self: PatchedMessage, delay: float | None = None) -> None:
-        seen.append(("nak", delay))
-
-    async def term(self: PatchedMessage) -> None:
-        seen.append(("term", None))
-
-    monkeypatch.setattr(PatchedMessage, "ack", ack)
-    monkeypatch.setattr(PatchedMessage, "nak", nak)
-    monkeypatch.setattr(PatchedMessage, "term", term)
-    return seen
 
 
 def build() -> tuple[NatsBroker, CollectorRegistry, list[NatsMessage], list[TierChanged]]:

@@ -118,6 +118,34 @@ class RetryableError(TypedError):
         self.retry_after = retry_after
 
 
+class DatabaseUnavailable(RetryableError):
+    """PostgreSQL is down, frozen or too slow (503 `database_unavailable` + `Retry-After`).
+
+    A service subclasses it to name its own public message and delay:
+
+        class StoreUnavailable(DatabaseUnavailable):
+            default_message = "The database is unavailable. Try again shortly."
+            default_retry_after = 5.0
+    """
+
+    code = "database_unavailable"
+    default_message = "the database is unavailable; retry later"
+    default_retry_after = 2.0
+
+    def __init__(
+        self,
+        message: str | None = None,
+        retry_after: float | None = None,
+        *,
+        log_detail: str | None = None,
+    ) -> None:
+        super().__init__(
+            message or self.default_message,
+            self.default_retry_after if retry_after is None else retry_after,
+            log_detail=log_detail,
+        )
+
+
 class PermanentError(TypedError):
     """Will fail the same way again (bad data, a 4xx upstream): a NATS message is dead-lettered."""
 

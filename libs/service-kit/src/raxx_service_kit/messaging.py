@@ -24,6 +24,8 @@ What it gives a service:
 - `jetstream_subscriber(router, subject, stream=..., durable=...)`: a subscriber bound to a
   stream it does **not** declare (`declare=False`: re-declaring overwrites the owner's config)
   with `AckPolicy.MANUAL` (faststream's default REJECT_ON_ERROR would `term` on any error).
+- `tier_changed_subscriber(router, durable=..., ack_wait=..., max_deliver=...)`: the durable
+  consumer of `billing.tier.changed` (BILLING stream, from the start) that two services share.
 - `asyncapi_json(broker, ...)` and `asyncapi_router(broker, ...)`: the AsyncAPI document at
   `/asyncapi.json` (and an HTML viewer at `/docs/asyncapi`) beside FastAPI's `/docs`.
 
@@ -45,6 +47,7 @@ from faststream import AckPolicy, BaseMiddleware
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.specification import AsyncAPI, get_asyncapi_html
 from nats.errors import Error as NatsError
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 from raxx_contracts import subjects
@@ -251,6 +254,30 @@ def jetstream_subscriber(
         kwargs["pull_sub"] = PullSub(batch_size=batch_size, timeout=1.0)
     return cast(
         "Callable[[Callable[..., Any]], Any]", router.subscriber(subject, **(kwargs | options))
+    )
+
+
+def tier_changed_subscriber(
+    router: NatsRouter | NatsBroker,
+    *,
+    durable: str,
+    ack_wait: float,
+    max_deliver: int,
+    **options: Any,
+) -> Callable[[Callable[..., Any]], Any]:
+    """A durable consumer of `billing.tier.changed` on the BILLING stream (tier-gate declares
+    it; this binds with `declare=False`), from the first message (`DeliverPolicy.ALL`), so a
+    projection of users' tiers is rebuilt from the stream. Broker-handoff and tier-gate both
+    consume it; `max_deliver` should match the router's (`control_router`)."""
+    return jetstream_subscriber(
+        router,
+        subjects.BILLING_TIER_CHANGED,
+        stream=subjects.BILLING_STREAM,
+        durable=durable,
+        config=ConsumerConfig(
+            ack_wait=ack_wait, max_deliver=max_deliver, deliver_policy=DeliverPolicy.ALL
+        ),
+        **options,
     )
 
 

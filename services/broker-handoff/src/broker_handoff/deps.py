@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from raxx_service_kit.clock import Clock, SystemClock
 from raxx_service_kit.jwt import JwtVerifier
+from raxx_service_kit.postgres import DbTimeouts
 
 from broker_handoff.adapters.alpaca import AlpacaOAuth, AlpacaTrading
 from broker_handoff.adapters.postgres import Store
@@ -35,10 +36,12 @@ def build_deps(settings: Settings) -> Deps:
         store=Store(
             settings.database_url,
             max_size=settings.db_pool_max_size,
-            acquire_timeout=settings.db_acquire_timeout_seconds,
-            connect_timeout=settings.db_connect_timeout_seconds,
-            statement_timeout_ms=settings.db_statement_timeout_ms,
-            reconnect_timeout=settings.db_reconnect_timeout_seconds,
+            timeouts=DbTimeouts(
+                pool=settings.db_acquire_timeout_seconds,
+                statement=settings.db_statement_timeout_ms / 1000,
+                connect=settings.db_connect_timeout_seconds,
+                reconnect=settings.db_reconnect_timeout_seconds,
+            ),
             retry_after=settings.retry_after_seconds,
         ),
         vault=VaultStore(settings.vault, on_error=lambda op: metrics.vault_errors.labels(op).inc()),

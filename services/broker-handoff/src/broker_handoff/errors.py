@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from raxx_service_kit.errors import (
     ConfigError,
+    DatabaseUnavailable,
     PermanentError,
-    RetryableError,
     ServiceError,
     TypedError,
 )
@@ -138,14 +138,8 @@ class ProviderUnavailable(TypedError):
     code = "provider_unavailable"
 
 
-class StoreUnavailable(RetryableError):
+class StoreUnavailable(DatabaseUnavailable):
     """PostgreSQL did not answer (503 + `Retry-After`; a tier change is redelivered later)."""
 
-    code = "database_unavailable"
-
-    def __init__(
-        self,
-        message: str = "The database is unavailable. Try again shortly.",
-        retry_after: float = 5.0,
-    ) -> None:
-        super().__init__(message, retry_after)
+    default_message = "The database is unavailable. Try again shortly."
+    default_retry_after = 5.0

@@ -14,10 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from faststream.nats import NatsRouter
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import CollectorRegistry
 from raxx_contracts import HandoffEvent, TierChanged, encode, subjects
-from raxx_service_kit.messaging import control_router, jetstream_subscriber
+from raxx_service_kit.messaging import control_router, tier_changed_subscriber
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +37,8 @@ def build_router(
         SERVICE, registry, metrics_prefix=METRICS_PREFIX, max_deliver=MAX_DELIVER
     )
 
-    @jetstream_subscriber(
-        router,
-        subjects.BILLING_TIER_CHANGED,
-        stream=subjects.BILLING_STREAM,
-        durable=durable,
-        config=ConsumerConfig(
-            ack_wait=ACK_WAIT_SECONDS,
-            max_deliver=MAX_DELIVER,
-            deliver_policy=DeliverPolicy.ALL,
-        ),
+    @tier_changed_subscriber(
+        router, durable=durable, ack_wait=ACK_WAIT_SECONDS, max_deliver=MAX_DELIVER
     )
     async def tier_changed(event: TierChanged) -> None:
         await on_tier(event)

@@ -4,33 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from faststream.nats import NatsMessage
-from faststream.nats.testing import PatchedMessage
 from raxx_contracts import subjects
 
 from .fakes import Component
 from .test_http import connect, set_tier
-
-
-@pytest.fixture
-def settled(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """What happened to each test message: ("ack"|"nak"|"term", delay)."""
-    seen: list[tuple[str, Any]] = []
-
-    async def ack(self: PatchedMessage) -> None:
-        seen.append(("ack", None))
-
-    async def nak(self: PatchedMessage, delay: float | None = None) -> None:
-        seen.append(("nak", delay))
-
-    async def term(self: PatchedMessage) -> None:
-        seen.append(("term", None))
-
-    monkeypatch.setattr(PatchedMessage, "ack", ack)
-    monkeypatch.setattr(PatchedMessage, "nak", nak)
-    monkeypatch.setattr(PatchedMessage, "term", term)
-    return seen
 
 
 def sample(c: Component, name: str, **labels: str) -> float:

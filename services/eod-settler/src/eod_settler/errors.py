@@ -12,6 +12,7 @@ import datetime as dt
 
 from raxx_service_kit.errors import (
     ConfigError,
+    DatabaseUnavailable,
     PermanentError,
     RetryableError,
     ServiceError,
@@ -44,19 +45,10 @@ def exit_code(exc: ServiceError) -> int:
     return code if isinstance(code, int) else 1
 
 
-class DatabaseUnavailableError(RetryableError):
+class DatabaseUnavailableError(DatabaseUnavailable):
     """PostgreSQL is down, frozen or too slow right now (HTTP 503 with Retry-After)."""
 
-    code = "database_unavailable"
-
-    def __init__(
-        self,
-        message: str = "the settle store is unavailable; retry after Retry-After",
-        retry_after: float = 2.0,
-        *,
-        log_detail: str | None = None,
-    ) -> None:
-        super().__init__(message, retry_after, log_detail=log_detail)
+    default_message = "the settle store is unavailable; retry after Retry-After"
 
 
 class NotEntitledError(PermanentError):

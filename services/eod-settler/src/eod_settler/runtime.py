@@ -16,6 +16,7 @@ from raxx_service_kit.clock import Clock, SystemClock
 from raxx_service_kit.http import Check
 from raxx_service_kit.messaging import make_broker
 from raxx_service_kit.nats import ConnectionStatus
+from raxx_service_kit.postgres import DbTimeouts
 
 from eod_settler.adapters import nats as bus
 from eod_settler.adapters.alpaca import AlpacaCredentials
@@ -83,9 +84,11 @@ class Runtime:
         store = await _retry(
             lambda: Store.open(
                 settings.database_url,
-                pool_timeout=settings.db_pool_timeout,
-                operation_timeout=settings.db_operation_timeout,
-                statement_timeout=settings.db_statement_timeout,
+                timeouts=DbTimeouts(
+                    pool=settings.db_pool_timeout,
+                    operation=settings.db_operation_timeout,
+                    statement=settings.db_statement_timeout,
+                ),
             ),
             "postgres",
             attempts,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from raxx_service_kit.errors import (
     ConfigError,
+    DatabaseUnavailable,
     PermanentError,
     RetryableError,
     ServiceError,
@@ -65,14 +66,9 @@ class UnavailableError(RetryableError):
         )
 
 
-class DatabaseUnavailableError(RetryableError):
-    """PostgreSQL is unreachable, frozen or too slow: nothing can be issued right now (503)."""
+class DatabaseUnavailableError(DatabaseUnavailable):
+    """PostgreSQL is unreachable, frozen or too slow: nothing can be issued right now (503).
 
-    code = "database_unavailable"
+    The kit's class: what went wrong goes to `log_detail=`, never into the public message."""
 
-    def __init__(self, log_detail: str, *, retry_after: float = 2.0) -> None:
-        super().__init__(
-            "the credential store is unavailable; retry after the Retry-After delay",
-            retry_after,
-            log_detail=log_detail,
-        )
+    default_message = "the credential store is unavailable; retry after the Retry-After delay"

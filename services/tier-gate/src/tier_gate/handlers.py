@@ -21,10 +21,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from faststream.nats import NatsRouter
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import CollectorRegistry
 from raxx_contracts import TierChanged, subjects
-from raxx_service_kit.messaging import control_router, jetstream_subscriber
+from raxx_service_kit.messaging import control_router, tier_changed_subscriber
 
 from tier_gate.errors import RetryableError, UnknownTierError
 from tier_gate.metrics import Metrics
@@ -55,14 +54,11 @@ def billing_router(
             raise RetryableError("tier-gate is starting", 1.0, log_detail="no runtime yet")
         return found
 
-    @jetstream_subscriber(
+    @tier_changed_subscriber(
         router,
-        subjects.BILLING_TIER_CHANGED,
-        stream=subjects.BILLING_STREAM,
         durable=durable,
-        config=ConsumerConfig(
-            ack_wait=ACK_WAIT_SECONDS, max_deliver=MAX_DELIVER, deliver_policy=DeliverPolicy.ALL
-        ),
+        ack_wait=ACK_WAIT_SECONDS,
+        max_deliver=MAX_DELIVER,
         no_reply=True,
         title="billing.tier.changed:durable",
         description="Shared durable consumer: persist the tier, revoke and push on a downgrade.",

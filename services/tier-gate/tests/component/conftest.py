@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
-from faststream.nats.testing import PatchedMessage
 from raxx_contracts import TierChanged, default_policy, subjects
 from raxx_service_kit.errors import PermanentError
 from tier_gate.adapters.postgres import IssuedCredential, Recorded, TierApplied
@@ -69,7 +67,7 @@ class FakeDatabase:
 
     def _check(self) -> None:
         if self.down:
-            raise DatabaseUnavailableError("fake: PostgreSQL down")
+            raise DatabaseUnavailableError(log_detail="fake: PostgreSQL down")
 
     async def open(self) -> None:
         self._check()
@@ -186,26 +184,6 @@ class Running:
         assert resp.status_code == 200, resp.text
         token: str = resp.json()["token"]
         return token
-
-
-@pytest.fixture
-def settled(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """What happened to each JetStream test message: ("ack"|"nak"|"term", delay)."""
-    seen: list[tuple[str, Any]] = []
-
-    async def ack(self: PatchedMessage) -> None:
-        seen.append(("ack", None))
-
-    async def nak(self: PatchedMessage, delay: float | None = None) -> None:
-        seen.append(("nak", delay))
-
-    async def term(self: PatchedMessage) -> None:
-        seen.append(("term", None))
-
-    monkeypatch.setattr(PatchedMessage, "ack", ack)
-    monkeypatch.setattr(PatchedMessage, "nak", nak)
-    monkeypatch.setattr(PatchedMessage, "term", term)
-    return seen
 
 
 @pytest_asyncio.fixture

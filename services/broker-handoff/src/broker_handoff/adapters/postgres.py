@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 from raxx_service_kit.migrations import migrate
+from raxx_service_kit.postgres import CONNECTIVITY, DbTimeouts, bounded_pool, connection_kwargs
 
 from broker_handoff.errors import StoreUnavailable
 
@@ -30,6 +30,9 @@ _STATE_COLS = (
     "user_id, env, code_verifier, redirect_uri, expires_at, binding_hash, status, failure,"
     " claimed_at"
 )
+TIMEOUTS = DbTimeouts(pool=2.0, statement=5.0, connect=3, reconnect=2.0)
+"""broker-handoff's defaults (settings override them: db_*_seconds, db_statement_timeout_ms)."""
+_UNAVAILABLE: tuple[type[BaseException], ...] = (*CONNECTIVITY, TimeoutError)
 _CONN_COLS = "user_id, env, status, scope, vault_key, connected_at, updated_at, reason, grant_id"
 
 
@@ -89,42 +92,35 @@ class Store:
     def __init__(
         self,
         dsn: str,
-        max_size: int = 8,
         *,
-        acquire_timeout: float = 2.0,
-        connect_timeout: int = 3,
-        statement_timeout_ms: int = 5000,
-        reconnect_timeout: float = 2.0,
+        max_size: int = 8,
+        timeouts: DbTimeouts = TIMEOUTS,
         retry_after: float = 5.0,
     ) -> None:
-        # Every wait is bounded: a connection from the pool (acquire_timeout), a new connection
-        # (connect_timeout), a statement (statement_timeout, server side), a dead peer (TCP
-        # keepalives). A short reconnect_timeout makes the pool stop its own backoff quickly, so
-        # the first request after an outage connects at once instead of waiting out a backoff.
-        self._retry_after = retry_after
+        # Every wait is bounded: a connection from the pool, a new connection (connect), a
+        # statement (statement_timeout, server side), a dead peer (TCP keepalives). A short
+        # `reconnect` makes the pool stop its own backoff quickly, so the first request after an
+        # outage connects at once instead of waiting out a backoff.
+        ms = timeouts.statement_ms
         options = (
-            f"-c statement_timeout={statement_timeout_ms} "
-            f"-c lock_timeout={statement_timeout_ms} "
-            f"-c idle_in_transaction_session_timeout={statement_timeout_ms * 2}"
+            f"-c statement_timeout={ms} -c lock_timeout={ms} "
+            f"-c idle_in_transaction_session_timeout={ms * 2}"
         )
-        self._pool = AsyncConnectionPool(
+        kwargs = connection_kwargs(
+            autocommit=True,
+            connect_timeout=timeouts.connect,
+            options=options,
+            keepalives_idle=10,
+            keepalives_interval=3,
+        )
+        self._pool = bounded_pool(
             dsn,
-            min_size=1,
+            kwargs,
             max_size=max_size,
-            open=False,
-            timeout=acquire_timeout,
-            reconnect_timeout=reconnect_timeout,
-            check=AsyncConnectionPool.check_connection,
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": connect_timeout,
-                "options": options,
-                "keepalives": 1,
-                "keepalives_idle": 10,
-                "keepalives_interval": 3,
-                "keepalives_count": 3,
-            },
+            timeout=timeouts.pool,
+            reconnect_timeout=timeouts.reconnect,
         )
+        self._retry_after = retry_after
 
     async def open(self) -> None:
         """Open the pool and apply the pending numbered migrations (the kit's runner)."""
@@ -147,12 +143,7 @@ class Store:
                 yield conn
         except psycopg.errors.RaiseException:
             raise
-        except (
-            psycopg.OperationalError,
-            psycopg.InterfaceError,
-            psycopg_pool.PoolTimeout,
-            TimeoutError,
-        ) as exc:
+        except _UNAVAILABLE as exc:
             log.warning("database error: %s", type(exc).__name__)
             raise StoreUnavailable(retry_after=self._retry_after) from None
 

@@ -10,11 +10,9 @@ the first request after recovery is fast and no restart is needed.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,20 +23,21 @@ import psycopg
 import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from raxx_contracts import AssetClass, SettleFeed, SettleSource
 from raxx_service_kit.migrations import migrate
+from raxx_service_kit.postgres import CONNECTIVITY, DbTimeouts, OutageGuard
 
 from eod_settler.domain import Stored, Target
 from eod_settler.errors import DatabaseUnavailableError, RetryableError, RunInProgressError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_CONNECTIVITY = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 MIGRATIONS = "eod_settler.migrations"
 MIGRATIONS_TABLE = "eod_schema_migrations"
 _RELAY_LOCK = 0x0E0D5E78
+TIMEOUTS = DbTimeouts(pool=2.0, operation=3.0, statement=30.0, connect=2)
+"""The settler's defaults: its statements (a whole date's settles) may run for 30 s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,160 +126,58 @@ def _date_lock_key(date: dt.date, kind: str = "settle") -> int:
 class Store:
     """All SQL of the settler; every method is one short transaction unless it says otherwise."""
 
-    def __init__(
-        self,
-        dsn: str,
-        max_size: int = 8,
-        *,
-        pool_timeout: float = 2.0,
-        operation_timeout: float = 3.0,
-        statement_timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, dsn: str, *, max_size: int = 8, timeouts: DbTimeouts = TIMEOUTS) -> None:
         self._dsn = dsn
-        self._max_size = max_size
-        self._pool_timeout = pool_timeout
-        self._operation_timeout = operation_timeout
-        self._kwargs: dict[str, Any] = {
-            "autocommit": False,
-            "connect_timeout": 2,
-            "options": f"-c statement_timeout={int(statement_timeout * 1000)}",
-            "keepalives": 1,
-            "keepalives_idle": 5,
-            "keepalives_interval": 2,
-            "keepalives_count": 3,
-        }
-        self._pool = self._new_pool()
-        self._outage: tuple[str, float] | None = None
-        self._recovery: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
-
-    def _new_pool(self) -> AsyncConnectionPool[Any]:
-        return AsyncConnectionPool(
-            self._dsn,
-            min_size=1,
-            max_size=self._max_size,
-            open=False,
-            kwargs=self._kwargs,
-            timeout=self._pool_timeout,
-            check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=30,
+        self._operation_timeout = timeouts.operation
+        self._guard = OutageGuard(
+            dsn, max_size, timeouts, DatabaseUnavailableError, name="eod", autocommit=False
         )
 
     @classmethod
-    async def open(cls, dsn: str, max_size: int = 8, **timeouts: float) -> Store:
+    async def open(cls, dsn: str, *, max_size: int = 8, timeouts: DbTimeouts = TIMEOUTS) -> Store:
         """Check PostgreSQL answers, then open a pool.
 
         A database that is down is a `DatabaseUnavailableError` naming where it was looked
         for and why it failed (connection refused, authentication, unknown database), never a
         bare `PoolTimeout` from the pool."""
-        store = cls(dsn, max_size, **timeouts)
+        store = cls(dsn, max_size=max_size, timeouts=timeouts)
         try:
             conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=3)
         except (psycopg.Error, OSError) as exc:
             raise unreachable(dsn, exc) from None
         await conn.close()
         try:
-            await store._pool.open(wait=True, timeout=15)
+            await store._guard.pool.open(wait=True, timeout=15)
         except Exception as exc:
-            await store._pool.close()
+            await store._guard.pool.close()
             raise unreachable(dsn, exc) from None
         return store
 
     async def close(self) -> None:
         """Stop the recovery probe, abandon stuck work, close the pool."""
-        for task in [*self._background, *([self._recovery] if self._recovery else [])]:
-            task.cancel()
-        await self._pool.close(timeout=2)
+        await self._guard.close()
 
     @property
     def outage(self) -> str | None:
         """Why PostgreSQL is considered down right now (None: up)."""
-        return self._outage[0] if self._outage else None
-
-    def _keep(self, task: asyncio.Task[Any]) -> None:
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _trip(self, reason: str) -> None:
-        if self._outage is None:
-            log.warning("postgres marked down: %s", reason)
-            self._outage = (reason, time.monotonic())
-        else:
-            self._outage = (reason, self._outage[1])
-        if self._recovery is None or self._recovery.done():
-            self._recovery = asyncio.create_task(self._recover(), name="eod:db-recovery")
+        return self._guard.outage
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection within `pool_timeout`; connectivity failures are typed."""
-        if self._outage is not None:
-            raise DatabaseUnavailableError(f"postgres down ({self._outage[0]})")
+        if self.outage is not None:
+            raise DatabaseUnavailableError(f"postgres down ({self.outage})")
         try:
-            async with self._pool.connection(timeout=self._pool_timeout) as conn:
+            async with self._guard.connection() as conn:
                 yield conn
         except psycopg.errors.QueryCanceled as exc:
             raise RetryableError("postgres statement timeout", 2) from exc
-        except _CONNECTIVITY as exc:
-            self._trip(f"{type(exc).__name__}: {str(exc).strip() or 'no detail'}"[:200])
-            raise DatabaseUnavailableError(f"postgres: {exc}") from exc
+        except CONNECTIVITY as exc:
+            raise self._guard.failed("postgres", exc) from exc
 
     async def _bounded(self, op: Callable[[], Awaitable[T]]) -> T:
         """Run `op` with the operation deadline; past it, answer now and abandon the work."""
-        task = asyncio.ensure_future(op())
-        try:
-            done, _ = await asyncio.wait({task}, timeout=self._operation_timeout)
-        except asyncio.CancelledError:
-            task.cancel()
-            self._keep(task)
-            raise
-        if not done:
-            task.cancel()  # psycopg cancels server-side or drops the connection
-            self._keep(task)
-            self._trip(f"no answer within {self._operation_timeout:.1f} s")
-            raise DatabaseUnavailableError(
-                f"postgres: no answer within {self._operation_timeout:.1f} s"
-            )
-        return task.result()
-
-    async def _probe_once(self) -> None:
-        conn = await psycopg.AsyncConnection.connect(
-            self._dsn, **{**self._kwargs, "autocommit": True}
-        )
-        try:
-            await conn.execute("SELECT 1")
-        finally:
-            await conn.close()
-
-    async def _recover(self) -> None:
-        """While down: probe a fresh connection every 0.25 s; when it answers, swap the pool."""
-        while self._outage is not None:
-            probe = asyncio.ensure_future(self._probe_once())
-            done, _ = await asyncio.wait({probe}, timeout=3.0)
-            reason: str
-            if not done:
-                probe.cancel()
-                self._keep(probe)
-                reason = "no answer within 3.0 s"
-            elif (exc := probe.exception()) is not None:
-                reason = f"{type(exc).__name__}: {str(exc).strip() or 'no detail'}"[:200]
-            else:
-                new = self._new_pool()
-                try:
-                    await new.open(wait=True, timeout=3.0)
-                except Exception as err:
-                    self._keep(asyncio.ensure_future(new.close(timeout=1)))
-                    reason = f"pool did not open: {err}"[:200]
-                else:
-                    old, self._pool = self._pool, new
-                    log.warning(
-                        "postgres back after %.1f s; connection pool replaced",
-                        time.monotonic() - self._outage[1],
-                    )
-                    self._outage = None
-                    self._keep(asyncio.ensure_future(old.close(timeout=5)))
-                    return
-            self._outage = (reason, self._outage[1])
-            await asyncio.sleep(0.25)
+        return await self._guard.bounded("postgres", op, timeout=self._operation_timeout)
 
     async def ping(self) -> None:
         """Raise (DatabaseUnavailableError) when the database does not answer in time."""

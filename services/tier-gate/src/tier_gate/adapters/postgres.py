@@ -11,19 +11,17 @@ as soon as PostgreSQL answers again, so the first request after recovery is fast
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from raxx_service_kit.migrations import migrate
+from raxx_service_kit.postgres import CONNECTIVITY, DbTimeouts, OutageGuard
 
 from tier_gate.errors import DatabaseUnavailableError
 
@@ -35,6 +33,15 @@ MIGRATIONS = "tier_gate.migrations"
 MIGRATIONS_TABLE = "tg_migrations"
 _USER_LOCK = 0x7467_7573  # "tgus": (namespace, hashtext(user_id)) per-user issuance/tier lock
 _PUSH_LOCK = 0x7467_7075  # "tgpu": serialises revocation pushes across replicas
+
+__all__ = [
+    "Database",
+    "DbTimeouts",
+    "IssuedCredential",
+    "Recorded",
+    "StoredTier",
+    "TierApplied",
+]
 
 StoredTier = tuple[str, int]
 """(tier, version) as stored in tg_entitlements."""
@@ -74,99 +81,41 @@ class TierApplied:
     revoked: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class DbTimeouts:
-    """Bounds on every database wait (seconds)."""
-
-    pool: float = 2.0
-    """Wait for a pooled connection."""
-    operation: float = 3.0
-    """Client-side deadline of one operation (a frozen server never answers)."""
-    statement: float = 2.5
-    """Server-side `statement_timeout` (lock waits included)."""
-    connect: int = 2
-    """libpq `connect_timeout` (its minimum is 2 s)."""
-
-
-@dataclass
-class _Outage:
-    reason: str
-    since: float = field(default_factory=time.monotonic)
+def _unavailable(detail: str) -> DatabaseUnavailableError:
+    return DatabaseUnavailableError(log_detail=detail)
 
 
 class Database:
     """Entitlement and credential storage."""
 
     def __init__(self, dsn: str, *, max_size: int = 8, timeouts: DbTimeouts | None = None) -> None:
-        self._dsn = dsn
-        self._max_size = max_size
         self.timeouts = timeouts or DbTimeouts()
-        t = self.timeouts
-        self._kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "connect_timeout": t.connect,
-            "options": f"-c statement_timeout={int(t.statement * 1000)}",
-            # A peer that vanished (host down, partition) is noticed in ~11 s, not hours.
-            "keepalives": 1,
-            "keepalives_idle": 5,
-            "keepalives_interval": 2,
-            "keepalives_count": 3,
-        }
-        self._pool = self._new_pool()
-        self._outage: _Outage | None = None
-        self._recovery: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
-        self.recoveries = 0
-
-    def _new_pool(self) -> AsyncConnectionPool[Any]:
-        return AsyncConnectionPool(
-            self._dsn,
-            min_size=1,
-            max_size=self._max_size,
-            open=False,
-            kwargs=self._kwargs,
-            timeout=self.timeouts.pool,
-            check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=30,
-        )
+        self._guard = OutageGuard(dsn, max_size, self.timeouts, _unavailable, name="tier-gate")
 
     @property
     def outage(self) -> str | None:
         """Why PostgreSQL is considered down right now (None: it is up)."""
-        return self._outage.reason if self._outage else None
+        return self._guard.outage
+
+    @property
+    def recoveries(self) -> int:
+        """Outages recovered from (the pool replaced)."""
+        return self._guard.recoveries
 
     async def open(self) -> None:
         """Open the pool and apply pending migrations."""
         try:
-            await self._pool.open(wait=True, timeout=10)
+            await self._guard.pool.open(wait=True, timeout=10)
         except Exception as exc:
-            raise DatabaseUnavailableError(f"PostgreSQL unreachable: {exc!r}") from exc
+            raise DatabaseUnavailableError(log_detail=f"PostgreSQL unreachable: {exc!r}") from exc
         await self.migrate()
 
     async def close(self) -> None:
         """Stop the recovery probe, abandon stuck work, close the pool."""
-        for task in [*self._background, *([self._recovery] if self._recovery else [])]:
-            task.cancel()
-        await self._pool.close(timeout=2)
+        await self._guard.close()
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        async with self._pool.connection(timeout=self.timeouts.pool) as conn:
-            yield conn
-
-    def _keep(self, task: asyncio.Task[Any]) -> None:
-        """Hold a reference to work we stopped waiting for until it ends."""
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _trip(self, reason: str) -> None:
-        if self._outage is None:
-            log.warning("PostgreSQL marked down: %s", reason)
-            self._outage = _Outage(reason)
-        else:
-            self._outage.reason = reason
-        if self._recovery is None or self._recovery.done():
-            self._recovery = asyncio.create_task(self._recover(), name="tier-gate:db-recovery")
+    def _connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        return self._guard.connection()
 
     async def _run(
         self,
@@ -178,78 +127,19 @@ class Database:
     ) -> T:
         """Run `op` with a deadline; map connectivity failures to DatabaseUnavailableError.
 
-        While the database is known to be down this fails at once. On a deadline the
-        operation is cancelled in the background (psycopg then cancels it server-side or
-        drops the connection) and the caller gets its 503 now, not when the server thaws.
+        While the database is known to be down this fails at once (the kit's `OutageGuard`).
         `db_only=False`: the operation also waits on something else (a NATS push), so its
         deadline alone does not mark the database down.
         """
-        if self._outage is not None:
-            raise DatabaseUnavailableError(f"{what}: PostgreSQL down ({self._outage.reason})")
+        if self.outage is not None:
+            raise DatabaseUnavailableError(log_detail=f"{what}: PostgreSQL down ({self.outage})")
         limit = timeout if timeout is not None else self.timeouts.operation
-        task = asyncio.ensure_future(op())
         try:
-            done, _ = await asyncio.wait({task}, timeout=limit)
-        except asyncio.CancelledError:
-            task.cancel()
-            self._keep(task)
-            raise
-        if not done:
-            task.cancel()
-            self._keep(task)
-            if db_only:
-                self._trip(f"no answer within {limit:.1f} s")
-            raise DatabaseUnavailableError(f"{what}: no answer within {limit:.1f} s")
-        try:
-            return task.result()
+            return await self._guard.bounded(what, op, timeout=limit, trip=db_only)
         except psycopg.errors.QueryCanceled as exc:
-            raise DatabaseUnavailableError(f"{what}: statement timeout ({exc})") from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            self._trip(f"{type(exc).__name__}: {str(exc).strip() or 'no detail'}"[:200])
-            raise DatabaseUnavailableError(f"{what}: {exc}") from exc
-
-    async def _probe_once(self) -> None:
-        conn = await psycopg.AsyncConnection.connect(self._dsn, **self._kwargs)
-        try:
-            await conn.execute("SELECT 1")
-        finally:
-            await conn.close()
-
-    async def _recover(self) -> None:
-        """While down: probe a fresh connection every 0.25 s; when it answers, swap the pool.
-
-        A fresh, opened pool replaces the old one (whose connections are dead and whose own
-        reconnection backs off up to tens of seconds), so the first request after recovery
-        gets a connection at once.
-        """
-        limit = self.timeouts.connect + 1.0
-        while self._outage is not None:
-            probe = asyncio.ensure_future(self._probe_once())
-            done, _ = await asyncio.wait({probe}, timeout=limit)
-            if not done:
-                probe.cancel()
-                self._keep(probe)
-                reason = f"no answer within {limit:.1f} s"
-            elif probe.exception() is not None:
-                exc = probe.exception()
-                reason = f"{type(exc).__name__}: {str(exc).strip() or 'no detail'}"[:200]
-            else:
-                new = self._new_pool()
-                try:
-                    await new.open(wait=True, timeout=limit)
-                except Exception as exc:
-                    self._keep(asyncio.ensure_future(new.close(timeout=1)))
-                    reason = f"pool did not open: {exc}"[:200]
-                else:
-                    old, self._pool = self._pool, new
-                    down_for = time.monotonic() - self._outage.since
-                    self._outage = None
-                    self.recoveries += 1
-                    log.warning("PostgreSQL back after %.1f s; connection pool replaced", down_for)
-                    self._keep(asyncio.ensure_future(old.close(timeout=5)))
-                    return
-            self._outage.reason = reason
-            await asyncio.sleep(0.25)
+            raise DatabaseUnavailableError(log_detail=f"{what}: statement timeout ({exc})") from exc
+        except CONNECTIVITY as exc:
+            raise self._guard.failed(what, exc) from exc
 
     async def migrate(self) -> list[str]:
         """Apply the numbered SQL files not yet recorded (kit runner); return those applied."""
