@@ -88,8 +88,12 @@ def create_app(
             return Readiness.of({"runtime": Check(ok=False, reason="starting")})
         checks = {"postgres": await _postgres_check(rt)}
         checks["nats"] = rt.nats_check()
-        checks |= supervisor_checks(supervisor)
-        return Readiness.of(checks)
+        tasks = supervisor_checks(supervisor)
+        # The scheduler waits on Alpaca (through the hub) and retries; meanwhile the settles
+        # already stored are served: degraded (200, named), not unready.
+        if (sched := tasks.get("task:scheduler")) is not None:
+            tasks["task:scheduler"] = Check(ok=sched.ok, reason=sched.reason, critical=False)
+        return Readiness.of(checks | tasks)
 
     app = service_app(
         "eod-settler", lifespan=lifespan, readiness=readiness, registry=metrics.registry,

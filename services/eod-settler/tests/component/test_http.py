@@ -145,3 +145,26 @@ async def test_a_crashing_task_shows_in_readyz_and_restarts_are_counted(settler:
     text = (await settler.client.get("/metrics")).text
     assert 'eod_task_restarts_total{task="relay"}' in text
     assert (await settler.client.get("/healthz")).status_code == 200  # never given up
+
+
+async def test_a_failing_scheduler_degrades_readiness_without_failing_it(settler: Harness) -> None:
+    """The scheduler retries Alpaca (through the hub); the HTTP API still serves stored settles,
+    so the replica stays in rotation and says why it is degraded."""
+    supervisor = settler.app.state.supervisor
+
+    async def unreachable() -> None:
+        raise RuntimeError("calendar: ConnectionError")
+
+    supervisor.start("scheduler", unreachable)
+    deadline = asyncio.get_running_loop().time() + 10
+    body: dict[str, Any] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        r = await settler.client.get("/readyz")
+        body = r.json()
+        if body["status"] == "degraded":
+            break
+        await asyncio.sleep(0.05)
+    assert r.status_code == 200
+    assert body["status"] == "degraded"
+    assert body["checks"]["task:scheduler"]["ok"] is False
+    assert "ConnectionError" in body["checks"]["task:scheduler"]["reason"]
