@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 import nats
 import pytest
 from market_data_hub.adapters.nats import capture_config
-from market_data_hub.testing import local_settings
 from raxx_contracts import AssetClass, Channel, Path, subjects
+
+from tests.support.hub import local_settings
 
 pytestmark = pytest.mark.integration
 
