@@ -106,6 +106,10 @@ class Proxy:
             writer.close()
             return
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        if not self.open:  # cut while the upstream connection was being opened
+            writer.transport.abort()
+            up_w.transport.abort()
+            return
         self._conns += [writer, up_w]
 
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
