@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -91,6 +93,7 @@ class Proxy:
         self.target_port = target_port
         self.port = free_port()
         self.open = True
+        self.refused: asyncio.Queue[None] = asyncio.Queue()  # one item per refused attempt
         self._conns: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
 
@@ -103,9 +106,14 @@ class Proxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.open:
+            self.refused.put_nowait(None)
             writer.close()
             return
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        if not self.open:  # cut while the upstream connection was being opened
+            writer.transport.abort()
+            up_w.transport.abort()
+            return
         self._conns += [writer, up_w]
 
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -358,3 +366,28 @@ async def test_a_predecessor_dropped_by_retention_is_reported_not_ignored(
     assert isinstance(after, Quote)
     assert after.bid_size == 201
     await client.close()
+
+
+async def test_failed_reconnect_attempts_leave_no_socket_open(
+    capture_server: CaptureServer, proxy: Proxy
+) -> None:
+    """Each attempt whose TCP connect succeeds but whose handshake fails must close its socket
+    (nats-py overwrites the writer on retry; md-client closes the old one)."""
+    await declare_streams(capture_server.url)
+    client = await started(proxy.url, ["AAPL"], reconnect_time_wait=0.05)
+    proxy.cut()
+    async with asyncio.timeout(10):
+        for _ in range(3):
+            await proxy.refused.get()
+    proxy.open = True
+    await Publisher(capture_server.url, ("AAPL",)).run(1)
+    assert isinstance(await asyncio.wait_for(client.next(), 10), Quote)  # reconnected
+    await client.close()
+    leaked: list[object] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: leaked.append(u.exc_value)
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert not [e for e in leaked if isinstance(e, ResourceWarning)], leaked

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from nats.aio.client import Client
+from nats.aio.client import Client, Srv
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from raxx_contracts import subjects
@@ -201,6 +201,20 @@ class FastHeadersClient(Client):
                 continue
             out[key] = value.strip().decode("utf-8", "replace")
         return out
+
+    async def _connect_to_server(self, s: Srv) -> None:
+        """Close the previous attempt's socket before opening the next one.
+
+        nats-py 2.16 keeps one `TcpTransport` per client and, on every reconnect attempt,
+        `TcpTransport.connect` overwrites its stream writer without closing the old one. An
+        attempt whose TCP connect succeeds but whose handshake fails (a server restarting, a
+        cut proxy, a read error before INFO) is retried, so each such attempt leaked an open
+        socket until the garbage collector found it (`ResourceWarning: unclosed transport`).
+        A long-running client reconnecting through flaky links would accumulate them.
+        `close()` is idempotent, so closing a writer nats-py already closed is harmless."""
+        if self._transport is not None:
+            self._transport.close()  # type: ignore[no-untyped-call]  # nats-py is untyped here
+        await super()._connect_to_server(s)
 
 
 class SequenceBook:
