@@ -86,13 +86,11 @@ class TypedError(ServiceError):
         self,
         message: str | None = None,
         *,
-        code: str | None = None,
-        status: int | None = None,
         details: dict[str, Any] | None = None,
         log_detail: str | None = None,
     ) -> None:
         super().__init__(
-            code, status, message or self.default_message, details=details, log_detail=log_detail
+            None, None, message or self.default_message, details=details, log_detail=log_detail
         )
 
 
@@ -112,7 +110,11 @@ class RetryableError(TypedError):
         details: dict[str, Any] | None = None,
         log_detail: str | None = None,
     ) -> None:
-        super().__init__(message, code=code, status=status, details=details, log_detail=log_detail)
+        super().__init__(message, details=details, log_detail=log_detail)
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
         self.retry_after = retry_after
 
 
@@ -159,7 +161,11 @@ class PermanentError(TypedError):
         details: dict[str, Any] | None = None,
         log_detail: str | None = None,
     ) -> None:
-        super().__init__(message, code=code, status=status, details=details, log_detail=log_detail)
+        super().__init__(message, details=details, log_detail=log_detail)
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
 
 
 class ConfigError(TypedError):
