@@ -105,3 +105,7 @@ async def test_subscribers_get_republished_messages_with_a_per_subject_sequence_
     delayed_payloads = [m.data for m in delayed]
     rt_payloads = [m.data for m in rt]
     assert delayed_payloads == rt_payloads[: len(delayed_payloads)]
+    # ... each naming the real-time message it delays
+    rt_by_payload = {m.data: m.headers[subjects.HDR_SEQUENCE] for m in rt}  # type: ignore[index]
+    for m in delayed:
+        assert m.headers[subjects.HDR_SOURCE_SEQUENCE] == rt_by_payload[m.data]  # type: ignore[index]

@@ -107,9 +107,11 @@ async def test_interest_subscribes_union_and_publishes_decodable_contracts(
     settings: Settings, sim: Any, nc: Client
 ) -> None:
     got: list[tuple[str, bytes]] = []
+    headers: list[dict[str, str] | None] = []
 
     async def on_msg(m: Any) -> None:
         got.append((m.subject, m.data))
+        headers.append(m.headers)
 
     await nc.subscribe("md.rt.>", cb=on_msg)
     async with running_hub(settings):
@@ -269,9 +271,11 @@ async def test_publish_batch_delivers_what_publish_would_in_order(nc: Client) ->
     from market_data_hub.adapters.nats import publish_batch
 
     got: list[tuple[str, bytes]] = []
+    headers: list[dict[str, str] | None] = []
 
     async def on_msg(m: Any) -> None:
         got.append((m.subject, m.data))
+        headers.append(m.headers)
 
     await nc.subscribe("md.rt.>", cb=on_msg)
     await nc.flush()
@@ -285,4 +289,13 @@ async def test_publish_batch_delivers_what_publish_would_in_order(nc: Client) ->
         await publish_batch(nc, [(batch[0][0], b"x" * (nc.max_payload + 1))])
     await eventually(lambda: len(got) >= len(batch), timeout=5)
     assert got == batch
+    assert headers == [None] * len(batch)
     assert nc.stats["out_msgs"] - before >= len(batch)
+
+    got.clear()
+    headers.clear()
+    seqs = [10**12 + i for i in range(len(batch))]
+    await publish_batch(nc, batch, seqs)  # HPUBs: the delayed path's source sequences
+    await eventually(lambda: len(got) >= len(batch), timeout=5)
+    assert got == batch
+    assert headers == [{subjects.HDR_SOURCE_SEQUENCE: str(q)} for q in seqs]

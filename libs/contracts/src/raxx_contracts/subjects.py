@@ -265,6 +265,10 @@ other than `s` has missed the messages in between; it recovers them from the str
 direct get (`next_by_subj` = the capture subject, from `s + 1`)."""
 HDR_TIME_STAMP = "Nats-Time-Stamp"
 HDR_NUM_PENDING = "Nats-Num-Pending"
+HDR_SOURCE_SEQUENCE = "Raxx-Source-Sequence"
+"""On the delayed path only: the real-time capture stream's sequence of the message this one
+delays. The hub's delay line resumes after the one on the last message its delayed stream
+stored, so what a NATS outage swallowed is released again, not skipped."""
 
 
 def capture_stream(path: Path, asset: AssetClass) -> str:

@@ -1,12 +1,14 @@
 """The delayed path: the leader reads each real-time capture stream (`MD_RT_STOCKS`,
 `MD_RT_OPTIONS`) and releases every message at event time + delay onto `mdcap.delayed...`,
 which the delayed capture stream (`MD_DELAYED_<ASSET>`) stores and republishes on
-`md.delayed...`. One line per real-time stream, each with its own consumer and progress.
+`md.delayed...`. One line per real-time stream, each with its own consumer.
 
-Progress (the last released stream sequence) is saved in KV every few hundred ms. On start
-the consumer is recreated from that sequence + 1, so a restart (or a failover) neither loses
-what was due nor repeats more than the last unsaved moments (at-least-once). The hub's
-memory holds one fetched batch at most; the backlog stays in JetStream.
+Where to resume is read from what was stored, not from what was sent: every delayed message
+carries `Raxx-Source-Sequence` (its real-time stream sequence), and the line starts after the
+one on the last message of its delayed stream. It starts so on every (re)start, failover and
+NATS reconnect: what a dying connection swallowed (published into a socket the server never
+read) is released again instead of skipped. The hub's memory holds one fetched batch at
+most; the backlog stays in JetStream.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import NotFoundError
 from raxx_contracts import AssetClass, Path, subjects
 
 from market_data_hub.adapters.nats import Buckets, LatestStore, publish_batch
@@ -32,9 +34,11 @@ from market_data_hub.normalize import event_ns
 from market_data_hub.settings import Settings
 
 log = logging.getLogger(__name__)
-PROGRESS_KEY = "delay.progress"
-"""Prefix of the progress keys: `delay.progress.<stream>` (one per real-time capture stream)."""
 BATCH = 256
+
+
+class Reconnected(Exception):
+    """The NATS connection dropped since the line started: resume from what was stored."""
 
 
 def stream_seq(msg: Msg) -> int:
@@ -51,11 +55,6 @@ def stream_seq(msg: Msg) -> int:
         if len(tokens) >= 12:
             return int(tokens[7])
     return int(msg.metadata.sequence.stream)
-
-
-def progress_key(stream: str) -> str:
-    """KV key (in the hub's STATE bucket) of a delay line's last released sequence."""
-    return f"{PROGRESS_KEY}.{stream}"
 
 
 class DelayLine:
@@ -82,7 +81,9 @@ class DelayLine:
         self.stream = buckets.streams.get((Path.RT, asset)) or subjects.capture_stream(
             Path.RT, asset
         )
-        self.progress_key = progress_key(self.stream)
+        self.delayed_stream = buckets.streams.get((Path.DELAYED, asset)) or subjects.capture_stream(
+            Path.DELAYED, asset
+        )
         self.consumer = f"{settings.bucket_prefix}_delay_line_{asset}"
         self._depth = metrics.delay_depth.labels(str(asset))
         self._lag = metrics.delay_lag.labels(str(asset))
@@ -94,11 +95,12 @@ class DelayLine:
             on_skip=lambda _item: self.metrics.delay_skipped.inc(),
             flush=self._flush,
         )
-        self._saved = 0
+        self._reconnects = 0
         self._routes: dict[str, tuple[str, str, bool]] = {}
         """rt capture subject -> (delayed capture subject, metric key, keeps a latest value)."""
         self._counters: dict[str, Any] = {}
         self._batch: list[tuple[str, bytes]] = []
+        self._seqs: list[int] = []
         self._counts: dict[str, int] = {}
 
     def _route(self, subject: str) -> tuple[str, str, bool]:
@@ -117,54 +119,80 @@ class DelayLine:
             self._routes[subject] = route
         return route
 
-    async def _publish(self, subject: str, data: bytes) -> None:
+    async def _publish(self, item: DelayItem) -> None:
         """Queue one due message; `_flush` hands the queue to NATS before any wait."""
-        delayed, key, keep_latest = self._route(subject)
-        self._batch.append((delayed, data))
+        delayed, key, keep_latest = self._route(item.subject)
+        self._batch.append((delayed, item.data))
+        self._seqs.append(item.seq)
         self._counts[key] = self._counts.get(key, 0) + 1
         if keep_latest and self.latest is not None:
-            self.latest.mark(delayed, data)
+            self.latest.mark(delayed, item.data)
+
+    def _check_connection(self) -> None:
+        if not self.nc.is_connected or self.nc.stats["reconnects"] != self._reconnects:
+            raise Reconnected
 
     async def _flush(self) -> None:
+        # Nothing goes into nats-py's reconnect buffer: once the connection dropped, what was
+        # stored decides where the line resumes (a buffered publish would repeat it).
+        self._check_connection()
         batch, self._batch = self._batch, []
+        seqs, self._seqs = self._seqs, []
         if batch:
-            await publish_batch(self.nc, batch)
+            await publish_batch(self.nc, batch, seqs)
         counts, self._counts = self._counts, {}
         for key, n in counts.items():
             self._counters[key].inc(n)
 
-    async def _load_progress(self) -> int:
-        try:
-            entry = await self.b.state.get(self.progress_key)
-        except (KeyNotFoundError, NotFoundError):
+    async def resume_after(self) -> int:
+        """The real-time sequence of the last message the delayed stream stored (0: none)."""
+        last = (await self.js.stream_info(self.delayed_stream)).state.last_seq
+        if not last:
             return 0
-        return int(entry.value or b"0")
+        msg = await self.js.get_msg(self.delayed_stream, last)
+        source = (msg.headers or {}).get(subjects.HDR_SOURCE_SEQUENCE)
+        if source is None:  # not written by a delay line: start after the rt stream's end
+            log.warning("%s: last message (sequence %d) has no %s; releasing only new messages",
+                        self.delayed_stream, last, subjects.HDR_SOURCE_SEQUENCE)  # fmt: skip
+            return int((await self.js.stream_info(self.stream)).state.last_seq)
+        return int(source)
 
-    async def _save_progress(self) -> None:
-        seq = self.gate.released_seq
-        if seq > self._saved:
-            await self.b.state.put(self.progress_key, str(seq).encode())
-            self._saved = seq
-
-    async def _progress_loop(self) -> None:
+    async def _metrics_loop(self) -> None:
         while True:
             raise_if_cancelling()
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
             try:
-                await self._save_progress()
                 info = await self.js.stream_info(self.stream)
-                self._depth.set(max(0, info.state.last_seq - self.gate.released_seq))
-                due = self.gate.head_due_ns
-                lag = (self.clock.now_ns() - due) / 1e9 if due else 0.0
-                self._lag.set(max(0.0, lag))
             except Exception as exc:
                 raise_if_cancelling()
-                log.warning("delay-line progress save failed: %s", exc)
+                log.debug("delay-line depth not read: %s", exc)
+                continue
+            self._depth.set(max(0, info.state.last_seq - self.gate.released_seq))
+            due = self.gate.head_due_ns
+            lag = (self.clock.now_ns() - due) / 1e9 if due else 0.0
+            self._lag.set(max(0.0, lag))
 
     async def run(self) -> None:
-        """Release forever (cancel to stop; progress is saved on the way out)."""
-        start = await self._load_progress()
-        self._saved = start
+        """Release forever (cancel to stop); after a reconnect, resume from what was stored."""
+        metrics = asyncio.create_task(self._metrics_loop())
+        try:
+            while True:
+                raise_if_cancelling()
+                try:
+                    await self._run_connected()
+                except Reconnected:
+                    log.warning("delay line %s: the NATS connection dropped; resuming after "
+                                "what %s stored", self.stream, self.delayed_stream)  # fmt: skip
+                    self._batch, self._seqs, self._counts = [], [], {}
+                    while not self.nc.is_connected:  # noqa: ASYNC110 (no awaitable in nats-py)
+                        await asyncio.sleep(0.05)
+        finally:
+            metrics.cancel()
+
+    async def _run_connected(self) -> None:
+        self._reconnects = self.nc.stats["reconnects"]
+        await self.nc.flush(timeout=5)
+        start = await self.resume_after()
         self.gate.released_seq = start
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(self.stream, self.consumer)
@@ -179,10 +207,10 @@ class DelayLine:
         await self.js.add_consumer(self.stream, cfg)
         psub = await self.js.pull_subscribe_bind(self.consumer, stream=self.stream)
         log.info("delay line %s resuming after stream sequence %d", self.stream, start)
-        saver = asyncio.create_task(self._progress_loop())
         try:
             while True:
                 raise_if_cancelling()
+                self._check_connection()
                 try:
                     msgs = await psub.fetch(BATCH, timeout=1.0)
                 except (TimeoutError, NatsTimeoutError):
@@ -191,8 +219,5 @@ class DelayLine:
                 items = [DelayItem(stream_seq(m), m.subject, m.data) for m in msgs]
                 await self.gate.release(items)
         finally:
-            saver.cancel()
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._save_progress()), 2)

@@ -31,8 +31,8 @@ def test_nothing_is_released_before_event_time_plus_delay(
     start = clock.now_ns()
     released: list[tuple[int, int, bytes]] = []
 
-    async def publish(subject: str, data: bytes) -> None:
-        released.append((clock.now_ns(), int(subject), data))
+    async def publish(item: DelayItem) -> None:
+        released.append((clock.now_ns(), int(item.subject), item.data))
 
     gate = DelayGate(clock, DELAY_NS, event_ns, publish)
     items = [DelayItem(i + 1, str(i), payload(start + off)) for i, off in enumerate(offsets)]
@@ -55,8 +55,8 @@ def test_item_without_event_time_is_skipped_not_published() -> None:
     out: list[str] = []
     skipped: list[int] = []
 
-    async def publish(subject: str, data: bytes) -> None:
-        out.append(subject)
+    async def publish(item: DelayItem) -> None:
+        out.append(item.subject)
 
     gate = DelayGate(clock, 1, event_ns, publish, on_skip=lambda i: skipped.append(i.seq))
     asyncio.run(gate.release([DelayItem(1, "x", b"{}"), DelayItem(2, "y", payload(0))]))

@@ -29,13 +29,17 @@ def _has_pending_buffer(nc: Client) -> bool:
     return all(hasattr(nc, a) for a in ("_send_command", "_flush_queue", "_flush_pending", "stats"))
 
 
-async def publish_batch(nc: Client, batch: list[tuple[str, bytes]]) -> None:
+async def publish_batch(
+    nc: Client, batch: list[tuple[str, bytes]], source_seqs: list[int] | None = None
+) -> None:
     """Publish (subject, payload) pairs in order, as plain `PUB`s; for builder-made subjects.
+    With `source_seqs` (one per pair) each goes as an `HPUB` carrying
+    `Raxx-Source-Sequence: <seq>` (the delayed path's link to its real-time message).
 
     nats-py's `publish` only appends a `PUB` command to the client's pending buffer, which its
     flusher task writes once the loop is free; awaiting it per message costs three coroutine
     frames and a subject check (~1.5 us/msg, a quarter of the hub's hot path). Here one frame's
-    `PUB` commands are joined and appended in one go through the same buffer (same ordering,
+    commands are joined and appended in one go through the same buffer (same ordering,
     flushing, reconnect buffering and `stats`); subjects come from `raxx_contracts.subjects`
     builders, which never yield white space. Falls back to `nc.publish` per message when the
     client is not connected (so the documented reconnect-buffer limits apply), draining, a
@@ -45,16 +49,21 @@ async def publish_batch(nc: Client, batch: list[tuple[str, bytes]]) -> None:
         if type(nc) not in _FAST_PATH:
             _FAST_PATH[type(nc)] = _has_pending_buffer(nc)
             if not _FAST_PATH[type(nc)]:
-                return await publish_batch(nc, batch)
+                return await publish_batch(nc, batch, source_seqs)
         limit = nc.max_payload
         size = 0
         parts = []
-        for subj, data in batch:
+        for i, (subj, data) in enumerate(batch):
             n = len(data)
             if n > limit:
                 break
             size += n
-            parts.append(b"PUB %b %d\r\n%b\r\n" % (subj.encode(), n, data))
+            if source_seqs is None:
+                parts.append(b"PUB %b %d\r\n%b\r\n" % (subj.encode(), n, data))
+            else:
+                hdr = _SOURCE_HDR % source_seqs[i]
+                h = len(hdr)
+                parts.append(b"HPUB %b %d %d\r\n%b%b\r\n" % (subj.encode(), h, h + n, hdr, data))
         else:
             nc.stats["out_msgs"] += len(batch)
             nc.stats["out_bytes"] += size
@@ -63,11 +72,15 @@ async def publish_batch(nc: Client, batch: list[tuple[str, bytes]]) -> None:
                 await nc._flush_pending()
             return None
     publish = nc.publish
-    for subj, data in batch:
-        await publish(subj, data)
+    for i, (subj, data) in enumerate(batch):
+        if source_seqs is None:
+            await publish(subj, data)
+        else:
+            await publish(subj, data, headers={subjects.HDR_SOURCE_SEQUENCE: str(source_seqs[i])})
     return None
 
 
+_SOURCE_HDR = b"NATS/1.0\r\n" + subjects.HDR_SOURCE_SEQUENCE.encode() + b": %d\r\n\r\n"
 _FAST_PATH: dict[type, bool] = {}
 
 

@@ -31,7 +31,7 @@ class DelayGate:
         clock: Clock,
         delay_ns: int,
         event_ns: Callable[[bytes], int],
-        publish: Callable[[str, bytes], Awaitable[None]],
+        publish: Callable[[DelayItem], Awaitable[None]],
         on_skip: Callable[[DelayItem], None] | None = None,
         flush: Callable[[], Awaitable[None]] | None = None,
         min_wait_s: float = 0.01,
@@ -68,7 +68,7 @@ class DelayGate:
             while now < due:
                 await self.clock.sleep(max((due - now) / 1e9, self.min_wait_s))
                 now = self.clock.now_ns()
-            await self._publish(item.subject, item.data)
+            await self._publish(item)
             self.released_seq = item.seq
         if self._flush is not None:
             await self._flush()
