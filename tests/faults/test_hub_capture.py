@@ -75,35 +75,37 @@ async def test_every_message_a_subscriber_saw_before_a_nats_shutdown_is_captured
         seen.append(m.data)
 
     tap = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-    await tap.subscribe(subjects.path_root(MdPath.RT, AssetClass.STOCKS), cb=on_rt)
-    async with running_hub(s):
-        req = InterestRequest(consumer_id="capture-tap", symbols=SYMBOLS, lease_seconds=600)
-        await request_interest(tap, encode(req), timeout=10)
-        await until(lambda: len(seen) > 1000, 30, "quotes flowing")
+    try:
+        await tap.subscribe(subjects.path_root(MdPath.RT, AssetClass.STOCKS), cb=on_rt)
+        async with running_hub(s):
+            req = InterestRequest(consumer_id="capture-tap", symbols=SYMBOLS, lease_seconds=600)
+            await request_interest(tap, encode(req), timeout=10)
+            await until(lambda: len(seen) > 1000, 30, "quotes flowing")
 
-        nats_server.stop()  # SIGTERM while quotes flow
-        before = len(seen)
-        restart(nats_server, tmp_path)
-        await until(lambda: len(seen) > before + 1000, 30, "flowing again after the restart")
-        reader = await nats.connect(nats_server.url)
-        try:
-            snapshot = list(seen)  # all of it is stored by now: a subscriber gets stored ones
-            rt = Counter(await stored(reader, RT_STREAM))
-            missing = Counter(snapshot) - rt
-            report = (f"seen {len(snapshot)} live ({before} before the stop), stored "
-                      f"{rt.total()}, missing from the capture {missing.total()}")  # fmt: skip
-            print(f"\n{report}")  # noqa: T201
-            assert missing.total() == 0
+            nats_server.stop()  # SIGTERM while quotes flow
+            before = len(seen)
+            restart(nats_server, tmp_path)
+            await until(lambda: len(seen) > before + 1000, 30, "flowing again after the restart")
+            reader = await nats.connect(nats_server.url)
+            try:
+                snapshot = list(seen)  # all of it is stored by now: a subscriber gets stored ones
+                rt = Counter(await stored(reader, RT_STREAM))
+                missing = Counter(snapshot) - rt
+                report = (f"seen {len(snapshot)} live ({before} before the stop), stored "
+                          f"{rt.total()}, missing from the capture {missing.total()}")  # fmt: skip
+                print(f"\n{report}")  # noqa: T201
+                assert missing.total() == 0
 
-            want = set(snapshot)
+                want = set(snapshot)
 
-            async def delayed_complete() -> bool:
-                return not want - set(await stored(reader, DELAYED_STREAM))
+                async def delayed_complete() -> bool:
+                    return not want - set(await stored(reader, DELAYED_STREAM))
 
-            await until(delayed_complete, 30, "every seen message out on the delayed path")
-            delayed = Counter(x for x in await stored(reader, DELAYED_STREAM) if x in want)
-            assert delayed == Counter(snapshot), "released twice"
-        finally:
-            await reader.close()
-    await tap.close()
+                await until(delayed_complete, 30, "every seen message out on the delayed path")
+                delayed = Counter(x for x in await stored(reader, DELAYED_STREAM) if x in want)
+                assert delayed == Counter(snapshot), "released twice"
+            finally:
+                await reader.close()
+    finally:
+        await tap.close()
     await asyncio.sleep(0)
