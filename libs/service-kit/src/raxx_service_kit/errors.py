@@ -86,11 +86,13 @@ class TypedError(ServiceError):
         self,
         message: str | None = None,
         *,
+        code: str | None = None,
+        status: int | None = None,
         details: dict[str, Any] | None = None,
         log_detail: str | None = None,
     ) -> None:
         super().__init__(
-            None, None, message or self.default_message, details=details, log_detail=log_detail
+            code, status, message or self.default_message, details=details, log_detail=log_detail
         )
 
 
@@ -110,11 +112,7 @@ class RetryableError(TypedError):
         details: dict[str, Any] | None = None,
         log_detail: str | None = None,
     ) -> None:
-        super().__init__(message, details=details, log_detail=log_detail)
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
+        super().__init__(message, code=code, status=status, details=details, log_detail=log_detail)
         self.retry_after = retry_after
 
 
@@ -161,11 +159,7 @@ class PermanentError(TypedError):
         details: dict[str, Any] | None = None,
         log_detail: str | None = None,
     ) -> None:
-        super().__init__(message, details=details, log_detail=log_detail)
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
+        super().__init__(message, code=code, status=status, details=details, log_detail=log_detail)
 
 
 class ConfigError(TypedError):
