@@ -41,22 +41,28 @@ DEFAULT_NATS = os.environ.get("RAXX_MD_NATS", "nats://127.0.0.1:14222")
 NEW_YORK = ZoneInfo("America/New_York")
 
 
+def _connection_args(p: argparse.ArgumentParser, channels_default: str) -> None:
+    """What every subcommand needs to get a credential and data: tier, user, asset, channels,
+    tier-gate, NATS, an identity, verbosity."""
+    p.add_argument("--tier", default="free", choices=default_policy().tier_order)
+    p.add_argument("--user", default=None, help="dev user id (default: dev-<login>)")
+    p.add_argument("--asset", default="stocks", choices=[a.value for a in AssetClass])
+    p.add_argument(
+        "--channel", action="append", choices=[c.value for c in Channel],
+        help=f"repeatable; default {channels_default}",
+    )  # fmt: skip
+    p.add_argument("--tier-gate", default=DEFAULT_TIER_GATE, help="tier-gate base URL")
+    p.add_argument("--nats", default=DEFAULT_NATS, help="NATS URL")
+    p.add_argument("--identity", default=None, help="use this identity JWT (not dev)")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raxx-md", description="Raxx market-data consumer client")
     sub = p.add_subparsers(dest="command", required=True)
     tail = sub.add_parser("tail", help="print live market data, one line per message")
     tail.add_argument("symbols", nargs="+", metavar="SYMBOL")
-    tail.add_argument("--tier", default="free", choices=default_policy().tier_order)
-    tail.add_argument("--user", default=None, help="dev user id (default: dev-<login>)")
-    tail.add_argument("--asset", default="stocks", choices=[a.value for a in AssetClass])
-    tail.add_argument(
-        "--channel", action="append", choices=[c.value for c in Channel],
-        help="repeatable; default quotes",
-    )  # fmt: skip
-    tail.add_argument("--tier-gate", default=DEFAULT_TIER_GATE, help="tier-gate base URL")
-    tail.add_argument("--nats", default=DEFAULT_NATS, help="NATS URL")
-    tail.add_argument("--identity", default=None, help="use this identity JWT (not dev)")
-    tail.add_argument("-v", "--verbose", action="store_true")
+    _connection_args(tail, "quotes")
     rp = sub.add_parser("replay", help="replay a recorded session, one line per message")
     rp.add_argument("symbols", nargs="+", metavar="SYMBOL")
     rp.add_argument("--date", required=True, type=_date, help="session date YYYY-MM-DD")
@@ -65,17 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         help="start time: HH:MM[:SS] (America/New_York, on --date) or an ISO 8601 instant",
     )  # fmt: skip
     rp.add_argument("--speed", default="max", type=_speed, help="N times real time, or max")
-    rp.add_argument("--tier", default="free", choices=default_policy().tier_order)
-    rp.add_argument("--user", default=None, help="dev user id (default: dev-<login>)")
-    rp.add_argument("--asset", default="stocks", choices=[a.value for a in AssetClass])
-    rp.add_argument(
-        "--channel", action="append", choices=[c.value for c in Channel],
-        help="repeatable; default quotes and trades",
-    )  # fmt: skip
-    rp.add_argument("--tier-gate", default=DEFAULT_TIER_GATE, help="tier-gate base URL")
-    rp.add_argument("--nats", default=DEFAULT_NATS, help="NATS URL")
-    rp.add_argument("--identity", default=None, help="use this identity JWT (not dev)")
-    rp.add_argument("-v", "--verbose", action="store_true")
+    _connection_args(rp, "quotes and trades")
     return p
 
 
