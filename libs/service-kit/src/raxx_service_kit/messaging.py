@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, cast
 
 from fastapi import APIRouter
@@ -53,7 +52,7 @@ from pydantic import ValidationError
 from raxx_contracts import subjects
 
 from raxx_service_kit.errors import PermanentError, RetryableError
-from raxx_service_kit.nats import CONNECT_OPTIONS, ConnectionStatus, credentials
+from raxx_service_kit.nats import ConnectionStatus, connect_options, credentials
 from raxx_service_kit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -80,18 +79,14 @@ def make_broker(
     with `max_reconnect_attempts=-1`): bound it (`asyncio.timeout`) where start-up must fail.
     """
     status = status or ConnectionStatus(name)
-    opts: dict[str, Any] = {
-        **CONNECT_OPTIONS,
-        "name": name,
-        "error_cb": status.on_error,
-        "disconnected_cb": status.on_disconnected,
-        "reconnected_cb": status.on_reconnected,
-        "log_level": logging.DEBUG,  # faststream logs every message at this level
-    }
-    creds = credentials(settings)
-    if creds is not None:  # a file path, or nats-py's RawCredentials (which it accepts too)
-        opts["user_credentials"] = str(creds) if isinstance(creds, Path) else creds
-    return NatsBroker(settings.nats_url, **(opts | options))
+    opts = connect_options(
+        name,
+        status,
+        credentials(settings),
+        # faststream logs every message at this level; a caller's options still win
+        **({"log_level": logging.DEBUG} | options),
+    )
+    return NatsBroker(settings.nats_url, **opts)
 
 
 def _is_undecodable(exc: BaseException) -> bool:

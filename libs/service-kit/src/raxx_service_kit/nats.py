@@ -118,6 +118,24 @@ class ConnectionStatus:
         return Check(ok=reason is None, reason=reason, critical=critical)
 
 
+def connect_options(
+    name: str, status: ConnectionStatus, creds: Credentials | None, **options: Any
+) -> dict[str, Any]:
+    """nats-py connect keywords: `CONNECT_OPTIONS`, the connection's name, `status`'s
+    callbacks, the credentials (a file path or text), then `options` over all of them. The one
+    set of options behind `connect` and the kit's faststream broker."""
+    opts: dict[str, Any] = {
+        **CONNECT_OPTIONS,
+        "name": name,
+        "error_cb": status.on_error,
+        "disconnected_cb": status.on_disconnected,
+        "reconnected_cb": status.on_reconnected,
+    }
+    if creds is not None:
+        opts["user_credentials"] = str(creds) if isinstance(creds, Path) else creds
+    return opts | options
+
+
 async def connect(
     settings: ServiceSettings,
     name: str,
@@ -135,17 +153,8 @@ async def connect(
     supervisor. After that the client reconnects forever.
     """
     status = status or ConnectionStatus(name)
-    opts: dict[str, Any] = {
-        **CONNECT_OPTIONS,
-        "name": name,
-        "error_cb": status.on_error,
-        "disconnected_cb": status.on_disconnected,
-        "reconnected_cb": status.on_reconnected,
-        **options,
-    }
     chosen = creds if creds is not None else credentials(settings)
-    if chosen is not None:
-        opts["user_credentials"] = str(chosen) if isinstance(chosen, Path) else chosen
+    opts = connect_options(name, status, chosen, **options)
     target = url or settings.nats_url
     nc = Client()
     try:
