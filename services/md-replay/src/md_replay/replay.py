@@ -82,6 +82,8 @@ class Running:
     last_ts: int = 0
     acked_event: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: EndReason | None = None
+    started: bool = False
+    """Set on the task's first step: from then on a stop cancels it."""
     task: asyncio.Task[None] | None = None
 
 
@@ -240,12 +242,15 @@ class Replayer:
                 run.acked_event.set()
             return
         self.metrics.requests.labels("stop", "ok" if run else "unknown_replay").inc()
-        if run is not None and run.task is not None:
+        if run is not None:
             # Answer at once: the task releases its consumer, publishes the end marker on the
             # deliver subject and flushes by itself; waiting for that here made a stop time out
             # on a loaded machine (the requester only needs to know the replay is ending).
+            # A task that has not started yet sees `stop_reason` on its first step and ends
+            # there with its end marker (cancelling it now would skip its `finally`).
             run.stop_reason = "stopped"
-            run.task.cancel()
+            if run.task is not None and run.started:
+                run.task.cancel()
         if msg.reply and subjects.is_user_reply(msg.reply, user) and run is not None:
             end = ReplayEnd(
                 replay_id=cmd.replay_id, reason="stopped", messages=run.messages, frames=run.sent
@@ -354,6 +359,10 @@ class Replayer:
             return out
 
         async def send(body: bytes, count: int, last_ts: int) -> bool:
+            # nats-py's publish swallows a CancelledError that lands inside it (its flush
+            # queue), so a stop is also checked here, not only delivered by task.cancel().
+            if run.stop_reason is not None:
+                raise asyncio.CancelledError
             if not await self._window(run):
                 return False
             await self.nc.publish(req.deliver, body, headers={HDR_KIND: KIND_FRAME})
@@ -370,6 +379,10 @@ class Replayer:
             return True
 
         try:
+            run.started = True
+            if run.stop_reason is not None:  # stopped while the acceptance was going out
+                reason = run.stop_reason
+                return
             if plan.table is not None and not req.speed:
                 table = await plan.table()
                 for body, count, last_ts in tape.column_frames(
@@ -386,7 +399,7 @@ class Replayer:
                             if pacer is None:
                                 pacer = domain.Pacer(req.speed, frame[0][2], time.monotonic())
                             wait = pacer.due(frame[0][2]) - time.monotonic()
-                            if wait > 0:
+                            if wait > 0 and run.stop_reason is None:
                                 await asyncio.sleep(wait)  # pacing: the replay's own clock
                         recs = [(shown(r[0]), r[1], r[2], r[3]) for r in frame]
                         if not await send(encode_frame(recs), len(frame), frame[-1][2]):
