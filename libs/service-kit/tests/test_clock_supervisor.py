@@ -6,9 +6,10 @@ import asyncio
 import datetime as dt
 
 import pytest
+from prometheus_client import CollectorRegistry
 from raxx_service_kit.clock import ManualClock, SystemClock
 from raxx_service_kit.http import supervisor_checks
-from raxx_service_kit.supervisor import Backoff, Supervisor
+from raxx_service_kit.supervisor import Backoff, Supervisor, restarts_counter
 
 
 async def test_manual_clock_wakes_sleepers_in_order() -> None:
@@ -50,8 +51,10 @@ def test_backoff_grows_to_cap_with_jitter() -> None:
 
 async def test_crashing_task_is_restarted_reported_and_given_up() -> None:
     clock = ManualClock()
-    restarts: list[str] = []
-    sup = Supervisor(failing_after=2, give_up_after=3, on_restart=restarts.append, clock=clock)
+    registry = CollectorRegistry()
+    sup = Supervisor(
+        failing_after=2, give_up_after=3, clock=clock, restarts=restarts_counter(registry, "kit")
+    )
     runs = 0
 
     async def crash() -> None:
@@ -66,7 +69,8 @@ async def test_crashing_task_is_restarted_reported_and_given_up() -> None:
         clock.advance(60)
         await asyncio.sleep(0)
     (h,) = sup.health()
-    assert (h.state, h.failures, runs, restarts) == ("given_up", 3, 3, ["worker", "worker"])
+    restarts = registry.get_sample_value("kit_task_restarts_total", {"task": "worker"})
+    assert (h.state, h.failures, runs, restarts) == ("given_up", 3, 3, 2)
     assert "boom 3" in sup.problems()["worker"]
     assert "task:worker" in sup.liveness()
     check = supervisor_checks(sup)["task:worker"]

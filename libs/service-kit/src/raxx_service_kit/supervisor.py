@@ -24,6 +24,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from prometheus_client import CollectorRegistry, Counter
+
 from raxx_service_kit.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,16 @@ class _Entry:
     task: asyncio.Task[None] | None = field(default=None)
 
 
+def restarts_counter(registry: CollectorRegistry, prefix: str) -> Counter:
+    """`<prefix>_task_restarts_total{task}`: every service's supervisor restarts, one shape."""
+    return Counter(
+        f"{prefix}_task_restarts",
+        "Restarts of supervised background tasks, by task",
+        ["task"],
+        registry=registry,
+    )
+
+
 class Supervisor:
     """Runs named tasks from factories; restarts, reports and stops them."""
 
@@ -90,11 +102,11 @@ class Supervisor:
         give_up_after: int | None = 20,
         heartbeat_seconds: float = 0.5,
         stale_after: float = 10.0,
-        on_restart: Callable[[str], None] | None = None,
         clock: Clock | None = None,
+        restarts: Counter | None = None,
     ) -> None:
-        """`on_restart(name)` is called before each restart (hook a restarts counter there);
-        `clock` times backoff sleeps and healthy runs (the heartbeat always uses real time)."""
+        """`restarts` (from :func:`restarts_counter`) counts each restart by task; `clock`
+        times backoff sleeps and healthy runs (the heartbeat always uses real time)."""
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.healthy_after = healthy_after
@@ -102,7 +114,7 @@ class Supervisor:
         self.give_up_after = give_up_after
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_after = stale_after
-        self.on_restart = on_restart
+        self._restarts = restarts
         self.clock: Clock = clock or SystemClock()
         self._entries: dict[str, _Entry] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -151,8 +163,8 @@ class Supervisor:
             h.state = "backoff"
             log.warning("restarting task %s in %.1f s (failure %d)", h.name, delay, h.failures)
             await self.clock.sleep(delay)
-            if self.on_restart is not None:
-                self.on_restart(h.name)
+            if self._restarts is not None:
+                self._restarts.labels(h.name).inc()
 
     async def stop(self, *, group: str | None = None, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Cancel the tasks of `group` (all, and the heartbeat, when None) and wait (bounded)."""

@@ -49,10 +49,7 @@ def create_app(
         service, settings.reconcile_interval_seconds, settings.reconcile_grace_seconds
     )
     service.wake_reconciler = reconciler.wake
-    supervisor = Supervisor(
-        on_restart=lambda name: deps.metrics.background_restarts.labels(name).inc(),
-        clock=deps.clock,
-    )
+    supervisor = Supervisor(clock=deps.clock, restarts=deps.metrics.task_restarts)
     nats_status = ConnectionStatus(SERVICE)
     broker = broker or make_broker(settings, SERVICE, status=nats_status)
     nats_router, publish = build_router(

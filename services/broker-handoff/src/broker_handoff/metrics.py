@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from raxx_service_kit.supervisor import restarts_counter
 
 
 class Metrics:
@@ -53,12 +54,7 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self.background_restarts = Counter(
-            "bh_background_restarts",
-            "Restarts of supervised background tasks.",
-            ["task"],
-            registry=r,
-        )
+        self.task_restarts = restarts_counter(r, "bh")
         self.orphans_destroyed = Counter(
             "bh_orphan_secrets_destroyed",
             "Vault grants with no live database record, revoked and destroyed by the reconciler.",

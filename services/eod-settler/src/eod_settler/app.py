@@ -47,9 +47,7 @@ def create_app(
     # Never give up (as before the kit): a scheduler failing while Alpaca or PostgreSQL is
     # away for an hour must run again when they return, also where no orchestrator restarts
     # the process (make run); /readyz reports it after 3 crashes in a row.
-    supervisor = Supervisor(
-        give_up_after=None, on_restart=lambda name: metrics.task_restarts.labels(name).inc()
-    )
+    supervisor = Supervisor(give_up_after=None, restarts=metrics.task_restarts)
     opener: OpenRuntime = open_runtime or Runtime.open
 
     @contextlib.asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from raxx_service_kit.supervisor import restarts_counter
 
 
 class Metrics:
@@ -83,12 +84,7 @@ class Metrics:
         self.interest_recorded = Counter(
             "eod_interest_symbols_recorded", "Symbols recorded from md.ctl.interest", registry=r
         )
-        self.task_restarts = Counter(
-            "eod_task_restarts",
-            "Supervised background task restarts, by task",
-            ["task"],
-            registry=r,
-        )
+        self.task_restarts = restarts_counter(r, "eod")
 
     def limiter_wait(self, seconds: float) -> None:
         """Record one wait on the token bucket."""

@@ -116,6 +116,7 @@ class Hub:
             backoff_max=settings.backoff_max_seconds,
             give_up_after=settings.task_give_up_after,
             stale_after=settings.liveness_seconds / 3,
+            restarts=metrics.task_restarts,
         )
         """Every background task, replica (group "replica") and leader (group "leader")."""
         self._key_version = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from raxx_service_kit.supervisor import restarts_counter
 
 UPSTREAM_STATES = ("disconnected", "connecting", "authenticated", "standby", "stopped")
 
@@ -12,6 +13,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        self.task_restarts = restarts_counter(r, "mdh")
         self.upstream_state = Gauge(
             "mdh_upstream_state",
             "1 for the current state of each upstream feed connection",

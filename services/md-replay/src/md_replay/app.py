@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None) -> Fa
     deps = deps or Deps()
     metrics = Metrics()
     state = State()
-    supervisor = Supervisor(give_up_after=None)
+    supervisor = Supervisor(give_up_after=None, restarts=metrics.task_restarts)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

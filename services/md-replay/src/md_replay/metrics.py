@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from raxx_service_kit.supervisor import restarts_counter
 
 
 class Metrics:
@@ -11,6 +12,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.task_restarts = restarts_counter(r, "mdr")
         self.requests = Counter(
             "mdr_replay_requests_total", "Replay commands by outcome", ["op", "outcome"],
             registry=r,

@@ -117,9 +117,7 @@ async def build_runtime(
         announce=bus.announce,
         clock=deps.clock,
     )
-    supervisor = Supervisor(
-        clock=deps.clock, on_restart=lambda name: metrics.task_restarts.labels(name).inc()
-    )
+    supervisor = Supervisor(clock=deps.clock, restarts=metrics.task_restarts)
     return Runtime(
         settings=settings,
         metrics=metrics,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from raxx_service_kit.supervisor import restarts_counter
 
 
 @dataclass
@@ -40,10 +41,7 @@ class Metrics:
         self.billing_applied = Counter(
             "tg_billing_events_applied", "Tier changes applied.", registry=r
         )
-        self.task_restarts = Counter(
-            "tg_task_restarts", "Background task restarts by the supervisor.", ["task"],
-            registry=r,
-        )  # fmt: skip
+        self.task_restarts = restarts_counter(r, "tg")
         self.billing_ignored = Counter(
             "tg_billing_events_ignored",
             "Tier changes ignored (stale version, unknown tier).",
