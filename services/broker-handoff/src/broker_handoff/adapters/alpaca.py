@@ -29,11 +29,7 @@ from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
 from broker_handoff.domain import AccessToken, BrokerEnv
-from broker_handoff.errors import (
-    NotConnected,
-    ProviderRejected,
-    ProviderUnavailable,
-)
+from broker_handoff.errors import NotConnected, ProviderRejected, ProviderUnavailable
 
 log = logging.getLogger(__name__)
 
