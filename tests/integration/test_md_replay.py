@@ -203,7 +203,7 @@ async def test_stop_midway_releases_consumer_task_and_gauge(own_nats: str, js_nc
 
 async def test_silent_consumer_is_ended_by_ack_timeout(own_nats: str, js_nc: Client) -> None:
     await publish_tape(js_nc.jetstream(), ["AAPL"], 5000)
-    s = settings(own_nats, archive_url="memory://silent", window=2, frame_records=10,
+    s = settings(own_nats, archive_url="memory://silent", window=2, ack_every=1, frame_records=10,
                  ack_timeout_seconds=0.5)  # fmt: skip
     async with running_replay(s) as (app, _):
         user = await nats.connect(own_nats, inbox_prefix=f"_INBOX_U.{TOKEN}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from raxx_service_kit.settings import ServiceSettings, dev_port, service_config
 
 
@@ -41,6 +41,18 @@ class Settings(ServiceSettings):
     window: int = Field(default=32, ge=1, le=1024)
     """Frames in flight without an acknowledgement."""
     ack_every: int = Field(default=8, ge=1)
+    """Told to the client in the acceptance: it acks at least every this many frames."""
     ack_timeout_seconds: float = Field(default=10.0, gt=0)
     progress_every: int = Field(default=50, ge=1)
     """A progress message every this many frames."""
+
+    @model_validator(mode="after")
+    def _acks_fit_the_window(self) -> Settings:
+        # A client acks every `ack_every` frames and md-replay sends at most `window` frames
+        # unacked: with ack_every > window both wait, and every replay ends by ack timeout.
+        if self.ack_every > self.window:
+            raise ValueError(
+                f"MDR_ACK_EVERY ({self.ack_every}) must not exceed MDR_WINDOW ({self.window}): "
+                "every replay would stall and end by ack timeout"
+            )
+        return self

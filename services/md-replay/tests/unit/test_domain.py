@@ -72,3 +72,11 @@ def test_user_rate_is_a_sliding_minute_per_user() -> None:
     assert not rate.allow("a", 2.0)
     assert rate.allow("b", 2.0)
     assert rate.allow("a", 60.5)
+
+
+def test_settings_refuse_an_ack_cadence_wider_than_the_window() -> None:
+    from md_replay.settings import Settings
+
+    assert Settings(window=8, ack_every=8).window == 8
+    with pytest.raises(ValueError, match="MDR_ACK_EVERY"):
+        Settings(window=2, ack_every=8)
