@@ -275,3 +275,29 @@ async def test_only_the_hub_identity_may_publish_capture_subjects(
         await nc.close()
     assert not [s for s in seen if s.startswith(("md.rt", "md.delayed", "mdcap"))]
     await watcher.close()
+
+
+async def test_the_hub_identity_may_read_where_its_delay_line_resumes(
+    tier_gate_stack: TierGateStack,
+) -> None:
+    """The delay line resumes after the `Raxx-Source-Sequence` of the last message its delayed
+    stream stored: the hub's own credential must be allowed that read (stream info and one
+    message get), or the line fails on every start in a deployment with credentials."""
+    from market_data_hub.adapters.nats import publish_batch
+    from market_data_hub.delay_line import resume_after
+
+    stack = tier_gate_stack
+    await (await stack.hub_publisher()).close()  # the capture streams, declared as the hub does
+    violations = Violations()
+    hub = await stack.service("hub", error_cb=violations.cb)
+    js = hub.jetstream()
+    rt_stream = subjects.capture_stream(subjects.Path.RT, AssetClass.STOCKS)
+    delayed_stream = subjects.capture_stream(subjects.Path.DELAYED, AssetClass.STOCKS)
+    before = await resume_after(js, rt_stream, delayed_stream)
+    delayed = subjects.to_capture(AAPL_DELAYED)
+    await publish_batch(hub, [(delayed, b'{"n":1}'), (delayed, b'{"n":2}')], [before + 1, 4242])
+    await hub.flush()
+    await _settle()
+    assert await resume_after(js, rt_stream, delayed_stream) == 4242
+    assert not violations.errors, violations.errors
+    await hub.close()

@@ -57,6 +57,20 @@ def stream_seq(msg: Msg) -> int:
     return int(msg.metadata.sequence.stream)
 
 
+async def resume_after(js: JetStreamContext, rt_stream: str, delayed_stream: str) -> int:
+    """The `rt_stream` sequence of the last message `delayed_stream` stored (0: none yet)."""
+    last = (await js.stream_info(delayed_stream)).state.last_seq
+    if not last:
+        return 0
+    msg = await js.get_msg(delayed_stream, last)
+    source = (msg.headers or {}).get(subjects.HDR_SOURCE_SEQUENCE)
+    if source is None:  # not written by a delay line: release only what comes from now on
+        log.warning("%s: last message (sequence %d) has no %s; releasing only new messages",
+                    delayed_stream, last, subjects.HDR_SOURCE_SEQUENCE)  # fmt: skip
+        return int((await js.stream_info(rt_stream)).state.last_seq)
+    return int(source)
+
+
 class DelayLine:
     """Leader-only task that releases one real-time capture stream onto the delayed path."""
 
@@ -128,8 +142,11 @@ class DelayLine:
         if keep_latest and self.latest is not None:
             self.latest.mark(delayed, item.data)
 
+    def _dropped(self) -> bool:
+        return not self.nc.is_connected or self.nc.stats["reconnects"] != self._reconnects
+
     def _check_connection(self) -> None:
-        if not self.nc.is_connected or self.nc.stats["reconnects"] != self._reconnects:
+        if self._dropped():
             raise Reconnected
 
     async def _flush(self) -> None:
@@ -143,19 +160,6 @@ class DelayLine:
         counts, self._counts = self._counts, {}
         for key, n in counts.items():
             self._counters[key].inc(n)
-
-    async def resume_after(self) -> int:
-        """The real-time sequence of the last message the delayed stream stored (0: none)."""
-        last = (await self.js.stream_info(self.delayed_stream)).state.last_seq
-        if not last:
-            return 0
-        msg = await self.js.get_msg(self.delayed_stream, last)
-        source = (msg.headers or {}).get(subjects.HDR_SOURCE_SEQUENCE)
-        if source is None:  # not written by a delay line: start after the rt stream's end
-            log.warning("%s: last message (sequence %d) has no %s; releasing only new messages",
-                        self.delayed_stream, last, subjects.HDR_SOURCE_SEQUENCE)  # fmt: skip
-            return int((await self.js.stream_info(self.stream)).state.last_seq)
-        return int(source)
 
     async def _metrics_loop(self) -> None:
         while True:
@@ -180,9 +184,15 @@ class DelayLine:
                 raise_if_cancelling()
                 try:
                     await self._run_connected()
-                except Reconnected:
-                    log.warning("delay line %s: the NATS connection dropped; resuming after "
-                                "what %s stored", self.stream, self.delayed_stream)  # fmt: skip
+                except Exception as exc:
+                    raise_if_cancelling()
+                    if not isinstance(exc, Reconnected) and not self._dropped():
+                        raise  # not the connection: the supervisor restarts the line
+                    # An outage is waited out here, not counted as crashes (the supervisor
+                    # would give the line up during a long one).
+                    log.warning("delay line %s: the NATS connection dropped (%s); resuming "
+                                "after what %s stored", self.stream, type(exc).__name__,
+                                self.delayed_stream)  # fmt: skip
                     self._batch, self._seqs, self._counts = [], [], {}
                     while not self.nc.is_connected:  # noqa: ASYNC110 (no awaitable in nats-py)
                         await asyncio.sleep(0.05)
@@ -192,7 +202,7 @@ class DelayLine:
     async def _run_connected(self) -> None:
         self._reconnects = self.nc.stats["reconnects"]
         await self.nc.flush(timeout=5)
-        start = await self.resume_after()
+        start = await resume_after(self.js, self.stream, self.delayed_stream)
         self.gate.released_seq = start
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(self.stream, self.consumer)

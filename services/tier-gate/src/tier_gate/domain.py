@@ -61,7 +61,8 @@ def _capture_rights() -> tuple[str, ...]:
     """What the hub does on its capture streams, and nothing more (a user JWT's CONNECT line
     must stay under the server's 4 KiB `max_control_line`, so rights are not padded): declare
     and inspect every stream; on the real-time ones also run the delay line's pull consumer
-    (create/delete, `MSG.NEXT`; it acks nothing)."""
+    (create/delete, `MSG.NEXT`; it acks nothing); on the delayed ones read one message (the
+    delay line resumes after the last message its delayed stream stored)."""
     rights: list[str] = []
     for path in Path:
         for asset in AssetClass:
@@ -70,6 +71,8 @@ def _capture_rights() -> tuple[str, ...]:
             if path is Path.RT:
                 rights.append(f"$JS.API.CONSUMER.*.{stream}.>")  # CREATE, INFO, DELETE
                 rights.append(f"$JS.API.CONSUMER.*.*.{stream}.>")  # DURABLE.CREATE, MSG.NEXT
+            else:
+                rights.append(f"$JS.API.STREAM.MSG.GET.{stream}")
     return tuple(rights)
 
 
