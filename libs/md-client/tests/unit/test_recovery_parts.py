@@ -6,6 +6,8 @@ import datetime as dt
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
@@ -111,4 +113,35 @@ def test_the_cli_prints_a_gap_line() -> None:
     ],
 )
 def test_the_fast_header_parser_gives_the_same_result_as_nats_py(raw: bytes) -> None:
+    assert FastHeadersClient._parse_header_lines(raw) == Client._parse_header_lines(raw)
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from(
+                [
+                    b"A",
+                    b"b",
+                    b"-",
+                    b":",
+                    b" ",
+                    b"\t",
+                    b"\x1c",
+                    b"\x0b",
+                    b"\x85",
+                    b"\xc2\xa0",
+                    b"\xe2\x82\xac",
+                    b"\xff",
+                    b"\r",
+                    b"\n",
+                    b"9",
+                ]
+            ),
+            max_size=12,
+        ).map(b"".join),
+        max_size=8,
+    ).map(b"\r\n".join)
+)
+def test_the_fast_header_parser_matches_nats_py_on_any_bytes(raw: bytes) -> None:
     assert FastHeadersClient._parse_header_lines(raw) == Client._parse_header_lines(raw)
