@@ -153,7 +153,7 @@ async def test_a_reply_subject_is_never_a_write_primitive(
         "$KV.MDH_INTEREST.slots.stocks",
         f"$KV.MDH_INTEREST.owner.stocks.{subjects.user_token('victim')}",
         "$KV.MDH_LEADER.upstream",
-        "$KV.MDH_STATE.delay.progress",
+        "$KV.MDH_LATEST.rt.stocks.quotes.AAPL",
         subjects.settle_done(today),
         subjects.rt(AssetClass.STOCKS, Channel.QUOTES, "AAPL"),
         subjects.delayed(AssetClass.STOCKS, Channel.QUOTES, "AAPL"),

@@ -53,7 +53,7 @@ class Permissions:
 _JS_CLIENT = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>")
 HUB_BUCKET_PREFIX = "MDH"
 """market-data-hub's `MDH_BUCKET_PREFIX` in every deployment: its rights name these streams."""
-_HUB_BUCKETS = tuple(f"{HUB_BUCKET_PREFIX}_{n}" for n in ("INTEREST", "LATEST", "STATE", "LEADER"))
+_HUB_BUCKETS = tuple(f"{HUB_BUCKET_PREFIX}_{n}" for n in ("INTEREST", "LATEST", "LEADER"))
 _HUB_STREAMS = tuple(f"KV_{b}" for b in _HUB_BUCKETS)
 
 

@@ -90,7 +90,6 @@ class Buckets:
 
     interest: KeyValue
     latest: KeyValue
-    state: KeyValue
     leader: KeyValue
     streams: dict[tuple[Path, AssetClass], str] = field(default_factory=dict)
 
@@ -137,7 +136,6 @@ async def declare(js: JetStreamContext, settings: Settings) -> Buckets:
     return Buckets(
         interest=await kv("INTEREST", history=1),
         latest=await kv("LATEST", history=1),
-        state=await kv("STATE", history=1),
         leader=await kv("LEADER", history=1, ttl=settings.leader_ttl_seconds),
         streams=streams,
     )
