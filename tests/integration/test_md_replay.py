@@ -11,7 +11,7 @@ from typing import Any
 import nats
 import pytest
 from md_replay.__main__ import archive
-from md_replay.domain import session_date
+from md_replay.domain import session_date, session_window
 from md_replay.replay import Replayer
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -287,6 +287,31 @@ async def test_free_replay_of_current_session_has_nothing_younger_than_the_delay
     assert all(m.ts_ns < boundary for m in free)
     assert all(m.ts_ns <= t_req - 2 * 10**9 for m in free)
     assert len(pro) == 100
+
+
+async def test_a_session_younger_than_the_delay_replays_empty_unless_a_start_is_asked(
+    own_nats: str, js_nc: Client
+) -> None:
+    """Just after midnight New York a free user's view of today is empty: replaying the
+    session completes with nothing (as any empty session does), while an explicit start that
+    is younger than the delay is refused. (Found by a test that failed only in that window.)"""
+    await publish_tape(js_nc.jetstream(), ["AAPL"], 20)
+    s = settings(own_nats, archive_url="memory://midnight")  # delay 900 s
+    day_start = session_window(today())[0]
+    async with running_replay(s) as (app, _):
+        replayer(app).now_ns = lambda: day_start + 60 * 10**9  # 00:01 New York
+        user = await nats.connect(own_nats, inbox_prefix=f"_INBOX_U.{TOKEN}")
+        try:
+            got, _, end = await collect(replay(user, "free", TOKEN, today(), ["AAPL"]))
+            assert got == []
+            assert end is not None
+            assert end.reason == "complete"
+            start = dt.datetime.fromtimestamp(day_start / 1e9 + 30, dt.UTC)
+            with pytest.raises(ReplayRefused) as refused:
+                await collect(replay(user, "free", TOKEN, today(), ["AAPL"], start=start))
+            assert refused.value.code == "window_expired"
+        finally:
+            await user.drain()
 
 
 async def test_refused_replay_raises_typed_error_in_client(own_nats: str, js_nc: Client) -> None:

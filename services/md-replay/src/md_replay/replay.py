@@ -276,9 +276,12 @@ class Replayer:
             if not day_start <= start < day_end:
                 raise ReplayError("malformed", f"start lies outside the session of {req.date}")
         if start > until:
-            raise ReplayError(
-                "window_expired", "nothing at or after start is old enough for your tier's delay"
-            )
+            if req.start is not None:
+                raise ReplayError(
+                    "window_expired",
+                    "nothing at or after start is old enough for your tier's delay",
+                )
+            until = start - 1  # the session began less than the delay ago: nothing yet
         until = min(until, day_end - 1)
         wanted = domain.public_subjects(req)
         channels = [str(c) for c in req.channels]
