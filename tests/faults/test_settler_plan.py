@@ -46,5 +46,9 @@ async def test_settler_reads_sip_closes_and_its_options_feed_on_each_plan(
     assert sorted(auctions) == SYMBOLS
     # today's window ends in the future: without the 15-minute end, Basic would answer 403
     await rest.daily_closes(now.date(), SYMBOLS, now)
+    # in a day's first 15 minutes the window is empty: nothing is asked (Alpaca answers 422)
+    just_after_midnight = dt.datetime.combine(now.date(), dt.time(0, 5), NY)
+    assert await rest.daily_closes(now.date(), SYMBOLS, just_after_midnight) == {}
+    assert await rest.closing_auctions(now.date(), SYMBOLS, just_after_midnight) == {}
     occ = ["AAPL251219C00200000"]
     await rest.quote_mids(day, occ)  # indicative on Basic, OPRA on Algo Trader Plus: no 403

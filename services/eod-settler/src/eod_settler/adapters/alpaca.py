@@ -212,7 +212,9 @@ class AlpacaRest:
         return out
 
     def _window(self, date: dt.date, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-        """[midnight, min(day end, now - 15 min)] of `date`: SIP that old is free on every plan."""
+        """[midnight, min(day end, now - 15 min)] of `date`: SIP that old is free on every plan.
+        In the first 15 minutes of `date` the window is empty (end before start): callers read
+        nothing then, since Alpaca refuses such a request (422)."""
         start = dt.datetime.combine(date, dt.time(0, 0), self._tz)
         day_end = start + dt.timedelta(days=1) - dt.timedelta(seconds=1)
         return start, min(day_end, now - SIP_DELAY)
@@ -222,6 +224,8 @@ class AlpacaRest:
     ) -> dict[str, Decimal]:
         """Daily-bar close of `date` for each symbol that printed (raw adjustment, `self.feed`)."""
         start, end = self._window(date, now)
+        if end < start:
+            return {}
 
         def call() -> Any:
             key, secret = self._key()
@@ -254,6 +258,8 @@ class AlpacaRest:
         """
         start, end = self._window(date, now)
         out: dict[str, Decimal] = {}
+        if end < start:
+            return out
         token: str | None = None
         while True:
             params: dict[str, Any] = {
