@@ -141,11 +141,9 @@ def _err(text: str) -> None:
     print(f"raxx-md: {text}", file=sys.stderr)
 
 
-async def _tail(args: argparse.Namespace) -> int:
+async def _open(args: argparse.Namespace, user: str) -> tuple[TierGateClient, MdClient] | None:
+    """A started client on a tier-gate credential for `user`; None once the error is said."""
     tg = TierGateClient(args.tier_gate)
-    user = args.user or f"dev-{getpass.getuser()}"
-    asset = AssetClass(args.asset)
-    channels = [Channel(c) for c in (args.channel or ["quotes"])]
     try:
         identity = args.identity or await tg.dev_identity(user, args.tier)
     except TierGateError as exc:
@@ -156,7 +154,7 @@ async def _tail(args: argparse.Namespace) -> int:
         else:
             _err(str(exc))
         await tg.aclose()
-        return 2
+        return None
 
     async def source(public_key: str) -> Credential:
         return await tg.issue(identity, public_key)
@@ -167,11 +165,22 @@ async def _tail(args: argparse.Namespace) -> int:
     except TierGateError as exc:
         _err(str(exc))
         await tg.aclose()
-        return 2
+        return None
     except Exception as exc:
         _err(f"cannot connect to NATS at {args.nats} ({exc}). Is the stack running (`make run`)?")
         await tg.aclose()
+        return None
+    return tg, client
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    user = args.user or f"dev-{getpass.getuser()}"
+    asset = AssetClass(args.asset)
+    channels = [Channel(c) for c in (args.channel or ["quotes"])]
+    opened = await _open(args, user)
+    if opened is None:
         return 2
+    tg, client = opened
     try:
         try:
             reply = await client.subscribe(args.symbols, asset=asset, channels=channels)
@@ -214,25 +223,10 @@ async def _replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(str(exc))
         return 2
-    tg = TierGateClient(args.tier_gate)
-    user = args.user or f"dev-{getpass.getuser()}"
-    try:
-        identity = args.identity or await tg.dev_identity(user, args.tier)
-    except TierGateError as exc:
-        _err(f"cannot get a credential from tier-gate at {args.tier_gate}: {exc}")
-        await tg.aclose()
+    opened = await _open(args, args.user or f"dev-{getpass.getuser()}")
+    if opened is None:
         return 2
-
-    async def source(public_key: str) -> Credential:
-        return await tg.issue(identity, public_key)
-
-    client = MdClient(args.nats, source)
-    try:
-        await client.start()
-    except Exception as exc:
-        _err(f"cannot connect to NATS at {args.nats} ({exc}). Is the stack running (`make run`)?")
-        await tg.aclose()
-        return 2
+    tg, client = opened
     asset = AssetClass(args.asset)
     channels = [Channel(c) for c in (args.channel or ["quotes", "trades"])]
     path = client.credential.paths[asset].value
