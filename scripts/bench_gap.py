@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from market_data_hub.adapters.nats import capture_config
+from market_data_hub.settings import Settings as HubSettings
 from nats.aio.client import Client
-from nats.js.api import RePublish, StorageType, StreamConfig
 from prometheus_client import CollectorRegistry
 from raxx_contracts import AssetClass, Channel, Quote, decode, encode, subjects, utc_now
 from raxx_contracts import Path as MdPath
@@ -227,11 +228,10 @@ async def run() -> dict[str, Any]:
     srv = servers.start_nats(tmp / "nats")
     try:
         pub = await nats.connect(srv.url)
-        root = subjects.capture_root(MdPath.RT, AssetClass.STOCKS)
+        # the rt-stocks capture stream, as the hub declares it
         await pub.jetstream().add_stream(
-            StreamConfig(name=STREAM, subjects=[root], storage=StorageType.FILE, allow_direct=True,
-                         republish=RePublish(src=root, dest=subjects.from_capture(root)))
-        )  # fmt: skip
+            capture_config(MdPath.RT, AssetClass.STOCKS, HubSettings())
+        )
         proxy = Proxy(srv.port)
         server = await proxy.start()
         runs = []

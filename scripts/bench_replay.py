@@ -29,12 +29,13 @@ import nats
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+from market_data_hub.adapters.nats import capture_config
+from market_data_hub.settings import Settings as HubSettings
 from md_replay.adapters.capture import CaptureReader
 from md_replay.adapters.store import FsspecStore
 from md_replay.archive import Archiver
 from md_replay.domain import session_date
 from md_replay.metrics import Metrics
-from nats.js.api import RePublish, StorageType, StreamConfig
 from raxx_contracts import AssetClass, Channel, ReplayEnd, subjects
 from raxx_contracts import Path as MdPath
 from raxx_contracts.timestamps import format_epoch_ns
@@ -66,19 +67,8 @@ async def record(url: str) -> None:
     nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
     js = nc.jetstream()
     for path in MdPath:
-        for asset in AssetClass:
-            await js.add_stream(
-                StreamConfig(
-                    name=subjects.capture_stream(path, asset),
-                    subjects=[subjects.capture_root(path, asset)],
-                    storage=StorageType.FILE,
-                    allow_direct=True,
-                    republish=RePublish(
-                        src=subjects.capture_root(path, asset),
-                        dest=subjects.path_root(path, asset),
-                    ),
-                )
-            )
+        for asset in AssetClass:  # the capture streams, as the hub declares them
+            await js.add_stream(capture_config(path, asset, HubSettings()))
     subs = {
         s: subjects.to_capture(subjects.rt(AssetClass.STOCKS, Channel.QUOTES, s)) for s in SYMBOLS
     }

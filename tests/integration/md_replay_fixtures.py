@@ -11,11 +11,12 @@ from typing import Any
 import nats
 import orjson
 from fastapi import FastAPI
+from market_data_hub.adapters.nats import capture_config
+from market_data_hub.settings import Settings as HubSettings
 from md_replay.app import Deps, create_app
 from md_replay.settings import Settings
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import RePublish, StorageType, StreamConfig
 from raxx_contracts import AssetClass, Path, subjects
 from raxx_contracts.timestamps import format_epoch_ns
 
@@ -24,21 +25,10 @@ OTHER = "B" * 24
 
 
 async def capture_streams(js: JetStreamContext) -> None:
-    """The four capture streams (file storage, direct get, republished onto `md.`)."""
+    """The four capture streams, as the hub declares them."""
     for path in Path:
         for asset in AssetClass:
-            await js.add_stream(
-                StreamConfig(
-                    name=subjects.capture_stream(path, asset),
-                    subjects=[subjects.capture_root(path, asset)],
-                    storage=StorageType.FILE,
-                    allow_direct=True,
-                    republish=RePublish(
-                        src=subjects.capture_root(path, asset),
-                        dest=subjects.path_root(path, asset),
-                    ),
-                )
-            )
+            await js.add_stream(capture_config(path, asset, HubSettings()))
 
 
 def quote(symbol: str, i: int) -> bytes:

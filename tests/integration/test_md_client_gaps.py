@@ -22,7 +22,8 @@ from pathlib import Path as FsPath
 import nats
 import pytest
 import pytest_asyncio
-from nats.js.api import RePublish, StorageType, StreamConfig
+from market_data_hub.adapters.nats import capture_config
+from market_data_hub.settings import Settings as HubSettings
 from prometheus_client import CollectorRegistry
 from raxx_contracts import AssetClass, Channel, Path, Quote, encode, subjects, utc_now
 from raxx_devstack import servers
@@ -63,18 +64,14 @@ class CaptureServer:
 
 
 async def declare_streams(url: str, max_msgs: int = -1) -> None:
+    """The four capture streams as the hub declares them (`max_msgs` to make a window expire)."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     for path in Path:
         for asset in AssetClass:
-            root = subjects.capture_root(path, asset)
-            await js.add_stream(
-                StreamConfig(
-                    name=subjects.capture_stream(path, asset), subjects=[root],
-                    storage=StorageType.FILE, allow_direct=True, max_msgs=max_msgs,
-                    republish=RePublish(src=root, dest=subjects.from_capture(root)),
-                )
-            )  # fmt: skip
+            cfg = capture_config(path, asset, HubSettings())
+            cfg.max_msgs = max_msgs
+            await js.add_stream(cfg)
     await nc.close()
 
 
