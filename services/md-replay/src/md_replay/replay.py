@@ -110,7 +110,6 @@ class Replayer:
         self.rate = domain.UserRate(settings.requests_per_minute)
         self.running: dict[tuple[str, str], Running] = {}
         self._subs: list[Subscription] = []
-        self._starting: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -128,8 +127,6 @@ class Replayer:
             with contextlib.suppress(NatsError):
                 await sub.unsubscribe()
         self._subs = []
-        for task in list(self._starting):
-            task.cancel()
         runs = list(self.running.values())
         for r in runs:
             r.stop_reason = "shutdown"
