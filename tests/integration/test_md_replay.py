@@ -225,6 +225,42 @@ async def test_silent_consumer_is_ended_by_ack_timeout(own_nats: str, js_nc: Cli
         await user.drain()
 
 
+async def test_an_oversize_ack_or_stop_is_ignored(own_nats: str, js_nc: Client) -> None:
+    """Acks and stops reach every replica and are parsed by each: one larger than a request
+    may be (16 KiB) is dropped unparsed, so padding a stop does not make it count."""
+    from raxx_contracts import ReplayStop
+
+    await publish_tape(js_nc.jetstream(), ["AAPL"], 2000)
+    s = settings(own_nats, archive_url="memory://oversize", window=2, ack_every=1,
+                 frame_records=10, ack_timeout_seconds=5)  # fmt: skip
+    async with running_replay(s) as (app, _):
+        user = await nats.connect(own_nats, inbox_prefix=f"_INBOX_U.{TOKEN}")
+        try:
+            deliver = f"_INBOX_U.{TOKEN}.big"
+            ends: list[ReplayEnd] = []
+
+            async def on(msg: Msg) -> None:
+                if (msg.headers or {}).get("Raxx-Replay") == "end":
+                    ends.append(decode(ReplayEnd, msg.data))
+
+            await user.subscribe(deliver, cb=on)
+            req = ReplayRequest(replay_id="big", date=today(), symbols=("AAPL",), deliver=deliver)
+            await user.request(subjects.replay("pro", TOKEN), encode(req), timeout=5)
+            stop = encode(ReplayStop(replay_id="big"))
+            padded = stop[:-1] + b" " * (17 * 1024) + b"}"  # still a valid stop, only larger
+            await user.publish(subjects.replay("pro", TOKEN), padded)
+            await user.flush()
+            await asyncio.sleep(0.5)
+            assert replayer(app).running, "a padded stop ended the replay"
+            assert not ends
+            await user.publish(subjects.replay("pro", TOKEN), stop)
+            await wait_for(lambda: not replayer(app).running)
+            await wait_for(lambda: bool(ends))
+            assert ends[0].reason == "stopped"
+        finally:
+            await user.drain()
+
+
 async def _ask(nc: Client, tier: str, body: bytes, token: str = TOKEN) -> ErrorReply:
     msg = await nc.request(subjects.replay(tier, token), body, timeout=5)
     return decode(ErrorReply, msg.data)
